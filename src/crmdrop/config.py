@@ -1,0 +1,92 @@
+"""One typed Settings object, read once at start-up and passed explicitly.
+
+Sources, highest first: explicit overrides (command-line flags), environment
+variables `CRMDROP_*`, a TOML file (`CRMDROP_CONFIG`, default
+`./crmdrop.toml` when present), then the defaults below. See
+docs/configuration.md for every field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _toml_path() -> Path:
+    return Path(os.environ.get("CRMDROP_CONFIG", "crmdrop.toml"))
+
+
+class Settings(BaseSettings):
+    """Every knob crmdrop has; defaults give the embedded SQLite set-up."""
+
+    model_config = SettingsConfigDict(env_prefix="CRMDROP_", extra="forbid", frozen=True)
+
+    domain: str = Field("dropbox.localhost", description="The dropbox domain D of SPEC §2.1.")
+    data_dir: Path = Field(Path("crmdrop-data"), description="Where SQLite and logs live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite under data_dir."
+    )
+    smtp_listen: str = "127.0.0.1:2525"
+    lmtp_listen: str = "127.0.0.1:2424"
+    http_listen: str = "127.0.0.1:8025"
+    smtp_hostname: str = Field("crmdrop.localhost", description="Name in the SMTP banner.")
+    smtp_relay: str | None = Field(None, description="host:port that outgoing replies go to.")
+    reply_from: str | None = Field(None, description="From of replies; default crmdrop@domain.")
+    max_message_size: int = Field(25 * 1024 * 1024, description="Bytes; larger → 552 5.3.4.")
+    max_recipients: int = Field(50, description="RCPTs per message; more → 452 4.5.3.")
+    worker_poll_seconds: float = Field(0.2, description="Idle poll interval of the worker.")
+    max_attempts: int = Field(6, description="Processing attempts before a delivery is parked.")
+    retry_base_seconds: float = Field(2.0, description="First retry delay; doubles each time.")
+    reply_rate_per_hour: int = Field(10, description="Error replies per user per hour.")
+    sender_auth: Literal["off", "upstream"] = Field(
+        "off",
+        description="SPF/DKIM/DMARC: off, or trust Authentication-Results of upstream_authserv.",
+    )
+    upstream_authserv: str | None = Field(
+        None, description="authserv-id whose Authentication-Results header is trusted."
+    )
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_path())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in force: the configured one or SQLite in data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'crmdrop.db').resolve()}"
+
+    @property
+    def reply_sender(self) -> str:
+        return self.reply_from or f"crmdrop@{self.domain}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once; `overrides` (from flags) win over every other source."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """'127.0.0.1:2525' → ('127.0.0.1', 2525); '[::1]:25' works too."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,199 @@
+"""The FilingPlan: what deciding returns, and what the processing record shows.
+
+`decide` (pure) builds a plan from a ParsedMessage, the dropbox it reached and a
+read-only AccountView; `store.apply` carries it out in one transaction; `crmdrop
+explain` prints it. The plan *is* the processing record (SPEC §4.6, §6.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from typing import Any, Protocol
+
+
+class DropboxKind(str, Enum):  # noqa: UP042 - lead's choice; StrEnum changes str()
+    """The six dropbox addresses of a user (SPEC §2.1)."""
+
+    NOTE = "note"
+    CASE = "case"
+    OPP = "opp"
+    TASK = "task"
+    TODAY = "today"
+    TOMORROW = "tomorrow"
+
+
+class Outcome(str, Enum):  # noqa: UP042 - see DropboxKind
+    """How a delivery ended, once decided."""
+
+    FILED = "filed"  # a note (and maybe case/opp/task) was filed
+    DUPLICATE = "duplicate"  # the same message was filed before: only new links added
+    NO_CONTACT = "no_contact"  # nothing to file under: error reply to the user (SPEC §4.5)
+    TASK_ONLY = "task_only"  # a task dropbox with no contact: task made, no note
+
+
+@dataclass(frozen=True)
+class AddressDecision:
+    """One address, where it was seen, and the rule that kept or discarded it."""
+
+    address: str
+    name: str
+    where: tuple[str, ...]
+    kept: bool
+    rule: str  # e.g. "contact", "owner", "colleague", "excluded:@acme.com", "dropbox", "system"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ContactAction:
+    """A kept address: an existing contact/company to link, or a contact to create."""
+
+    address: str
+    name: str
+    action: str  # "link_contact" | "link_company" | "create_contact"
+    contact_id: int | None = None
+    company_id: int | None = None
+    company_for_new: int | None = None  # company a created contact joins (domain match)
+    why: str = ""  # "address" (found by it), "new" (created), "thread" (SPEC §5.2)
+
+
+@dataclass(frozen=True)
+class RecordAction:
+    """A case or opportunity to link (by reference) or to create."""
+
+    kind: str  # "case" | "opportunity"
+    action: str  # "link" | "create"
+    record_id: int | None = None
+    ref: str | None = None  # e.g. "CA12" when linking
+    title: str | None = None  # when creating
+    why: str = ""  # "reference #CA12", "thread", "new from -case@ dropbox", ...
+
+
+@dataclass(frozen=True)
+class TaskAction:
+    title: str
+    description: str
+    due: date | None
+    due_kind: str  # "none" | "today" | "tomorrow"
+    timezone: str
+
+
+@dataclass(frozen=True)
+class NoteDraft:
+    """The note as it will be filed (SPEC §4.4)."""
+
+    subject: str
+    body: str
+    own_text: str  # the forwarder's own words, kept apart for a forward
+    author_name: str
+    author_email: str | None
+    date: datetime | None
+    direction: str  # "from_user" | "to_user"
+    is_forward: bool
+    attachment_names: tuple[str, ...]
+
+
+@dataclass
+class FilingPlan:
+    """Every decision taken for one delivery, in order."""
+
+    outcome: Outcome
+    dropbox: DropboxKind
+    message_key: str  # Message-ID, or sha256 of the content when there is none
+    addresses: list[AddressDecision] = field(default_factory=list)
+    contacts: list[ContactAction] = field(default_factory=list)
+    note: NoteDraft | None = None
+    records: list[RecordAction] = field(default_factory=list)
+    task: TaskAction | None = None
+    notices: list[str] = field(
+        default_factory=list
+    )  # e.g. "reference #CA9 is of another account: ignored"
+    forwarded: list[dict[str, Any]] = field(default_factory=list)  # blocks found, outermost first
+    reason: str = ""  # one line for the processing record
+    note_id: int | None = None  # the existing note, when outcome is DUPLICATE
+    reply_to: str | None = None  # where the error reply goes (SPEC §4.5, §6.4); None: no reply
+    auto_generated: str | None = None  # why the message counts as auto-generated (SPEC §3.4)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (dates as ISO strings, enums as values)."""
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, Enum):
+                return value.value
+            if isinstance(value, datetime | date):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [convert(v) for v in value]
+            return value
+
+        result: dict[str, Any] = convert(asdict(self))
+        return result
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """The dropbox owner as decide needs them."""
+
+    id: int
+    name: str
+    signup_email: str
+    addresses: frozenset[str]  # signup + additional, normalized
+    verified: frozenset[str]  # signup + verified additional addresses (replies go only there)
+    timezone: str
+    accept_reply_all: bool
+
+
+@dataclass(frozen=True)
+class ContactMatch:
+    kind: str  # "contact" | "company"
+    id: int
+    name: str
+    company_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """A case or opportunity found by reference number."""
+
+    kind: str  # "case" | "opportunity"
+    id: int
+    ref: str
+    account_id: int
+
+
+class AccountView(Protocol):
+    """Read-only questions decide asks of an account (implemented by store/)."""
+
+    account_id: int
+    file_under_companies: bool
+    discard_automated: bool
+
+    def colleague_addresses(self) -> frozenset[str]:
+        """Every address of every user of the account (signup + additional)."""
+
+    def is_excluded(self, address: str) -> str | None:
+        """The exclusion entry that covers `address` (exact or @domain), or None."""
+
+    def find(self, address: str) -> ContactMatch | None:
+        """A contact or company with this address (case-insensitive), or None."""
+
+    def company_for_domain(self, domain: str) -> int | None:
+        """The one company whose domain is `domain`, or None."""
+
+    def company_of(self, contact_id: int) -> int | None:
+        """The company a contact belongs to, or None."""
+
+    def find_record(self, kind: str, number: int) -> RecordRef | None:
+        """A case/opportunity by reference number in *any* account (to tell 'other account')."""
+
+    def thread_records(self, message_ids: list[str]) -> list[RecordRef]:
+        """Cases/opportunities that notes with these Message-IDs were filed to."""
+
+    def thread_contacts(self, message_ids: list[str]) -> list[ContactMatch]:
+        """Contacts that notes with these Message-IDs were filed under."""
+
+    def filed_note(self, message_key: str) -> int | None:
+        """The note already filed in this account for this message (SPEC §6.2), or None."""

@@ -1,0 +1,52 @@
+"""SPF/DKIM/DMARC verdicts taken from a trusted upstream MTA (SPEC §3.3, §7.2).
+
+Only `Authentication-Results` headers whose authserv-id is the configured one
+count (anyone can write such a header). Only a definite failure counts against
+the author: DMARC `fail` for the author's domain, or, with no DMARC result, SPF
+*and* DKIM both failing. temperror/permerror/none never reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import authres
+
+
+@dataclass(frozen=True)
+class AuthVerdict:
+    failed: bool
+    detail: str  # recorded either way
+
+
+def upstream_verdict(
+    headers: Mapping[str, list[str]], authserv_id: str, author: str | None
+) -> AuthVerdict:
+    """Judge the author's domain from the trusted upstream's Authentication-Results."""
+    domain = (author or "").rpartition("@")[2].lower()
+    results: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    for value in headers.get("authentication-results", []):
+        try:
+            parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
+        except Exception:  # a malformed header from anyone: ignore it
+            continue
+        if str(parsed.authserv_id).lower() != authserv_id.lower():
+            continue
+        for result in parsed.results:
+            props = {f"{p.type}.{p.name}".lower(): str(p.value).lower() for p in result.properties}
+            results.setdefault(str(result.method).lower(), []).append(
+                (str(result.result).lower(), props)
+            )
+    if not results:
+        return AuthVerdict(False, f"no Authentication-Results from {authserv_id}")
+    dmarc = [r for r, p in results.get("dmarc", []) if p.get("header.from", domain) == domain]
+    if dmarc:
+        failed = "fail" in dmarc
+        return AuthVerdict(failed, f"dmarc={dmarc[0]} for {domain} (from {authserv_id})")
+    spf = [r for r, _ in results.get("spf", [])]
+    dkim = [r for r, _ in results.get("dkim", [])]
+    spf_fail = bool(spf) and all(r in ("fail", "softfail") for r in spf)
+    dkim_fail = not any(r == "pass" for r in dkim) and any(r == "fail" for r in dkim)
+    detail = f"spf={','.join(spf) or 'none'} dkim={','.join(dkim) or 'none'} (from {authserv_id})"
+    return AuthVerdict(spf_fail and dkim_fail, detail)

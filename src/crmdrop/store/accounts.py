@@ -1,0 +1,194 @@
+"""Accounts, users, their addresses and exclusion lists (SPEC §1, §2.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crmdrop.dropbox.address import new_token
+from crmdrop.dropbox.plan import UserInfo
+from crmdrop.mail.addresses import is_plausible_address, normalize_address
+from crmdrop.store.models import Account, Company, CompanyEmail, Exclusion, User, UserAddress
+
+
+class StoreError(ValueError):
+    """A request the store refuses, with a message meant for the person who asked."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def get_account(session: Session, name: str) -> Account:
+    account = session.scalar(select(Account).where(Account.name == name))
+    if account is None:
+        raise StoreError(f"no account named {name!r}")
+    return account
+
+
+def get_or_create_account(session: Session, name: str) -> Account:
+    account = session.scalar(select(Account).where(Account.name == name))
+    if account is None:
+        account = Account(name=name, created_at=now())
+        session.add(account)
+        session.flush()
+    return account
+
+
+def get_user(session: Session, email: str) -> User:
+    user = session.scalar(select(User).where(User.email == normalize_address(email)))
+    if user is None:
+        raise StoreError(f"no user with signup address {email!r}")
+    return user
+
+
+def _check_address(address: str) -> str:
+    normalized = normalize_address(address)
+    if not is_plausible_address(normalized):
+        raise StoreError(f"{address!r} is not a valid email address")
+    return normalized
+
+
+def _address_owner(session: Session, address: str) -> User | None:
+    user = session.scalar(select(User).where(User.email == address))
+    if user is not None:
+        return user
+    extra = session.scalar(select(UserAddress).where(UserAddress.email == address))
+    return session.get(User, extra.user_id) if extra is not None else None
+
+
+def add_user(
+    session: Session,
+    email: str,
+    *,
+    name: str,
+    account: str,
+    timezone: str = "UTC",
+    password_hash: str | None = None,
+) -> User:
+    """Sign a user up in `account` (created if new), with a fresh dropbox token."""
+    address = _check_address(email)
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise StoreError(f"unknown time zone {timezone!r}") from exc
+    if _address_owner(session, address) is not None:
+        raise StoreError(f"{address} already belongs to a user")
+    acc = get_or_create_account(session, account)
+    user = User(
+        account_id=acc.id,
+        email=address,
+        name=name,
+        timezone=timezone,
+        password_hash=password_hash,
+        token=new_token(),
+        created_at=now(),
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def add_user_address(session: Session, user_email: str, address: str) -> UserAddress:
+    """An additional address counts as the user's own at once (SPEC §1.2)."""
+    user = get_user(session, user_email)
+    normalized = _check_address(address)
+    owner = _address_owner(session, normalized)
+    if owner is not None:
+        raise StoreError(f"{normalized} already belongs to user {owner.email}")
+    extra = UserAddress(user_id=user.id, email=normalized, verified=False, created_at=now())
+    session.add(extra)
+    session.flush()
+    return extra
+
+
+def add_exclusion(session: Session, account: str, pattern: str) -> Exclusion:
+    """An exact address or a whole `@domain` (SPEC §1.3)."""
+    acc = get_account(session, account)
+    raw = pattern.strip()
+    if raw.startswith("@"):
+        domain = normalize_address("x" + raw).split("@", 1)[1]
+        if "." not in domain:
+            raise StoreError(f"{pattern!r} is not a domain")
+        value = "@" + domain
+    else:
+        value = _check_address(raw)
+    existing = session.scalar(
+        select(Exclusion).where(Exclusion.account_id == acc.id, Exclusion.pattern == value)
+    )
+    if existing is not None:
+        return existing
+    entry = Exclusion(account_id=acc.id, pattern=value)
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def regenerate_token(session: Session, user_email: str) -> User:
+    """A new token at once; the six old addresses stop working (SPEC §2.3)."""
+    user = get_user(session, user_email)
+    user.token = new_token()
+    session.flush()
+    return user
+
+
+def set_preference(session: Session, account: str, name: str, value: bool) -> Account:
+    acc = get_account(session, account)
+    if name == "file-under-companies":
+        acc.file_under_companies = value
+    elif name == "discard-automated":
+        acc.discard_automated = value
+    else:
+        raise StoreError(f"unknown preference {name!r}")
+    return acc
+
+
+def add_company(
+    session: Session, name: str, *, account: str, domain: str | None, emails: list[str]
+) -> Company:
+    acc = get_account(session, account)
+    dom = normalize_address("x@" + domain.strip().lstrip("@")).split("@", 1)[1] if domain else None
+    company = Company(account_id=acc.id, name=name, domain=dom, created_at=now())
+    session.add(company)
+    session.flush()
+    for email in emails:
+        session.add(
+            CompanyEmail(account_id=acc.id, company_id=company.id, email=_check_address(email))
+        )
+    session.flush()
+    return company
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A live dropbox owner, as the RCPT check finds them."""
+
+    user_id: int
+    account_id: int
+    user_email: str
+
+
+def find_token_owner(session: Session, token: str) -> Recipient | None:
+    user = session.scalar(select(User).where(User.token == token))
+    if user is None:
+        return None
+    return Recipient(user_id=user.id, account_id=user.account_id, user_email=user.email)
+
+
+def user_info(session: Session, user: User) -> UserInfo:
+    extras = session.scalars(select(UserAddress).where(UserAddress.user_id == user.id)).all()
+    addresses = frozenset([user.email, *(e.email for e in extras)])
+    verified = frozenset([user.email, *(e.email for e in extras if e.verified)])
+    return UserInfo(
+        id=user.id,
+        name=user.name,
+        signup_email=user.email,
+        addresses=addresses,
+        verified=verified,
+        timezone=user.timezone,
+        accept_reply_all=user.accept_reply_all,
+    )

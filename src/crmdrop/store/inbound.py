@@ -1,0 +1,122 @@
+"""The inbound queue: deliveries stored before the 250, claimed by the worker,
+finished, retried with backoff, or parked as failed (SPEC §6.1, §6.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from crmdrop.store.models import Delivery
+
+QUEUED = "queued"
+FAILED = "failed"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One accepted (or refused) message to one dropbox, as receive hands it over."""
+
+    account_id: int
+    user_id: int
+    dropbox_kind: str
+    rcpt_to: str
+    mail_from: str
+    protocol: str
+    peer: str
+    message_id: str | None
+    subject: str
+    author: str
+
+
+def add_delivery(
+    session: Session, new: NewDelivery, raw: bytes | None, *, now: datetime, reason: str = ""
+) -> Delivery:
+    """Queue the raw bytes (raw=None records a refusal at end of DATA, status rejected)."""
+    delivery = Delivery(
+        account_id=new.account_id,
+        user_id=new.user_id,
+        dropbox_kind=new.dropbox_kind,
+        rcpt_to=new.rcpt_to[:320],
+        mail_from=new.mail_from[:320],
+        protocol=new.protocol,
+        peer=new.peer[:100],
+        raw=raw,
+        size=len(raw) if raw is not None else 0,
+        message_id=(new.message_id or None) and new.message_id[:512],
+        subject=new.subject[:2000],
+        author=new.author[:320],
+        status=QUEUED if raw is not None else REJECTED,
+        reason=reason,
+        attempts=0,
+        next_attempt_at=now,
+        received_at=now,
+        finished_at=None if raw is not None else now,
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Delivery | None:
+    """The oldest queued delivery that is due, locked on PostgreSQL (SKIP LOCKED)."""
+    query = (
+        select(Delivery)
+        .where(Delivery.status == QUEUED, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(1)
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    return session.scalar(query)
+
+
+def record_failure(
+    session: Session,
+    delivery_id: int,
+    error: str,
+    *,
+    now: datetime,
+    max_attempts: int,
+    retry_base: float,
+) -> str:
+    """Count a failed attempt: retry later with exponential backoff, or park it."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        return "gone"
+    delivery.attempts += 1
+    delivery.last_error = error[-4000:]
+    if delivery.attempts >= max_attempts:
+        delivery.status = FAILED
+        delivery.reason = f"parked after {delivery.attempts} attempts: {error.splitlines()[-1]}"
+        delivery.finished_at = now
+    else:
+        delay = retry_base * (2 ** (delivery.attempts - 1))
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+        delivery.reason = f"attempt {delivery.attempts} failed; retrying in {delay:g}s"
+    return delivery.status
+
+
+def retry(session: Session, delivery_id: int, *, now: datetime) -> Delivery:
+    """Put a parked (or any finished) delivery back in the queue, due now."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.raw is None:
+        raise LookupError(f"no retryable delivery #{delivery_id}")
+    delivery.status = QUEUED
+    delivery.attempts = 0
+    delivery.next_attempt_at = now
+    delivery.finished_at = None
+    delivery.reason = "queued again by retry"
+    return delivery
+
+
+def retry_all_failed(session: Session, *, now: datetime) -> int:
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.status == FAILED)
+        .values(status=QUEUED, attempts=0, next_attempt_at=now, finished_at=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,313 @@
+"""The CRM and queue tables. One database holds both, so filing a message and
+marking its delivery done commit together (DESIGN "The inbound queue is a table").
+
+Addresses are stored normalized (`crmdrop.mail.addresses.normalize_address`) so
+lookups are exact-match on an index, case-insensitive by construction.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both SQLite (which drops tzinfo) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime stored")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        from datetime import UTC
+
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    file_under_companies: Mapped[bool] = mapped_column(Boolean, default=False)
+    discard_automated: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_case_ref: Mapped[int] = mapped_column(Integer, default=1)
+    next_opp_ref: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # signup address
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    accept_reply_all: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UserAddress(Base):
+    """An additional address of a user (SPEC §1.2); it counts as theirs at once."""
+
+    __tablename__ = "user_addresses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Exclusion(Base):
+    """An exclusion-list entry: an exact address or `@domain` (SPEC §1.3)."""
+
+    __tablename__ = "exclusions"
+    __table_args__ = (UniqueConstraint("account_id", "pattern"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    pattern: Mapped[str] = mapped_column(String(320))
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    domain: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index("ix_companies_account_domain", "account_id", "domain"),)
+
+
+class CompanyEmail(Base):
+    __tablename__ = "company_emails"
+    __table_args__ = (UniqueConstraint("account_id", "email"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), nullable=True)
+    created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ContactEmail(Base):
+    __tablename__ = "contact_emails"
+    __table_args__ = (UniqueConstraint("account_id", "email"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+
+
+note_contacts = Table(
+    "note_contacts",
+    Base.metadata,
+    Column("note_id", ForeignKey("notes.id"), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id"), primary_key=True, index=True),
+)
+note_companies = Table(
+    "note_companies",
+    Base.metadata,
+    Column("note_id", ForeignKey("notes.id"), primary_key=True),
+    Column("company_id", ForeignKey("companies.id"), primary_key=True, index=True),
+)
+note_cases = Table(
+    "note_cases",
+    Base.metadata,
+    Column("note_id", ForeignKey("notes.id"), primary_key=True),
+    Column("case_id", ForeignKey("cases.id"), primary_key=True, index=True),
+)
+note_opportunities = Table(
+    "note_opportunities",
+    Base.metadata,
+    Column("note_id", ForeignKey("notes.id"), primary_key=True),
+    Column("opportunity_id", ForeignKey("opportunities.id"), primary_key=True, index=True),
+)
+case_contacts = Table(
+    "case_contacts",
+    Base.metadata,
+    Column("case_id", ForeignKey("cases.id"), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+)
+opportunity_contacts = Table(
+    "opportunity_contacts",
+    Base.metadata,
+    Column("opportunity_id", ForeignKey("opportunities.id"), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+)
+task_contacts = Table(
+    "task_contacts",
+    Base.metadata,
+    Column("task_id", ForeignKey("tasks.id"), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+)
+
+
+class Note(Base):
+    """A filed email (SPEC §4.4). `message_key` makes filing exactly-once per account."""
+
+    __tablename__ = "notes"
+    __table_args__ = (
+        UniqueConstraint("account_id", "message_key"),
+        Index("ix_notes_account_message_id", "account_id", "message_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"))
+    message_key: Mapped[str] = mapped_column(String(512))
+    message_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    own_text: Mapped[str] = mapped_column(Text, default="")
+    author_name: Mapped[str] = mapped_column(String(320))
+    author_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    direction: Mapped[str] = mapped_column(String(16))
+    is_forward: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    note_id: Mapped[int] = mapped_column(ForeignKey("notes.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("account_id", "ref_no"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    ref_no: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32), default="open")
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Opportunity(Base):
+    __tablename__ = "opportunities"
+    __table_args__ = (UniqueConstraint("account_id", "ref_no"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    ref_no: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32), default="open")
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"))
+    note_id: Mapped[int | None] = mapped_column(ForeignKey("notes.id"), nullable=True)
+    message_key: Mapped[str] = mapped_column(String(512))
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    due_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    due_kind: Mapped[str] = mapped_column(String(16))
+    timezone: Mapped[str] = mapped_column(String(64))
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """The inbound queue *and* the processing record of one message to one dropbox.
+
+    status: queued → filed | duplicate | no_contact | task_only | failed (parked);
+    `rejected` rows record a message refused at end of DATA (no raw kept).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_account", "account_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    dropbox_kind: Mapped[str] = mapped_column(String(16))
+    rcpt_to: Mapped[str] = mapped_column(String(320))
+    mail_from: Mapped[str] = mapped_column(String(320))  # envelope sender; "" for <>
+    protocol: Mapped[str] = mapped_column(String(16))
+    peer: Mapped[str] = mapped_column(String(100), default="")
+    raw: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
+    size: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(320), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    plan: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    note_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Outbox(Base):
+    """A reply waiting for (or done with) the relay (SPEC §6.4)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status_due", "status", "next_attempt_at"),
+        Index("ix_outbox_user_created", "user_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    mail_to: Mapped[str] = mapped_column(String(320))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))  # queued | sent | failed | suppressed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

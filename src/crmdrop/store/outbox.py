@@ -1,0 +1,61 @@
+"""The outbox: replies queued in the filing transaction, sent later (SPEC §6.4)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crmdrop.store.models import Outbox
+
+
+def queue_reply(
+    session: Session,
+    *,
+    account_id: int,
+    user_id: int,
+    delivery_id: int | None,
+    kind: str,
+    mail_to: str,
+    raw: bytes,
+    now: datetime,
+    per_hour: int,
+) -> Outbox:
+    """Queue a reply, or record it as `suppressed` when the user's hourly limit is reached."""
+    recent = session.scalar(
+        select(func.count(Outbox.id)).where(
+            Outbox.user_id == user_id,
+            Outbox.created_at >= now - timedelta(hours=1),
+            Outbox.status.in_(("queued", "sent", "failed")),
+        )
+    )
+    status = "queued" if (recent or 0) < per_hour else "suppressed"
+    row = Outbox(
+        account_id=account_id,
+        user_id=user_id,
+        delivery_id=delivery_id,
+        kind=kind,
+        mail_to=mail_to,
+        raw=raw,
+        status=status,
+        attempts=0,
+        next_attempt_at=now,
+        last_error=None if status == "queued" else f"rate limit of {per_hour}/hour reached",
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Outbox | None:
+    query = (
+        select(Outbox)
+        .where(Outbox.status == "queued", Outbox.next_attempt_at <= now)
+        .order_by(Outbox.id)
+        .limit(1)
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    return session.scalar(query)

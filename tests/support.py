@@ -1,0 +1,242 @@
+"""Test support: real servers and real databases, nothing mocked.
+
+- `pg_database()` makes a fresh PostgreSQL database (dropped afterwards);
+- `Relay` is a real SMTP server (aiosmtpd) that keeps what it is sent;
+- `ServerProcess` runs `crmdrop serve` as a subprocess on free ports;
+- `Cli` runs `crmdrop` commands in-process against the same database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from typer.testing import CliRunner
+
+from crmdrop.cli import app
+
+PG_URL = os.environ.get("CRMDROP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parents[1]
+DOMAIN = "dropbox.test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database; its URL. Fails (never skips) without PostgreSQL."""
+    name = f"crmdrop_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Relayed:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+
+class _RelayHandler:
+    def __init__(self) -> None:
+        self.messages: list[Relayed] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        self.messages.append(
+            Relayed(envelope.mail_from or "", list(envelope.rcpt_tos), bytes(content))
+        )
+        return "250 OK"
+
+
+class Relay:
+    """A real SMTP server on loopback standing in for the outgoing relay."""
+
+    def __init__(self) -> None:
+        self.handler = _RelayHandler()
+        self.port = free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def messages_to(self, rcpt: str) -> list[Relayed]:
+        return [m for m in self.handler.messages if rcpt in m.rcpt_tos]
+
+    def __enter__(self) -> Relay:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+
+@dataclass
+class Cli:
+    """`crmdrop` commands, run in-process with the server's database settings."""
+
+    env: dict[str, str]
+    runner: CliRunner = field(default_factory=CliRunner)
+
+    def run(self, *args: str, ok: bool = True) -> str:
+        result = self.runner.invoke(app, list(args), env=self.env, catch_exceptions=False)
+        if ok and result.exit_code != 0:
+            raise AssertionError(f"crmdrop {' '.join(args)} → {result.exit_code}: {result.output}")
+        return result.output
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args))
+
+    def export(self, account: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.json("export", account)
+        return data
+
+    def add_user(
+        self, email: str, account: str, *, name: str = "Owner", timezone: str = "UTC"
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = self.json(
+            "users", "add", email, "--name", name, "--account", account,
+            "--timezone", timezone, "--json",
+        )
+        return data
+
+
+class ServerProcess:
+    """`crmdrop serve` in a subprocess, as a user would run it."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.smtp_port = free_port()
+        self.lmtp_port = free_port()
+        self.http_port = free_port()
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "serve.log"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "crmdrop", "serve", "--no-demo",
+                "--data", str(self.data_dir),
+                "--smtp", f"127.0.0.1:{self.smtp_port}",
+                "--lmtp", f"127.0.0.1:{self.lmtp_port}",
+                "--http", f"127.0.0.1:{self.http_port}",
+            ],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"crmdrop serve exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.http_port), timeout=1):
+                    pass
+                with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"crmdrop serve did not start: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown of anything."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def make_message(
+    *,
+    from_: str,
+    to: list[str],
+    subject: str = "Hello",
+    body: str = "Hi there.\n",
+    cc: list[str] | None = None,
+    message_id: str | None = None,
+    headers: dict[str, str] | None = None,
+    attachments: list[tuple[str, bytes]] | None = None,
+) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = from_
+    msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime_now())
+    msg["Message-ID"] = message_id or make_msgid(domain="test.example")
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    for name, data in attachments or []:
+        msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    return msg
+
+
+def datetime_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def smtp_send(
+    port: int, mail_from: str, rcpts: list[str], data: bytes | EmailMessage, *, lmtp: bool = False
+) -> dict[str, tuple[int, bytes]]:
+    """Send one message; the refused recipients (smtplib's return), raising on a refused DATA."""
+    raw = data.as_bytes() if isinstance(data, EmailMessage) else data
+    client_cls: type[smtplib.SMTP] = smtplib.LMTP if lmtp else smtplib.SMTP
+    with client_cls("127.0.0.1", port, timeout=30) as client:
+        result: dict[str, tuple[int, bytes]] = client.sendmail(mail_from, rcpts, raw)
+        return result
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 20, what: str = "condition") -> Any:
+    """Poll until `check()` returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
