@@ -124,8 +124,16 @@ class Cli:
         self, email: str, account: str, *, name: str = "Owner", timezone: str = "UTC"
     ) -> dict[str, Any]:
         data: dict[str, Any] = self.json(
-            "users", "add", email, "--name", name, "--account", account,
-            "--timezone", timezone, "--json",
+            "users",
+            "add",
+            email,
+            "--name",
+            name,
+            "--account",
+            account,
+            "--timezone",
+            timezone,
+            "--json",
         )
         return data
 
@@ -147,11 +155,19 @@ class ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "crmdrop", "serve", "--no-demo",
-                "--data", str(self.data_dir),
-                "--smtp", f"127.0.0.1:{self.smtp_port}",
-                "--lmtp", f"127.0.0.1:{self.lmtp_port}",
-                "--http", f"127.0.0.1:{self.http_port}",
+                sys.executable,
+                "-m",
+                "crmdrop",
+                "serve",
+                "--no-demo",
+                "--data",
+                str(self.data_dir),
+                "--smtp",
+                f"127.0.0.1:{self.smtp_port}",
+                "--lmtp",
+                f"127.0.0.1:{self.lmtp_port}",
+                "--http",
+                f"127.0.0.1:{self.http_port}",
             ],
             env={**os.environ, **self.env},
             stdout=log,
@@ -240,3 +256,41 @@ def wait_for(check: Callable[[], Any], *, timeout: float = 20, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def lmtp_session(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, Any]:
+    """A raw LMTP dialogue: the reply to each RCPT and the per-recipient replies to DATA.
+
+    (smtplib.LMTP reads a single DATA reply; LMTP sends one per accepted recipient.)
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+
+        def reply() -> str:
+            lines = []
+            while True:
+                line = reader.readline().decode().rstrip("\r\n")
+                lines.append(line)
+                if len(line) < 4 or line[3] != "-":
+                    return "\n".join(lines)
+
+        def cmd(text: str) -> str:
+            sock.sendall(text.encode() + b"\r\n")
+            return reply()
+
+        assert reply().startswith("220")
+        assert cmd("LHLO tests.example").startswith("250")
+        assert cmd(f"MAIL FROM:<{mail_from}>").startswith("250")
+        rcpt_replies = {r: cmd(f"RCPT TO:<{r}>") for r in rcpts}
+        accepted = [r for r, line in rcpt_replies.items() if line.startswith("250")]
+        data_replies: list[str] = []
+        if accepted:
+            assert cmd("DATA").startswith("354")
+            body = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            body = b"\r\n".join(
+                b"." + ln if ln.startswith(b".") else ln for ln in body.split(b"\r\n")
+            )
+            sock.sendall(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+            data_replies = [reply() for _ in accepted]
+        cmd("QUIT")
+        return {"rcpt": rcpt_replies, "data": dict(zip(accepted, data_replies, strict=True))}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -64,6 +65,10 @@ def decide_delivery(
         return Decision(None, verdict.detail)
     view = SqlAccountView(session, account)
     plan = decide(parsed, kind, owner, view, dropbox_domain=settings.domain, now=now)
+    if plan.note is not None and plan.note.date is not None and plan.note.date.tzinfo is None:
+        # A forwarded block's date line is in the forwarder's local time: the owner's zone.
+        local = plan.note.date.replace(tzinfo=ZoneInfo(owner.timezone))
+        plan.note = replace(plan.note, date=local)
     auto = plan.auto_generated or auto_generated_reason(parsed.headers, mail_from)
     if auto:
         plan.auto_generated = auto

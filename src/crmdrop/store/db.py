@@ -3,7 +3,8 @@
 On SQLite, a transaction that reads and then writes can fail with BUSY_SNAPSHOT
 in WAL mode (the busy timeout does not help), so writers start with
 `BEGIN IMMEDIATE` on their own engine; readers use a plain deferred `BEGIN`.
-On PostgreSQL both session factories share one engine.
+On PostgreSQL both session factories share one pool; readers run at REPEATABLE
+READ so that a multi-query read (an export) sees one consistent snapshot.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ class Database:
             self.read_engine = _sqlite_engine(self.url, "BEGIN")
         else:
             self.write_engine = create_engine(self.url, pool_size=10, pool_pre_ping=True)
-            self.read_engine = self.write_engine
+            # One snapshot per read transaction: an export must not see half a filing.
+            self.read_engine = self.write_engine.execution_options(
+                isolation_level="REPEATABLE READ"
+            )
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -95,5 +99,5 @@ class Database:
 
     def dispose(self) -> None:
         self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
+        if self.is_sqlite:
             self.read_engine.dispose()
