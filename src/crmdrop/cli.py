@@ -132,6 +132,9 @@ def serve(
     no_demo: Annotated[
         bool, typer.Option("--no-demo", help="Do not create the demo account.")
     ] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Run no worker here (`crmdrop worker` elsewhere).")
+    ] = False,
 ) -> None:
     """Run SMTP, LMTP, the web page, the worker and the reply sender."""
     from crmdrop.serve import serve as run
@@ -144,7 +147,22 @@ def serve(
     db = _open(settings)
     if not no_demo:
         _demo(db, settings)
-    asyncio.run(run(db, settings))
+    asyncio.run(run(db, settings, worker=not no_worker))
+
+
+@app.command()
+def worker(
+    data: Data = None,
+    parent: Annotated[int | None, typer.Option(help="Stop when this process is gone.")] = None,
+) -> None:
+    """File queued deliveries and send replies (serve runs one; more may run on PostgreSQL)."""
+    from crmdrop.serve import run_worker
+
+    settings = _settings(data)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_worker(_open(settings), settings, parent=parent)
 
 
 DEMO_USER, DEMO_PASSWORD, DEMO_ACCOUNT = "demo@example.com", "demo", "demo"

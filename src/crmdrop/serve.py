@@ -1,10 +1,18 @@
-"""`crmdrop serve`: SMTP, LMTP, the web page, the worker and the reply sender in one process."""
+"""`crmdrop serve`: SMTP, LMTP and the web page in this process; the worker and the
+reply sender in a child process (`crmdrop worker`), restarted if it dies.
+
+The worker is a process of its own because parsing and filing are CPU work: in
+one process they would share the GIL with the SMTP server and slow every accept.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 
 import uvicorn
@@ -40,8 +48,57 @@ class SenderThread(threading.Thread):
                 self.stopping.wait(0.5)
 
 
-async def serve(db: Database, settings: Settings, *, ready: threading.Event | None = None) -> None:
-    """Run everything until SIGINT/SIGTERM."""
+def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -> None:
+    """`crmdrop worker`: file deliveries and send replies until SIGTERM (or the parent dies)."""
+    threads: list[WorkerThread | SenderThread] = [
+        WorkerThread(db, settings),
+        SenderThread(db, settings),
+    ]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    for thread in threads:
+        thread.start()
+    while not stop.wait(0.5):
+        if parent is not None and os.getppid() != parent:
+            log.warning("serve is gone; the worker stops")
+            break
+    for thread in threads:
+        thread.stopping.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
+async def _supervise(settings: Settings, stop: asyncio.Event) -> None:
+    """Keep one `crmdrop worker` child running until `stop`."""
+    env = {**os.environ, "CRMDROP_DATA_DIR": str(settings.data_dir.resolve())}
+    if settings.database_url:
+        env["CRMDROP_DATABASE_URL"] = settings.database_url
+    env["CRMDROP_DOMAIN"] = settings.domain
+    args = [sys.executable, "-m", "crmdrop", "worker", "--parent", str(os.getpid())]
+    while not stop.is_set():
+        child = subprocess.Popen(args, env=env)
+        while child.poll() is None and not stop.is_set():
+            await asyncio.sleep(0.2)
+        if stop.is_set():
+            child.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(child.wait, 30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            return
+        log.error("the worker exited with %s; starting it again", child.returncode)
+        await asyncio.sleep(1)
+
+
+async def serve(
+    db: Database,
+    settings: Settings,
+    *,
+    worker: bool = True,
+    ready: threading.Event | None = None,
+) -> None:
+    """Run everything until SIGINT/SIGTERM (`worker=False`: workers run elsewhere)."""
     receiver = Receiver(db, settings)
     servers = await start_servers(
         receiver,
@@ -56,17 +113,12 @@ async def serve(db: Database, settings: Settings, *, ready: threading.Event | No
         )
     )
     web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    workers: list[WorkerThread | SenderThread] = [
-        WorkerThread(db, settings),
-        SenderThread(db, settings),
-    ]
-    for thread in workers:
-        thread.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     web_task = asyncio.create_task(web.serve())
+    worker_task = asyncio.create_task(_supervise(settings, stop) if worker else stop.wait())
     print(
         f"crmdrop is up: SMTP {settings.smtp_listen}, LMTP {settings.lmtp_listen}, "
         f"web http://{settings.http_listen}/",
@@ -81,7 +133,4 @@ async def serve(db: Database, settings: Settings, *, ready: threading.Event | No
         server.close()
         await server.wait_closed()
     await web_task
-    for thread in workers:
-        thread.stopping.set()
-    for thread in workers:
-        thread.join(timeout=10)
+    await worker_task

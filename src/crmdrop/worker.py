@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from crmdrop.config import Settings
 from crmdrop.dropbox.decide import decide
 from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome
-from crmdrop.dropbox.senders import auto_generated_reason, check_sender
+from crmdrop.dropbox.senders import check_sender
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
 from crmdrop.outbound.replies import build_reply
@@ -64,15 +64,13 @@ def decide_delivery(
     if not verdict.allowed:
         return Decision(None, verdict.detail)
     view = SqlAccountView(session, account)
-    plan = decide(parsed, kind, owner, view, dropbox_domain=settings.domain, now=now)
+    plan = decide(
+        parsed, kind, owner, view, dropbox_domain=settings.domain, now=now, envelope_from=mail_from
+    )
     if plan.note is not None and plan.note.date is not None and plan.note.date.tzinfo is None:
         # A forwarded block's date line is in the forwarder's local time: the owner's zone.
         local = plan.note.date.replace(tzinfo=ZoneInfo(owner.timezone))
         plan.note = replace(plan.note, date=local)
-    auto = plan.auto_generated or auto_generated_reason(parsed.headers, mail_from)
-    if auto:
-        plan.auto_generated = auto
-        plan.reply_to = None  # never answer auto-generated mail (SPEC §3.4, §6.4)
     return Decision(plan, None)
 
 

@@ -1,29 +1,31 @@
 """The receive core, plain synchronous functions the protocol shells wrap.
 
-Cheap checks first (is the recipient a live dropbox, may this author send to
-it), then the raw bytes and envelope are committed to the inbound queue, and
-only then is a 2xx returned. Any fault of ours becomes a 4xx, never a 5xx
-(DESIGN step 1). The worker checks the sender again (authoritative).
+Cheap checks first — at RCPT, is the recipient a live dropbox (and who owns it);
+at end of DATA, may this author send to it — then the raw bytes and envelope are
+committed to the inbound queue, and only then is a 2xx returned. Any fault of
+ours becomes a 4xx, never a 5xx (DESIGN step 1). The worker checks the sender
+again (authoritative).
+
+Accepting is split in two so that the SMTP shell can *group-commit*: `prepare`
+is CPU only (headers, sender check); `commit` stores any number of prepared
+messages in one transaction, so concurrent sessions share one fsync.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings
 from crmdrop.dropbox.address import parse_dropbox_address, redact
-from crmdrop.dropbox.plan import DropboxKind
+from crmdrop.dropbox.plan import DropboxKind, UserInfo
 from crmdrop.dropbox.sender_auth import upstream_verdict
 from crmdrop.dropbox.senders import check_sender
 from crmdrop.mail.headers import HeaderSummary, read_header_summary
-from crmdrop.store.accounts import Recipient, find_token_owner, user_info
+from crmdrop.store.accounts import Recipient, dropbox_owner
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import NewDelivery, add_delivery
-from crmdrop.store.models import User
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,12 @@ TEMPFAIL = "451 4.3.0 Temporary failure on our side, please try again later"
 
 @dataclass(frozen=True)
 class Rcpt:
-    """A recipient that passed the RCPT check."""
+    """A recipient that passed the RCPT check, with its owner as read then."""
 
     address: str
-    token: str
     kind: DropboxKind
     owner: Recipient
+    info: UserInfo
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,19 @@ class Verdict:
         return temporary[0] if temporary else self.replies[0]
 
 
+@dataclass
+class Prepared:
+    """A message checked and ready to store: one row per recipient, accepted or refused."""
+
+    raw: bytes
+    rows: list[tuple[NewDelivery, str | None]]  # (row, refusal) — refusal None: accepted
+    message_id: str | None
+    mail_from: str
+    protocol: str
+    replies: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+
+
 class Receiver:
     """Checks and enqueues; shared by the SMTP and LMTP servers and `crmdrop ingest`."""
 
@@ -72,81 +87,98 @@ class Receiver:
         if parsed is None:
             return UNKNOWN, None
         token, kind = parsed
-        with self.db.reading() as session:
-            owner = find_token_owner(session, token)
-        if owner is None:
+        with self.db.read_connection() as conn:
+            found = dropbox_owner(conn, token)
+        if found is None:
             log.info("RCPT to unknown or revoked dropbox %s", redact(address))
             return UNKNOWN, None
-        return OK_RCPT, Rcpt(address=address, token=token, kind=kind, owner=owner)
+        owner, info = found
+        return OK_RCPT, Rcpt(address=address, kind=kind, owner=owner, info=info)
 
     def _sender_refusal(
-        self, summary: HeaderSummary, author: str | None, owner_user: User, session: Session
+        self, summary: HeaderSummary, author: str | None, owner: UserInfo
     ) -> str | None:
         """Why this author may not use this dropbox (SPEC §3), or None when they may."""
-        info = user_info(session, owner_user)
-        recipients = [m.address for m in [*summary.to, *summary.cc] if m.address]
-        verdict = check_sender(author, recipients, info)
-        if not verdict.allowed:
-            return verdict.detail
+        auth_failure = None
         if self.settings.sender_auth == "upstream" and self.settings.upstream_authserv:
             auth = upstream_verdict(summary.headers, self.settings.upstream_authserv, author)
             if auth.failed:
-                return f"the author's domain failed sender authentication: {auth.detail}"
-        return None
+                auth_failure = f"the author's domain failed sender authentication: {auth.detail}"
+        recipients = [m.address for m in [*summary.to, *summary.cc] if m.address]
+        verdict = check_sender(author, recipients, owner, auth_failure=auth_failure)
+        return None if verdict.allowed else verdict.detail
+
+    def prepare(
+        self, *, mail_from: str, rcpts: list[Rcpt], raw: bytes, protocol: str, peer: str
+    ) -> Prepared:
+        """End of DATA, before storing: the sender check per recipient (no I/O)."""
+        summary = read_header_summary(raw)
+        author = next((m.address for m in summary.from_ if m.address), None)
+        rows: list[tuple[NewDelivery, str | None]] = []
+        for rcpt in rcpts:
+            new = NewDelivery(
+                account_id=rcpt.owner.account_id,
+                user_id=rcpt.owner.user_id,
+                dropbox_kind=rcpt.kind.value,
+                rcpt_to=rcpt.address,
+                mail_from=mail_from,
+                protocol=protocol,
+                peer=peer,
+                message_id=summary.message_id,
+                subject=summary.subject,
+                author=author or "",
+            )
+            rows.append((new, self._sender_refusal(summary, author, rcpt.info)))
+        return Prepared(raw, rows, summary.message_id, mail_from, protocol)
+
+    def commit(self, batch: list[Prepared]) -> None:
+        """Store every prepared message in one transaction; fill in their replies.
+
+        Only after the commit returns do the replies say 250. On any error every
+        message of the batch gets 451 (nothing was stored: the senders retry).
+        """
+        now = datetime.now(UTC)
+        try:
+            with self.db.write_connection() as conn:
+                for item in batch:
+                    item.replies, item.ids = [], []
+                    for new, refusal in item.rows:
+                        if refusal is None:
+                            delivery_id = add_delivery(conn, new, item.raw, now=now)
+                            item.ids.append(delivery_id)
+                            item.replies.append(f"250 2.0.0 OK: queued as {delivery_id}")
+                        else:
+                            add_delivery(conn, new, None, now=now, reason=f"rejected: {refusal}")
+                            item.replies.append(f"550 5.7.1 {_one_line(refusal)}")
+        except Exception:
+            log.exception("could not queue %d message(s)", len(batch))
+            for item in batch:
+                item.replies, item.ids = [TEMPFAIL] * len(item.rows), []
+            return
+        for item in batch:
+            log.info(
+                "%s from %s via %s: %s",
+                item.message_id,
+                item.mail_from,
+                item.protocol,
+                "; ".join(item.replies),
+            )
 
     def accept(
         self, *, mail_from: str, rcpts: list[Rcpt], raw: bytes, protocol: str, peer: str
     ) -> Verdict:
-        """End of DATA: check the author per recipient, commit, then answer."""
+        """Prepare and commit one message on its own (the pipe ingest's path)."""
         if len(raw) > self.settings.max_message_size:
             return Verdict([TOO_BIG] * len(rcpts), [])
         try:
-            return self._accept(
+            prepared = self.prepare(
                 mail_from=mail_from, rcpts=rcpts, raw=raw, protocol=protocol, peer=peer
             )
         except Exception:
-            log.exception("could not queue a message from %s (peer %s)", mail_from, peer)
+            log.exception("could not check a message from %s", mail_from)
             return Verdict([TEMPFAIL] * len(rcpts), [])
-
-    def _accept(
-        self, *, mail_from: str, rcpts: list[Rcpt], raw: bytes, protocol: str, peer: str
-    ) -> Verdict:
-        summary = read_header_summary(raw)
-        author = next((m.address for m in summary.from_ if m.address), None)
-        now = datetime.now(UTC)
-        replies: list[str] = []
-        ids: list[int] = []
-        with self.db.writing() as session:
-            for rcpt in rcpts:
-                owner = find_token_owner(session, rcpt.token)
-                user = session.get(User, owner.user_id) if owner is not None else None
-                if user is None:
-                    replies.append(UNKNOWN)  # regenerated between RCPT and DATA
-                    continue
-                refusal = self._sender_refusal(summary, author, user, session)
-                new = NewDelivery(
-                    account_id=user.account_id,
-                    user_id=user.id,
-                    dropbox_kind=rcpt.kind.value,
-                    rcpt_to=rcpt.address,
-                    mail_from=mail_from,
-                    protocol=protocol,
-                    peer=peer,
-                    message_id=summary.message_id,
-                    subject=summary.subject,
-                    author=author or "",
-                )
-                if refusal is None:
-                    delivery = add_delivery(session, new, raw, now=now)
-                    ids.append(delivery.id)
-                    replies.append(f"250 2.0.0 OK: queued as {delivery.id}")
-                else:
-                    add_delivery(session, new, None, now=now, reason=f"rejected: {refusal}")
-                    replies.append(f"550 5.7.1 {_one_line(refusal)}")
-        log.info(
-            "%s from %s via %s: %s", summary.message_id, mail_from, protocol, "; ".join(replies)
-        )
-        return Verdict(replies, ids)
+        self.commit([prepared])
+        return Verdict(prepared.replies, prepared.ids)
 
 
 def _one_line(text: str) -> str:

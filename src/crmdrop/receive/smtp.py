@@ -16,7 +16,8 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from crmdrop.config import Settings
-from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver
+from crmdrop.receive.batch import GroupCommitter
+from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,16 @@ class DropboxLMTP(_EnhancedReplies, LMTP):
 class DropboxHandler:
     """aiosmtpd handler; one per listening server."""
 
-    def __init__(self, receiver: Receiver, *, protocol: str, max_recipients: int) -> None:
+    def __init__(
+        self,
+        receiver: Receiver,
+        committer: GroupCommitter,
+        *,
+        protocol: str,
+        max_recipients: int,
+    ) -> None:
         self.receiver = receiver
+        self.committer = committer
         self.protocol = protocol
         self.max_recipients = max_recipients
         self._rcpts: dict[int, list[Rcpt]] = {}
@@ -81,19 +90,25 @@ class DropboxHandler:
         if isinstance(raw, str):  # pragma: no cover - decode_data is off
             raw = raw.encode("utf-8", "surrogateescape")
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        verdict = await asyncio.to_thread(
-            self.receiver.accept,
+        if not rcpts:
+            return "503 5.5.1 No valid recipients"
+        if len(raw) > self.receiver.settings.max_message_size:
+            return "\r\n".join([TOO_BIG] * len(rcpts)) if self.protocol == "lmtp" else TOO_BIG
+        prepared = self.receiver.prepare(
             mail_from=envelope.mail_from or "",
             rcpts=rcpts,
             raw=bytes(raw),
             protocol=self.protocol,
             peer=str(peer),
         )
+        await self.committer.store(prepared)
+        verdict = Verdict(prepared.replies, prepared.ids)
         if self.protocol == "lmtp":
             return "\r\n".join(verdict.replies)
         return verdict.smtp_reply()
 
     async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd would answer a permanent 500: our fault is temporary."""
         log.exception("%s session failed", self.protocol, exc_info=error)
         return TEMPFAIL
 
@@ -108,10 +123,13 @@ async def start_servers(
     """Listen for SMTP and/or LMTP on the running loop; return the servers to close."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
+    committer = GroupCommitter(receiver)
     for proto, where, cls in (("smtp", smtp, DropboxSMTP), ("lmtp", lmtp, DropboxLMTP)):
         if where is None:
             continue
-        handler = DropboxHandler(receiver, protocol=proto, max_recipients=settings.max_recipients)
+        handler = DropboxHandler(
+            receiver, committer, protocol=proto, max_recipients=settings.max_recipients
+        )
 
         def factory(cls: type[SMTP] = cls, handler: DropboxHandler = handler) -> SMTP:
             return cls(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.address import new_token
@@ -172,23 +172,71 @@ class Recipient:
     user_email: str
 
 
-def find_token_owner(session: Session, token: str) -> Recipient | None:
-    user = session.scalar(select(User).where(User.token == token))
-    if user is None:
+_OWNER_BY_TOKEN = (
+    select(
+        User.id,
+        User.account_id,
+        User.email,
+        User.name,
+        User.timezone,
+        User.accept_reply_all,
+        UserAddress.email.label("extra"),
+        UserAddress.verified,
+    )
+    .outerjoin(UserAddress, UserAddress.user_id == User.id)
+    .where(User.token == bindparam("token"))
+)
+
+
+def dropbox_owner(conn: Connection, token: str) -> tuple[Recipient, UserInfo] | None:
+    """The owner of a live token and what the sender check needs of them.
+
+    One joined query on a plain connection: it runs at every RCPT.
+    """
+    rows = conn.execute(_OWNER_BY_TOKEN, {"token": token}).all()
+    if not rows:
         return None
-    return Recipient(user_id=user.id, account_id=user.account_id, user_email=user.email)
+    first = rows[0]
+    extras = [(r.extra, r.verified) for r in rows if r.extra is not None]
+    info = UserInfo(
+        id=first.id,
+        name=first.name,
+        signup_email=first.email,
+        addresses=frozenset([first.email, *(e for e, _ in extras)]),
+        verified=frozenset([first.email, *(e for e, v in extras if v)]),
+        timezone=first.timezone,
+        accept_reply_all=first.accept_reply_all,
+    )
+    return Recipient(user_id=first.id, account_id=first.account_id, user_email=first.email), info
 
 
-def user_info(session: Session, user: User) -> UserInfo:
-    extras = session.scalars(select(UserAddress).where(UserAddress.user_id == user.id)).all()
-    addresses = frozenset([user.email, *(e.email for e in extras)])
-    verified = frozenset([user.email, *(e.email for e in extras if e.verified)])
+def find_token_owner(session: Session, token: str) -> Recipient | None:
+    """The live owner of a dropbox token (columns only: this runs at every RCPT)."""
+    row = session.execute(
+        select(User.id, User.account_id, User.email).where(User.token == token)
+    ).first()
+    if row is None:
+        return None
+    return Recipient(user_id=row.id, account_id=row.account_id, user_email=row.email)
+
+
+def user_info(session: Session, user: User | int) -> UserInfo:
+    """The owner as `decide` and the sender check see them."""
+    user_id = user if isinstance(user, int) else user.id
+    row = session.execute(
+        select(User.name, User.email, User.timezone, User.accept_reply_all).where(
+            User.id == user_id
+        )
+    ).one()
+    extras = session.execute(
+        select(UserAddress.email, UserAddress.verified).where(UserAddress.user_id == user_id)
+    ).all()
     return UserInfo(
-        id=user.id,
-        name=user.name,
-        signup_email=user.email,
-        addresses=addresses,
-        verified=verified,
-        timezone=user.timezone,
-        accept_reply_all=user.accept_reply_all,
+        id=user_id,
+        name=row.name,
+        signup_email=row.email,
+        addresses=frozenset([row.email, *(e.email for e in extras)]),
+        verified=frozenset([row.email, *(e.email for e in extras if e.verified)]),
+        timezone=row.timezone,
+        accept_reply_all=row.accept_reply_all,
     )

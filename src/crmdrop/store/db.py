@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,7 +33,12 @@ def normalize_url(url: str) -> str:
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=16,  # one per accept thread and the worker: no reconnecting under load
+        max_overflow=16,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -78,6 +83,18 @@ class Database:
         """A write transaction: committed on success, rolled back on any error."""
         with self._write() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A plain Core connection in a write transaction: for the SMTP accept path."""
+        with self.write_engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A plain Core connection in a read transaction: for the hot RCPT lookup."""
+        with self.read_engine.connect() as conn, conn.begin():
+            yield conn
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

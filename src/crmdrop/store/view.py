@@ -110,7 +110,7 @@ class SqlAccountView:
         return list(
             self.session.scalars(
                 select(Note.id).where(
-                    Note.account_id == self.account_id, Note.message_id.in_(message_ids)
+                    Note.account_id == self.account_id, Note.message_key.in_(message_ids)
                 )
             ).all()
         )

@@ -1,0 +1,112 @@
+"""Durable SMTP accepts per second: `crmdrop serve` on SQLite beside a bare aiosmtpd
+that accepts and discards, in the same run, with the same load (5 KB messages,
+10 concurrent sessions, a separate client process).
+
+    .venv/bin/python bench/bench_accept.py [--messages 3000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import free_port, median, smtp_load, wait_port  # noqa: E402
+
+DOMAIN = "dropbox.bench"
+
+
+def crmdrop(*args: str, env: dict[str, str]) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "crmdrop", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--no-worker", action="store_true", help="measure accepts alone")
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
+    env = {**os.environ, "CRMDROP_DOMAIN": DOMAIN, "CRMDROP_LOG_LEVEL": "WARNING"}
+    user = json.loads(
+        crmdrop(
+            "users",
+            "add",
+            "bench@mycorp.example",
+            "--name",
+            "B",
+            "--account",
+            "bench",
+            "--json",
+            "--data",
+            str(data),
+            env=env,
+        )
+    )
+    rcpt = user["dropbox"]["note"]
+    bare_port, smtp_port = free_port(), free_port()
+    bare = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("bare_smtpd.py")), str(bare_port)]
+    )
+    served = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crmdrop",
+            "serve",
+            "--no-demo",
+            *(["--no-worker"] if args.no_worker else []),
+            "--data",
+            str(data),
+            "--smtp",
+            f"127.0.0.1:{smtp_port}",
+            "--lmtp",
+            f"127.0.0.1:{free_port()}",
+            "--http",
+            f"127.0.0.1:{free_port()}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(bare_port)
+        wait_port(smtp_port)
+        bare_rates, ours = [], []
+        for _ in range(args.rounds):
+            bare_rates.append(
+                smtp_load(
+                    bare_port, user["email"], rcpt, total=args.messages, sessions=args.sessions
+                )
+            )
+            ours.append(
+                smtp_load(
+                    smtp_port, user["email"], rcpt, total=args.messages, sessions=args.sessions
+                )
+            )
+    finally:
+        bare.send_signal(signal.SIGTERM)
+        served.send_signal(signal.SIGTERM)
+        bare.wait()
+        served.wait()
+    b, o = median(bare_rates), median(ours)
+    print(f"bare aiosmtpd (discard):       {b:7.0f} msg/s  rounds {[round(x) for x in bare_rates]}")
+    print(f"crmdrop serve (SQLite, durable): {o:7.0f} msg/s  rounds {[round(x) for x in ours]}")
+    print(f"ratio: {o / b:.2f} (target >= 0.60)")
+
+
+if __name__ == "__main__":
+    main()
