@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, median, smtp_load, wait_port  # noqa: E402
+from common import free_port, median, smtp_load, wait_port
 
 DOMAIN = "dropbox.bench"
 

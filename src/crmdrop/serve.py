@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -46,6 +48,14 @@ class SenderThread(threading.Thread):
                 busy = False
             if not busy:
                 self.stopping.wait(0.5)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: `serve` stops everything on SIGTERM itself."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -> None:
@@ -107,12 +117,11 @@ async def serve(
         lmtp=split_hostport(settings.lmtp_listen),
     )
     http_host, http_port = split_hostport(settings.http_listen)
-    web = uvicorn.Server(
+    web = _Server(
         uvicorn.Config(
             create_app(db, settings), host=http_host, port=http_port, log_level="warning"
         )
     )
-    web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings
 from crmdrop.dropbox.decide import decide
-from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome
+from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome, UserInfo
 from crmdrop.dropbox.senders import check_sender
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
@@ -28,12 +28,20 @@ from crmdrop.outbound.replies import build_reply
 from crmdrop.store.accounts import user_info
 from crmdrop.store.apply import apply_plan
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import next_due, record_failure
+from crmdrop.store.inbound import due_batch, next_due, record_failure
 from crmdrop.store.models import Account, Delivery, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.view import SqlAccountView
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchCache:
+    """What the deliveries of one batch (one read snapshot) can share."""
+
+    views: dict[int, SqlAccountView] = field(default_factory=dict)
+    owners: dict[int, UserInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,17 +61,23 @@ def decide_delivery(
     mail_from: str | None,
     settings: Settings,
     now: datetime,
+    cache: BatchCache | None = None,
 ) -> Decision:
     """The authoritative decision for one message to one dropbox (no writes)."""
+    cache = cache or BatchCache()
     account = session.get(Account, user.account_id)
     assert account is not None
-    owner = user_info(session, user)
+    owner = cache.owners.get(user.id)
+    if owner is None:
+        owner = cache.owners[user.id] = user_info(session, user)
     author = next((m.address for m in parsed.from_ if m.address), None)
     recipients = [m.address for m in [*parsed.to, *parsed.cc] if m.address]
     verdict = check_sender(author, recipients, owner)
     if not verdict.allowed:
         return Decision(None, verdict.detail)
-    view = SqlAccountView(session, account)
+    view = cache.views.get(account.id)
+    if view is None:
+        view = cache.views[account.id] = SqlAccountView(session, account)
     plan = decide(
         parsed, kind, owner, view, dropbox_domain=settings.domain, now=now, envelope_from=mail_from
     )
@@ -82,14 +96,17 @@ def _addresses_text(plan: FilingPlan) -> str:
     return "\n".join(lines) or "- (no email address at all)"
 
 
-def _file(
-    session: Session, delivery: Delivery, parsed: ParsedMessage, settings: Settings, now: datetime
-) -> None:
-    """Decide and apply one delivery inside the caller's transaction."""
+def _decide_for(
+    session: Session,
+    delivery: Delivery,
+    parsed: ParsedMessage,
+    settings: Settings,
+    now: datetime,
+    cache: BatchCache | None = None,
+) -> Decision:
     user = session.get(User, delivery.user_id)
-    account = session.get(Account, delivery.account_id)
-    assert user is not None and account is not None
-    decision = decide_delivery(
+    assert user is not None
+    return decide_delivery(
         session,
         parsed,
         user=user,
@@ -97,7 +114,19 @@ def _file(
         mail_from=delivery.mail_from,
         settings=settings,
         now=now,
+        cache=cache,
     )
+
+
+def _apply(
+    session: Session,
+    delivery: Delivery,
+    parsed: ParsedMessage,
+    decision: Decision,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """Carry the decision out and finish the delivery, inside the caller's transaction."""
     delivery.finished_at = now
     delivery.last_error = None
     if decision.plan is None:
@@ -105,88 +134,151 @@ def _file(
         delivery.reason = f"rejected by the worker: {decision.refused}"
         return
     plan = decision.plan
+    account = session.get(Account, delivery.account_id)
+    user = session.get(User, delivery.user_id)
+    assert account is not None and user is not None
+    if plan.note is not None and plan.note_id is None:
+        # Decided on an earlier snapshot (SQLite batches): filed since? Then a duplicate.
+        filed = SqlAccountView(session, account).filed_note(plan.message_key)
+        if filed is not None:
+            plan.outcome, plan.note_id = Outcome.DUPLICATE, filed
+            plan.reason = f"already filed as note #{filed}; only new links added"
     done = apply_plan(session, plan, delivery=delivery, parsed=parsed, account=account, now=now)
     record = plan.to_json()
     record["applied"] = done
     delivery.plan = record
     delivery.status = plan.outcome.value
     delivery.reason = plan.reason
-    if plan.outcome is Outcome.NO_CONTACT:
-        if plan.reply_to:
-            raw = build_reply(
-                template="no_contact",
-                subject=f"Not filed: {parsed.subject or '(no subject)'}",
-                sender=settings.reply_sender,
-                to=plan.reply_to,
-                in_reply_to=parsed.message_id,
-                now=now,
-                user_name=user.name,
-                subject_text=parsed.subject,
-                reason=plan.reason,
-                addresses=_addresses_text(plan),
-                rate=settings.reply_rate_per_hour,
-            )
-            row = queue_reply(
-                session,
-                account_id=account.id,
-                user_id=user.id,
-                delivery_id=delivery.id,
-                kind="no_contact",
-                mail_to=plan.reply_to,
-                raw=raw,
-                now=now,
-                per_hour=settings.reply_rate_per_hour,
-            )
-            delivery.reason += f"; error reply {row.status} to {plan.reply_to}"
-        else:
-            delivery.reason += f"; no reply ({plan.auto_generated or 'no address to reply to'})"
+    if plan.outcome is not Outcome.NO_CONTACT:
+        return
+    if not plan.reply_to:
+        delivery.reason += f"; no reply ({plan.auto_generated or 'no address to reply to'})"
+        return
+    raw = build_reply(
+        template="no_contact",
+        subject=f"Not filed: {parsed.subject or '(no subject)'}",
+        sender=settings.reply_sender,
+        to=plan.reply_to,
+        in_reply_to=parsed.message_id,
+        now=now,
+        user_name=user.name,
+        original_subject=parsed.subject or "(no subject)",
+        reason=plan.reason,
+        addresses=_addresses_text(plan),
+        rate=settings.reply_rate_per_hour,
+    )
+    row = queue_reply(
+        session,
+        account_id=account.id,
+        user_id=user.id,
+        delivery_id=delivery.id,
+        kind="no_contact",
+        mail_to=plan.reply_to,
+        raw=raw,
+        now=now,
+        per_hour=settings.reply_rate_per_hour,
+    )
+    delivery.reason += f"; error reply {row.status} to {plan.reply_to}"
+
+
+def _record_failure(db: Database, settings: Settings, delivery_id: int, error: str) -> None:
+    log.error("delivery #%s failed:\n%s", delivery_id, error)
+    with db.writing() as session:
+        record_failure(
+            session,
+            delivery_id,
+            error,
+            now=datetime.now(UTC),
+            max_attempts=settings.max_attempts,
+            retry_base=settings.retry_base_seconds,
+        )
+
+
+BATCH = 32
+
+
+def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
+    """SQLite has one writer at a time, and a commit is an fsync: claim a batch, parse
+    and decide it under one read snapshot, then apply it in one short write
+    transaction. Should that fail, each delivery is applied (or failed) on its own."""
+    decided: list[tuple[int, ParsedMessage, Decision]] = []
+    failed: list[tuple[int, str]] = []
+    with db.reading() as session:
+        batch = due_batch(session, now, BATCH)
+        if not batch:
+            return False
+        cache = BatchCache()
+        for delivery in batch:
+            try:
+                parsed = parse_message(delivery.raw or b"")
+                decided.append(
+                    (
+                        delivery.id,
+                        parsed,
+                        _decide_for(session, delivery, parsed, settings, now, cache),
+                    )
+                )
+            except Exception:
+                failed.append((delivery.id, traceback.format_exc()))
+    try:
+        with db.writing() as session:
+            for delivery_id, parsed, decision in decided:
+                _apply_one(session, delivery_id, parsed, decision, settings, now)
+    except Exception:
+        log.warning("a batch of %d failed; applying one at a time", len(decided))
+        for delivery_id, parsed, decision in decided:
+            try:
+                with db.writing() as session:
+                    _apply_one(session, delivery_id, parsed, decision, settings, now)
+            except Exception:
+                failed.append((delivery_id, traceback.format_exc()))
+    for delivery_id, error in failed:
+        _record_failure(db, settings, delivery_id, error)
+    return True
+
+
+def _apply_one(
+    session: Session,
+    delivery_id: int,
+    parsed: ParsedMessage,
+    decision: Decision,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.status != "queued":
+        return  # finished meanwhile (another worker)
+    _apply(session, delivery, parsed, decision, settings, now)
+    log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
+
+
+def _process_locked(db: Database, settings: Settings, now: datetime) -> bool:
+    """PostgreSQL: claim with SKIP LOCKED and do everything in that one transaction."""
+    delivery_id: int | None = None
+    try:
+        with db.writing() as session:
+            delivery = next_due(session, now, skip_locked=True)
+            if delivery is None:
+                return False
+            delivery_id = delivery.id
+            parsed = parse_message(delivery.raw or b"")
+            decision = _decide_for(session, delivery, parsed, settings, now)
+            _apply(session, delivery, parsed, decision, settings, now)
+            log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
+        return True
+    except Exception:
+        if delivery_id is None:
+            raise
+        _record_failure(db, settings, delivery_id, traceback.format_exc())
+        return True
 
 
 def process_one(db: Database, settings: Settings) -> bool:
     """Process the next due delivery; False when the queue has nothing due."""
     now = datetime.now(UTC)
-    target: int | None = None
-    raw = b""
     if db.is_sqlite:
-        # Parse before taking SQLite's single write lock, so accepts do not wait on it.
-        with db.reading() as session:
-            candidate = next_due(session, now, skip_locked=False)
-            if candidate is None:
-                return False
-            target, raw = candidate.id, candidate.raw or b""
-    claimed = target
-    try:
-        parsed = parse_message(raw) if target is not None else None
-        with db.writing() as session:
-            if target is not None:
-                delivery = session.get(Delivery, target)
-                if delivery is None or delivery.status != "queued":
-                    return True  # finished meanwhile
-            else:
-                delivery = next_due(session, now, skip_locked=True)
-                if delivery is None:
-                    return False
-                claimed = delivery.id
-                parsed = parse_message(delivery.raw or b"")
-            assert parsed is not None
-            _file(session, delivery, parsed, settings, now)
-            log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
-        return True
-    except Exception:
-        if claimed is None:
-            raise
-        error = traceback.format_exc()
-        log.error("delivery #%s failed:\n%s", claimed, error)
-        with db.writing() as session:
-            record_failure(
-                session,
-                claimed,
-                error,
-                now=datetime.now(UTC),
-                max_attempts=settings.max_attempts,
-                retry_base=settings.retry_base_seconds,
-            )
-        return True
+        return _process_sqlite(db, settings, now)
+    return _process_locked(db, settings, now)
 
 
 class WorkerThread(threading.Thread):

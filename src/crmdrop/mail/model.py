@@ -44,6 +44,8 @@ class ForwardedBlock:
     `kind` is ``forward`` (a forwarded header block) or ``reply`` (an
     "On ... wrote:" / Outlook reply header). `client` and `language` name the
     table row that matched (for explain and docs), e.g. ``gmail``/``en``.
+    `line` is the 0-based index of the block's first line (separator, header or wrote
+    line) in the text it was found in.
     """
 
     depth: int
@@ -57,6 +59,7 @@ class ForwardedBlock:
     body: str
     client: str
     language: str
+    line: int = 0
 
 
 @dataclass(frozen=True)

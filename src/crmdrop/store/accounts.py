@@ -220,17 +220,19 @@ def find_token_owner(session: Session, token: str) -> Recipient | None:
     return Recipient(user_id=row.id, account_id=row.account_id, user_email=row.email)
 
 
+_USER_ROW = select(User.name, User.email, User.timezone, User.accept_reply_all).where(
+    User.id == bindparam("user")
+)
+_USER_EXTRAS = select(UserAddress.email, UserAddress.verified).where(
+    UserAddress.user_id == bindparam("user")
+)
+
+
 def user_info(session: Session, user: User | int) -> UserInfo:
-    """The owner as `decide` and the sender check see them."""
+    """The owner as `decide` and the sender check see them (prebuilt statements: hot path)."""
     user_id = user if isinstance(user, int) else user.id
-    row = session.execute(
-        select(User.name, User.email, User.timezone, User.accept_reply_all).where(
-            User.id == user_id
-        )
-    ).one()
-    extras = session.execute(
-        select(UserAddress.email, UserAddress.verified).where(UserAddress.user_id == user_id)
-    ).all()
+    row = session.execute(_USER_ROW, {"user": user_id}).one()
+    extras = session.execute(_USER_EXTRAS, {"user": user_id}).all()
     return UserInfo(
         id=user_id,
         name=row.name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
@@ -17,6 +18,7 @@ from crmdrop.mail.model import ParsedMessage
 from crmdrop.store.models import (
     Account,
     Attachment,
+    Base,
     Case,
     Contact,
     ContactEmail,
@@ -35,20 +37,43 @@ from crmdrop.store.models import (
 
 
 def _link(
-    session: Session, table: Table, left: str, left_id: int, right: str, ids: Iterable[int]
+    session: Session,
+    table: Table,
+    left: str,
+    left_id: int,
+    right: str,
+    ids: Iterable[int],
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Insert the (left_id, id) pairs of an association table that are not there yet."""
+    """Insert the (left_id, id) pairs of an association table that are not there yet
+    (`fresh`: `left_id` was created in this transaction, so none are)."""
     wanted = set(ids)
     if not wanted:
         return
-    have = set(
-        session.scalars(
-            select(table.c[right]).where(table.c[left] == left_id, table.c[right].in_(wanted))
-        ).all()
-    )
+    have: set[int] = set()
+    if not fresh:
+        have = set(
+            session.scalars(
+                select(table.c[right]).where(table.c[left] == left_id, table.c[right].in_(wanted))
+            ).all()
+        )
     rows = [{left: left_id, right: i} for i in sorted(wanted - have)]
     if rows:
         session.execute(insert(table), rows)
+
+
+_INSERTS: dict[type[Base], Any] = {}
+
+
+def _insert(session: Session, model: type[Base], **values: Any) -> int:
+    """A Core INSERT ... RETURNING id: no unit-of-work flush on the filing path.
+
+    One statement per table, built once, so SQLAlchemy compiles it once."""
+    statement = _INSERTS.get(model)
+    if statement is None:
+        statement = _INSERTS[model] = insert(model).returning(model.__table__.c.id)
+    return int(session.execute(statement, values).scalar_one())
 
 
 def _new_record(
@@ -101,19 +126,22 @@ def apply_plan(
                 )
             )
             if existing is None:
-                contact = Contact(
+                contact_id = _insert(
+                    session,
+                    Contact,
                     account_id=account.id,
                     name=action.name,
                     company_id=action.company_for_new,
                     created_by_delivery_id=delivery.id,
                     created_at=now,
                 )
-                session.add(contact)
-                session.flush()
-                session.add(
-                    ContactEmail(account_id=account.id, contact_id=contact.id, email=action.address)
+                _insert(
+                    session,
+                    ContactEmail,
+                    account_id=account.id,
+                    contact_id=contact_id,
+                    email=action.address,
                 )
-                contact_id = contact.id
                 done["created"].append(f"contact {action.name} <{action.address}>")
             else:
                 contact_id = existing
@@ -121,7 +149,6 @@ def apply_plan(
             done["linked"].append(f"contact {action.address}")
         if contact_id is not None:
             contact_ids.append(contact_id)
-    session.flush()
 
     if account.file_under_companies and contact_ids:
         company_ids.extend(
@@ -152,9 +179,12 @@ def apply_plan(
         _link(session, opportunity_contacts, "opportunity_id", opp_id, "contact_id", contact_ids)
 
     note_id: int | None = plan.note_id
+    fresh_note = False
     if note_id is None and plan.note is not None:
         draft = plan.note
-        note = Note(
+        note_id = _insert(
+            session,
+            Note,
             account_id=account.id,
             user_id=delivery.user_id,
             delivery_id=delivery.id,
@@ -170,25 +200,26 @@ def apply_plan(
             is_forward=draft.is_forward,
             created_at=now,
         )
-        session.add(note)
-        session.flush()
-        note_id = note.id
+        fresh_note = True
         for part in parsed.attachments:
-            session.add(
-                Attachment(
-                    note_id=note.id,
-                    filename=part.filename[:500],
-                    content_type=part.content_type[:200],
-                    size=len(part.data),
-                    data=part.data,
-                )
+            _insert(
+                session,
+                Attachment,
+                note_id=note_id,
+                filename=part.filename[:500],
+                content_type=part.content_type[:200],
+                size=len(part.data),
+                data=part.data,
             )
-        done["created"].append(f"note #{note.id}")
+        done["created"].append(f"note #{note_id}")
     if note_id is not None:
-        _link(session, note_contacts, "note_id", note_id, "contact_id", contact_ids)
-        _link(session, note_companies, "note_id", note_id, "company_id", company_ids)
-        _link(session, note_cases, "note_id", note_id, "case_id", case_ids)
-        _link(session, note_opportunities, "note_id", note_id, "opportunity_id", opp_ids)
+        for table, column, ids in (
+            (note_contacts, "contact_id", contact_ids),
+            (note_companies, "company_id", company_ids),
+            (note_cases, "case_id", case_ids),
+            (note_opportunities, "opportunity_id", opp_ids),
+        ):
+            _link(session, table, "note_id", note_id, column, ids, fresh=fresh_note)
         delivery.note_id = note_id
 
     if plan.task is not None:
@@ -201,7 +232,9 @@ def apply_plan(
             )
         )
         if exists is None:
-            task = Task(
+            task_id = _insert(
+                session,
+                Task,
                 account_id=account.id,
                 user_id=delivery.user_id,
                 delivery_id=delivery.id,
@@ -214,10 +247,7 @@ def apply_plan(
                 timezone=plan.task.timezone,
                 created_at=now,
             )
-            session.add(task)
-            session.flush()
-            _link(session, task_contacts, "task_id", task.id, "contact_id", contact_ids)
+            _link(session, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
             due = plan.task.due.isoformat() if plan.task.due else "no deadline"
-            done["created"].append(f"task #{task.id} ({due})")
-    session.flush()
+            done["created"].append(f"task #{task_id} ({due})")
     return done

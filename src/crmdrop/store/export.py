@@ -73,8 +73,10 @@ def export_account(session: Session, name: str) -> dict[str, Any]:
     companies = session.scalars(select(Company).where(Company.account_id == aid)).all()
     company_name = {c.id: c.name for c in companies}
     company_emails: dict[int, list[str]] = defaultdict(list)
-    for ce in session.scalars(select(CompanyEmail).where(CompanyEmail.account_id == aid)):
-        company_emails[ce.company_id].append(ce.email)
+    for company_email in session.scalars(
+        select(CompanyEmail).where(CompanyEmail.account_id == aid)
+    ):
+        company_emails[company_email.company_id].append(company_email.email)
     contacts = session.scalars(
         select(Contact).where(Contact.account_id == aid).order_by(Contact.id)
     ).all()

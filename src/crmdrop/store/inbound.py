@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from crmdrop.store.models import Delivery
 
@@ -83,6 +83,18 @@ def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Delivery 
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
     return session.scalar(query)
+
+
+def due_batch(session: Session, now: datetime, limit: int) -> list[Delivery]:
+    """Up to `limit` due deliveries, oldest first, raw bytes loaded (one worker: SQLite)."""
+    query = (
+        select(Delivery)
+        .options(undefer(Delivery.raw))
+        .where(Delivery.status == QUEUED, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query).all())
 
 
 def record_failure(

@@ -1,0 +1,756 @@
+"""Find inline forwarded and quoted-reply header blocks in a body — one generic matcher.
+
+All client and language knowledge is data in `crmdrop.mail.labels`; this module only
+compiles it (once, at import) and walks the lines:
+
+1. a *separator* line (``---------- Forwarded message ---------``, ``-----Original
+   Message-----``, ``Begin forwarded message:``, ``________________``) followed by a
+   header block;
+2. a *header block* alone (``From: … / Sent: … / To: … / Subject: …``, in any language
+   of the table, lines quoted with ``>`` or not, values wrapped onto the next line,
+   blank lines between fields, bold ``*From:*`` markers);
+3. a *wrote line* (``On <date>, <who> wrote:`` per language, possibly wrapped).
+
+Blocks are returned outermost first; each one's `body` is that message's own text up
+to the next block.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from dataclasses import dataclass
+
+from crmdrop.mail.addresses import parse_address_list, parse_mailbox
+from crmdrop.mail.dates import parse_loose_date
+from crmdrop.mail.html import html_to_text
+from crmdrop.mail.labels import (
+    END_MARKERS,
+    FIELD_LABELS,
+    SEPARATORS,
+    SIGNATURE_MARKERS,
+    UNDERSCORE_SEPARATOR,
+    WROTE_PATTERNS,
+)
+from crmdrop.mail.model import ForwardedBlock, Mailbox
+from crmdrop.mail.subjects import FORWARD_PREFIX_RE, REPLY_PREFIX_RE
+
+__all__ = [
+    "find_forwarded_blocks",
+    "find_forwarded_blocks_html",
+    "split_own_text",
+    "strip_signature",
+]
+
+# --- compiled tables ------------------------------------------------------------------
+
+_LABEL_FIELD: dict[str, str] = {}
+_LABEL_LANGS: dict[str, list[str]] = {}
+for _lang, _fields in FIELD_LABELS.items():
+    for _field, _labels in _fields.items():
+        for _label in _labels:
+            _key = _label.rstrip(":").casefold()
+            _LABEL_FIELD.setdefault(_key, _field)
+            _LABEL_LANGS.setdefault(_key, []).append(_lang)
+
+_LABEL_ALT = "|".join(
+    re.escape(lbl).replace(r"\ ", r"\s+") for lbl in sorted(_LABEL_FIELD, key=len, reverse=True)
+)
+# "From: x", "*From:* x", "**From:** x", "De : x", "From:\tx", "发件人：x"
+_LABEL_LINE = re.compile(
+    r"^[ \t]*(?:\*{1,2}|_)?(?P<label>" + _LABEL_ALT + r")(?:\*{1,2}|_)?[ \t\u00a0]*[:：]"
+    r"(?:\*{1,2}|_)?[ \t\u00a0]*(?P<value>.*)$",
+    re.IGNORECASE,
+)
+
+_SEP_DECOR = r"[ \t\-_=*~#<>\[\]]*"
+_SEP_LIST: list[tuple[re.Pattern[str], str, str, str]] = []
+for _lang, _rows in SEPARATORS.items():
+    for _phrase, _client, _kind in _rows:
+        _SEP_LIST.append(
+            (
+                re.compile(
+                    r"^"
+                    + _SEP_DECOR
+                    + re.escape(_phrase).replace(r"\ ", r"\s+")
+                    + r"[ \t]*(?:[:：][ \t]*)?"
+                    + _SEP_DECOR
+                    + r"$",
+                    re.IGNORECASE,
+                ),
+                _client,
+                _kind,
+                _lang,
+            )
+        )
+# One alternation as a cheap pre-filter.
+_SEP_ANY = re.compile(
+    r"^"
+    + _SEP_DECOR
+    + r"(?:"
+    + "|".join(
+        re.escape(p).replace(r"\ ", r"\s+") for rows in SEPARATORS.values() for p, _, _ in rows
+    )
+    + r")",
+    re.IGNORECASE,
+)
+_END = re.compile(
+    r"^"
+    + _SEP_DECOR
+    + r"(?:"
+    + "|".join(re.escape(p) for p in END_MARKERS)
+    + r")"
+    + r"[ \t]*:?"
+    + _SEP_DECOR
+    + r"$",
+    re.IGNORECASE,
+)
+_UNDERSCORE = re.compile(r"^[ \t]*" + UNDERSCORE_SEPARATOR + r"[ \t]*$")
+# Lotus/HCL Notes: "----- Forwarded by Jane Doe/ACME on 03/15/2021 10:22 AM -----"
+_NOTES_SEP = re.compile(
+    r"^[ \t]*-{3,}\s*(?:Forwarded by|Weitergeleitet von|Transféré par|Inoltrato da|Reenviado por)"
+    r"\s.*-{3,}[ \t]*$",
+    re.IGNORECASE,
+)
+_ZOHO_WROTE = re.compile(r"^-{2,}\s*(?P<inner>.+?)\s*-{2,}$")
+
+
+def _wrote_regex(template: str) -> re.Pattern[str]:
+    """Compile a WROTE_PATTERNS template; the final ":" is optional (checked by the caller)."""
+    out = ["^"]
+    parts = [p for p in re.split(r"(\{date\}|\{who\}|\{any\}| )", template) if p]
+    for idx, part in enumerate(parts):
+        if part == "{date}":
+            out.append(r"(?P<date>.+?)")
+        elif part == "{who}":
+            out.append(r"(?P<who>.+?)")
+        elif part == "{any}":
+            out.append(r"[^<>:]+?")
+        elif part == " ":
+            prev = parts[idx - 1] if idx > 0 else ""
+            nxt = parts[idx + 1] if idx + 1 < len(parts) else ""
+            # Between two literal words, or after a leading word ("On {date}"), a space is
+            # required; next to a placeholder ("…<a@b>wrote:") it may be missing.
+            word_before = (
+                not prev.startswith("{") and prev[-1:].isalpha() and ord(prev[-1]) < 0x2E80
+            )
+            word_after = not nxt.startswith("{") and nxt[:1].isalpha() and ord(nxt[0]) < 0x2E80
+            out.append(r"\s+" if word_before and (word_after or idx == 1) else r"\s*")
+        else:
+            body = part.rstrip().rstrip(":：")
+            lit = "".join(r"\s*[,，、]" if ch in ",，、" else re.escape(ch) for ch in body)
+            # whole words only: "schrieb" must not match inside "geschrieben"
+            if body[:1].isalpha() and ord(body[0]) < 0x2E80:
+                lit = r"\b" + lit
+            if body[-1:].isalpha() and ord(body[-1]) < 0x2E80:
+                lit += r"\b"
+            out.append(lit)
+    out.append(r"\s*[:：]?\s*$")
+    return re.compile("".join(out), re.IGNORECASE)
+
+
+def _required_literal(template: str) -> str:
+    """The longest fixed text of a template: a cheap substring test before the regex."""
+    chunks = [c.strip(" :：,，") for c in re.split(r"\{\w+\}", template)]
+    return max(chunks, key=len).casefold() if chunks else ""
+
+
+@dataclass(frozen=True)
+class _Wrote:
+    regex: re.Pattern[str]
+    language: str
+    has_date: bool
+    literal: str  # must occur in the line; "" for verb-less templates (need an address)
+    anchored: bool  # starts with fixed words ("On …", "Am …"), not with {date}/{who}
+
+
+_WROTE_LIST: list[_Wrote] = [
+    _Wrote(_wrote_regex(t), lang, "{date}" in t, _required_literal(t), not t.startswith("{"))
+    for lang, ts in WROTE_PATTERNS.items()
+    for t in ts
+]
+_WROTE_MAX = 320  # longer lines are prose, not a wrote line
+_SIGNATURE = re.compile(r"^(?:" + "|".join(SIGNATURE_MARKERS) + r")$", re.IGNORECASE)
+_TIME = re.compile(
+    r"\d{1,2}[:.h]\d{2}(?::\d{2})?(?:\s*(?:[AaPp]\.?\s?[Mm]\.?|Uhr|h|ч\.?|น\.))?"
+    r"(?:\s*(?:\(?(?:GMT|UTC)\s*[+-]?\s*\d{0,2}:?\d{0,2}\)?|[+-]\d{4}|[A-Z]{2,5}T))?"
+)
+_DATE_END = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{2,4}|(?<!\d)(?:19|20)\d{2}(?!\d)")
+_QUOTE_PREFIX = re.compile(r"^((?:[ \t]*>)+)[ \t]?")
+_HAS_DIGIT = re.compile(r"\d")
+
+_ADDRESS_FIELDS = ("from", "to", "cc")
+# "Errors-To: …", "X-BeenThere: …": a raw header line, never a wrapped value.
+_OTHER_HEADER = re.compile(r"^[A-Za-z][\w-]*:\s")
+
+
+# --- lines ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Line:
+    depth: int
+    text: str  # quote markers removed, right-stripped
+    raw: str
+
+
+def _split_lines(text: str) -> list[_Line]:
+    out: list[_Line] = []
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        m = _QUOTE_PREFIX.match(raw)
+        if m:
+            depth = m.group(1).count(">")
+            content = raw[m.end() :]
+        else:
+            depth = 0
+            content = raw
+        out.append(_Line(depth, content.rstrip().replace("\u00a0", " "), raw))
+    return out
+
+
+# --- header blocks ----------------------------------------------------------------------
+
+
+@dataclass
+class _Header:
+    start: int
+    end: int  # index after the last header line
+    fields: list[tuple[str, str, str]]  # (field, label, value)
+    language: str
+
+
+def _label_match(text: str) -> tuple[str, str, str] | None:
+    m = _LABEL_LINE.match(text)
+    if not m:
+        return None
+    label = re.sub(r"\s+", " ", m.group("label")).casefold()
+    field = _LABEL_FIELD.get(label)
+    if field is None:
+        return None
+    return field, label, m.group("value").strip().strip("*").strip()
+
+
+def _continues(field: str, prev_value: str, line: str) -> bool:
+    """Is `line` the wrapped rest of the previous header value?"""
+    s = line.strip()
+    if not s or _label_match(s) is not None or _OTHER_HEADER.match(s):
+        return False
+    if field in _ADDRESS_FIELDS:
+        if prev_value.endswith((",", ";", "<", "[", "(")) or prev_value.count(
+            "<"
+        ) > prev_value.count(">"):
+            return True
+        if prev_value.count("[") > prev_value.count("]"):
+            return True
+        if s.startswith(("<", "[", "(", "mailto:")):
+            return True
+        if "@" in s and len(s) < 200 and not s.endswith((".", "!", "?")):
+            return True
+        return bool(not prev_value and len(s) < 120)
+    if field == "date":
+        return not prev_value
+    if field == "subject":
+        return not prev_value
+    return False
+
+
+def _header_ok(
+    lines: list[_Line],
+    start: int,
+    fields: list[tuple[str, str, str]],
+    rows: list[int],
+    *,
+    after_separator: bool,
+) -> bool:
+    """Is this run of label lines a real header block (not prose with a "Date:" in it)?"""
+    kinds = [f for f, _, _ in fields if f != "ignore"]
+    value = {f: v for f, _, v in reversed(fields)}  # first occurrence wins
+    others = {f for f in kinds if f in ("date", "to", "subject", "cc")}
+    has_from = "from" in kinds
+    from_addr = has_from and "@" in value["from"]
+    to_addr = "to" in others and "@" in value["to"]
+    adjacent = len(rows) >= 2 and rows[1] == rows[0] + 1
+    if has_from and not value["from"].strip() and "to" not in others:
+        return False
+    if after_separator:
+        return (has_from or "to" in others) and (len(set(kinds)) >= 2 or from_addr)
+    if has_from and len(others) >= 2:
+        return True
+    if from_addr and others and adjacent:
+        return True  # "From: a@b / Date: …"
+    if to_addr and others & {"date", "subject"} and adjacent and not has_from:
+        return True  # "Date: … / To: a@b" (talon: a header that lost its From line)
+    if from_addr and len(kinds) == 1 and lines[start].depth > 0:
+        # "> From: Jane <jane@x.com>" opening a quoted region
+        k = start - 1
+        while k >= 0 and not lines[k].text.strip():
+            k -= 1
+        return k < 0 or lines[k].depth < lines[start].depth
+    return False
+
+
+def _parse_header(
+    lines: list[_Line], start: int, *, after_separator: bool, prefer: str = ""
+) -> _Header | None:
+    fields: list[tuple[str, str, str]] = []
+    rows: list[int] = []
+    j = start
+    n = len(lines)
+    depth = lines[start].depth if start < n else 0
+    blank_run = 0
+    while j < n and j < start + 60:
+        line = lines[j]
+        s = line.text.strip()
+        if not s:
+            blank_run += 1
+            if blank_run > 3:
+                break
+            j += 1
+            continue
+        if abs(line.depth - depth) > 1 and fields:
+            break
+        lm = _label_match(s)
+        if lm is not None:
+            field, label, value = lm
+            seen = {f for f, _, _ in fields}
+            if field != "ignore" and field in seen and field in ("from", "subject"):
+                break  # the next block starts here
+            fields.append((field, label, value))
+            rows.append(j)
+            blank_run = 0
+            j += 1
+            continue
+        if fields and blank_run == 0:
+            f, lbl, v = fields[-1]
+            next_is_label = j + 1 < n and _label_match(lines[j + 1].text.strip()) is not None
+            next_is_blank = j + 1 >= n or not lines[j + 1].text.strip()
+            wrapped_subject = f == "subject" and len(v) >= 50 and len(s) < 80 and next_is_blank
+            if (
+                _continues(f, v, s)
+                or wrapped_subject
+                or (f in ("subject", "date") and next_is_label)
+            ):
+                fields[-1] = (f, lbl, (v + " " + s).strip())
+                j += 1
+                continue
+        break
+    if not fields or not _header_ok(lines, start, fields, rows, after_separator=after_separator):
+        return None
+    end = j
+    while end > start and not lines[end - 1].text.strip():
+        end -= 1
+    # language: the row with most labels in common
+    votes: dict[str, int] = {}
+    for _, label, _ in fields:
+        for lang in _LABEL_LANGS.get(label, ()):
+            votes[lang] = votes.get(lang, 0) + 1
+    order = list(FIELD_LABELS)
+    # ties go to the separator's language, then to table order
+    language = (
+        max(votes, key=lambda lg: (votes[lg], lg == prefer, -order.index(lg))) if votes else "en"
+    )
+    return _Header(start, end, fields, language)
+
+
+# --- wrote lines --------------------------------------------------------------------------
+
+
+def _split_date_who(m: re.Match[str]) -> tuple[str | None, str]:
+    """Split "<date> <who>" where the lazy regex cut it wrongly, using the time of day.
+
+    "On Mon, Jan 1, 2024 at 10:00 AM John Doe <j@x.com> wrote:" — the date ends with the
+    last time (plus zone) written before the name/address.
+    """
+    who = m.group("who")
+    if "date" not in m.groupdict() or m.group("date") is None:
+        return None, who.strip()
+    date = m.group("date")
+    between = m.string[m.end("date") : m.start("who")]
+    if m.start("date") < m.start("who") and not any(ch.isalpha() for ch in between):
+        combined = m.string[m.start("date") : m.end("who")]
+        stop = len(combined)
+        for marker in ("<", "@"):
+            pos = combined.find(marker)
+            if pos >= 0:
+                stop = min(stop, pos)
+        last = None
+        for t in _TIME.finditer(combined, 0, stop):
+            last = t
+        if last is None:  # no time of day: end the date after a numeric date or a year
+            for t in _DATE_END.finditer(combined, 0, stop):
+                last = t
+        if last is not None:
+            date, who = combined[: last.end()], combined[last.end() :]
+    who = who.strip().lstrip(",，、:").strip()
+    who = re.sub(r"^(?:at|um|à|a las|alle|às|om|kl\.?|klo)\s+", "", who, flags=re.IGNORECASE)
+    return date.strip().rstrip(",，、").strip(), who
+
+
+def _who_ok(who: str) -> bool:
+    w = who.strip()
+    if not w or len(w) > 200:
+        return False
+    if "@" in w:
+        return True
+    return len(w.split()) <= 6 and not w.endswith((".", "!", "?"))
+
+
+def _quoted_after(lines: list[_Line], k: int, depth: int) -> bool:
+    """Does quoted text (``>``, or the ``| `` some clients use) follow line `k`?"""
+    while k < len(lines) and not lines[k].text.strip():
+        k += 1
+    if k >= len(lines):
+        return False
+    return lines[k].depth > depth or lines[k].text.lstrip().startswith("| ")
+
+
+@dataclass(frozen=True)
+class _WroteMatch:
+    consumed: int  # lines
+    who: str
+    date: str | None
+    language: str
+    anchored: bool
+
+
+def _match_wrote(lines: list[_Line], i: int) -> _WroteMatch | None:
+    """The wrote line starting at line `i`, if any (it may be wrapped over 4 lines)."""
+    first = lines[i].text.strip()
+    if not first or len(first) > _WROTE_MAX:
+        return None
+    joined = first
+    for extra in range(0, 4):
+        if extra:
+            if i + extra >= len(lines):
+                break
+            nxt = lines[i + extra].text.strip()
+            if not nxt:
+                break
+            if lines[i + extra].depth != lines[i].depth and not nxt.endswith((":", "：")):
+                break  # only a closing "> wrote:" may sit at another quote level
+            joined = joined + " " + nxt
+        if len(joined) > _WROTE_MAX:
+            break
+        candidate = html_lib.unescape(joined) if "&" in joined else joined
+        zm = _ZOHO_WROTE.match(candidate)
+        if zm:
+            candidate = zm.group("inner")
+        candidate = candidate.lstrip("-–— ")  # Yahoo's "--- On … wrote:", Zimbra's "- Le …"
+        colon = candidate.endswith((":", "："))
+        if not colon and "@" not in candidate:
+            continue
+        folded = candidate.casefold()
+        for w in _WROTE_LIST:
+            if w.literal and w.literal not in folded:
+                continue
+            if not w.literal and not (
+                "@" in candidate and candidate.rstrip(":： ").endswith((">", ")", "]"))
+            ):
+                continue
+            m = w.regex.match(candidate)
+            if not m:
+                continue
+            date, who = _split_date_who(m)
+            if w.has_date and (date is None or not _HAS_DIGIT.search(date)):
+                continue
+            if not _who_ok(who):
+                continue
+            quoted_next = _quoted_after(lines, i + extra + 1, lines[i].depth)
+            if "@" not in who:
+                # "Peter wrote:" counts only when it ends with ":" and quoted text follows
+                # or a date is given.
+                if not colon or not (w.has_date or quoted_next):
+                    continue
+            elif not colon and not (w.literal or quoted_next):
+                continue
+            if not w.literal and not (colon or quoted_next):
+                continue
+            return _WroteMatch(extra + 1, who, date, w.language, w.anchored)
+    return None
+
+
+# --- blocks --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Found:
+    marker: int  # first line of the block (separator / wrote line / header)
+    body_start: int
+    depth: int
+    kind: str
+    client: str
+    language: str
+    header: _Header | None
+    who: str | None
+    date_text: str | None
+
+
+def _next_nonblank(lines: list[_Line], i: int, limit: int = 4) -> int | None:
+    j = i
+    while j < len(lines) and j < i + limit:
+        if lines[j].text.strip():
+            return j
+        j += 1
+    return None
+
+
+def _subject_kind(subject: str | None) -> str:
+    """A header block is a forward unless the message containing it is a reply (Re:)."""
+    if subject and FORWARD_PREFIX_RE.match(subject):
+        return "forward"
+    if subject and REPLY_PREFIX_RE.match(subject):
+        return "reply"
+    return "forward"
+
+
+def _header_value(hdr: _Header, name: str) -> str | None:
+    return next((v for f, _, v in hdr.fields if f == name and v), None)
+
+
+def _scan(lines: list[_Line], subject: str | None) -> list[_Found]:
+    found: list[_Found] = []
+    # The subject of the message that contains the next block decides forward vs reply.
+    container_subject = subject
+    # Lines a wrote line can end on: ":" (or none, when it names an address), Zoho's "----".
+    colon_ends = {
+        k
+        for k, ln in enumerate(lines)
+        if ln.text.endswith((":", "：", "---")) or ("@" in ln.text and len(ln.text) < _WROTE_MAX)
+    }
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        s = line.text.strip()
+        if not s:
+            i += 1
+            continue
+        # 1. separator line
+        sep: tuple[str, str, str] | None = None
+        if len(s) < 120:
+            if _SEP_ANY.match(s):
+                for rx, client, kind, lang in _SEP_LIST:
+                    if rx.match(s):
+                        sep = (client, kind, lang)
+                        break
+            elif _UNDERSCORE.match(s):
+                sep = ("outlook", "underscore", "")
+            elif _NOTES_SEP.match(s):
+                sep = ("notes", "forward", "en")
+        if sep is not None:
+            client, kind, lang = sep
+            k = _next_nonblank(lines, i + 1)
+            hdr = (
+                _parse_header(lines, k, after_separator=True, prefer=lang)
+                if k is not None
+                else None
+            )
+            decorated = kind == "underscore" or any(c in s for c in "-_=*:：")
+            if hdr is None and (kind == "underscore" or not decorated):
+                i += 1  # a bare "Original message" in prose is not a separator
+                continue
+            if hdr is not None:
+                if kind in ("original", "underscore"):
+                    kind = _subject_kind(container_subject)
+                container_subject = _header_value(hdr, "subject") or container_subject
+                found.append(
+                    _Found(
+                        i,
+                        hdr.end,
+                        lines[k or i].depth,
+                        kind,
+                        client,
+                        hdr.language,  # the labels say more than the separator
+                        hdr,
+                        None,
+                        None,
+                    )
+                )
+                i = hdr.end
+                continue
+            # Yandex / Mail.ru: the separator is followed by "<date>, <who>:" instead of fields.
+            w = _match_wrote(lines, k) if k is not None else None
+            if w is not None and k is not None:
+                consumed, who, date = w.consumed, w.who, w.date
+                found.append(
+                    _Found(
+                        i,
+                        k + consumed,
+                        line.depth,
+                        "forward" if kind == "forward" else "reply",
+                        client,
+                        lang,
+                        None,
+                        who,
+                        date,
+                    )
+                )
+                i = k + consumed
+                continue
+            found.append(
+                _Found(
+                    i,
+                    i + 1,
+                    line.depth,
+                    "forward" if kind == "forward" else "reply",
+                    client,
+                    lang,
+                    None,
+                    None,
+                    None,
+                )
+            )
+            i += 1
+            continue
+        # 2. header block without separator
+        if _LABEL_LINE.match(s):
+            hdr = _parse_header(lines, i, after_separator=False)
+            if hdr is not None:
+                kind = _subject_kind(container_subject)
+                container_subject = _header_value(hdr, "subject") or container_subject
+                found.append(
+                    _Found(
+                        i,
+                        hdr.end,
+                        line.depth,
+                        kind,
+                        "outlook"
+                        if any(
+                            lbl in ("sent", "gesendet", "envoyé", "enviado", "inviato", "verzonden")
+                            for _, lbl, _ in hdr.fields
+                        )
+                        else "generic",
+                        hdr.language,
+                        hdr,
+                        None,
+                        None,
+                    )
+                )
+                i = hdr.end
+                continue
+        # 3. wrote line (it ends with ":" on this line or one of the next three)
+        if any(i + k in colon_ends for k in range(4)):
+            w = _match_wrote(lines, i)
+            if w is not None and w.consumed > 1 and not w.anchored:
+                # "Hello" + "On … wrote:": the wrote line starts on the next line.
+                later = _match_wrote(lines, i + 1)
+                complete = later is not None and (later.date is not None or w.date is None)
+                if later is not None and complete and 1 + later.consumed == w.consumed:
+                    i += 1
+                    continue
+            if w is not None:
+                consumed, who, date, lang = w.consumed, w.who, w.date, w.language
+                # the block's level is that of the quoted text under the wrote line
+                k = _next_nonblank(lines, i + consumed)
+                depth = max(line.depth, lines[k].depth if k is not None else 0)
+                found.append(
+                    _Found(i, i + consumed, depth, "reply", "generic", lang, None, who, date)
+                )
+                i += consumed
+                continue
+        i += 1
+    return found
+
+
+def _body(lines: list[_Line], start: int, stop: int, depth: int) -> str:
+    out: list[str] = []
+    for ln in lines[start:stop]:
+        if ln.text.strip() and (ln.depth < depth or _END.match(ln.text.strip())):
+            break
+        out.append(ln.text)
+    return "\n".join(out).strip("\n").strip()
+
+
+def _mailboxes(fields: list[tuple[str, str, str]], name: str) -> list[Mailbox]:
+    out: list[Mailbox] = []
+    for f, _, v in fields:
+        if f == name and v:
+            out.extend(parse_address_list(v))
+    return out
+
+
+def _to_block(lines: list[_Line], f: _Found, stop: int, index: int) -> ForwardedBlock:
+    from_: Mailbox | None = None
+    to: tuple[Mailbox, ...] = ()
+    cc: tuple[Mailbox, ...] = ()
+    subject: str | None = None
+    date_text = f.date_text
+    if f.header is not None:
+        froms = _mailboxes(f.header.fields, "from")
+        from_ = froms[0] if froms else None
+        to = tuple(_mailboxes(f.header.fields, "to"))
+        cc = tuple(_mailboxes(f.header.fields, "cc"))
+        subject = next((v for fl, _, v in f.header.fields if fl == "subject"), None)
+        date_text = next((v for fl, _, v in f.header.fields if fl == "date" and v), None)
+    elif f.who:
+        from_ = parse_mailbox(f.who)
+    return ForwardedBlock(
+        depth=index,
+        kind=f.kind,
+        from_=from_,
+        to=to,
+        cc=cc,
+        date=parse_loose_date(date_text) if date_text else None,
+        date_text=date_text,
+        subject=subject,
+        body=_body(lines, f.body_start, stop, f.depth),
+        client=f.client,
+        language=f.language,
+        line=f.marker,
+    )
+
+
+def find_forwarded_blocks(text: str, subject: str | None = None) -> list[ForwardedBlock]:
+    """Every forwarded/quoted header block in a plain-text body, outermost first.
+
+    `subject` (the message's own subject) helps decide whether an Outlook
+    "Original Message" block is a forward or a reply.
+    """
+    return split_own_text(text, subject)[1]
+
+
+def find_forwarded_blocks_html(html: str, subject: str | None = None) -> list[ForwardedBlock]:
+    """The HTML counterpart: blocks found in the readable text of an HTML body.
+
+    ``<blockquote>`` levels become ``>`` quote levels and unescaped ``<addr>`` survive,
+    so the same table and matcher serve HTML mail.
+    """
+    return find_forwarded_blocks(html_to_text(html), subject)
+
+
+def strip_signature(text: str) -> str:
+    """Cut a trailing signature (``-- ``, "Sent from my iPhone", …) from a message's words."""
+    lines = text.split("\n")
+    for idx in range(len(lines) - 1, -1, -1):
+        s = lines[idx].strip()
+        if s and _SIGNATURE.match(s) and (len(lines) - idx) <= 25:
+            lines = lines[:idx]
+            break
+    return "\n".join(lines).rstrip()
+
+
+def split_own_text(text: str, subject: str | None = None) -> tuple[str, list[ForwardedBlock]]:
+    """(the author's own words, blocks): text above the first block, quotes and signature cut."""
+    if not text:
+        return "", []
+    lines = _split_lines(text)
+    found = _scan(lines, subject)
+    blocks: list[ForwardedBlock] = []
+    for idx, f in enumerate(found):
+        stop = found[idx + 1].marker if idx + 1 < len(found) else len(lines)
+        blocks.append(_to_block(lines, f, stop, idx + 1))
+    top = found[0].marker if found else len(lines)
+    own = [strip_signature("\n".join(ln.text for ln in lines[:top] if ln.depth == 0).strip())]
+    # Text written below a quoted (">") forwarded block is the forwarder's too.
+    if found and found[0].depth > 0:
+        tail_start = None
+        for k in range(found[0].body_start, len(lines)):
+            if lines[k].text.strip() and lines[k].depth == 0:
+                tail_start = k
+                break
+        end = found[1].marker if len(found) > 1 else len(lines)
+        if tail_start is not None and tail_start < end:
+            bottom = "\n".join(ln.text for ln in lines[tail_start:end] if ln.depth == 0)
+            own.extend(["", strip_signature(bottom.strip())])
+    own_text = "\n".join(own).strip()
+    return own_text, blocks

@@ -1,0 +1,160 @@
+"""A fast, headers-only read of a message, for decisions at SMTP time (before the 250).
+
+Only the header section is scanned (up to the first empty line); the body is never
+touched, so the cost does not grow with the message size.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from crmdrop.mail.addresses import parse_address_list
+from crmdrop.mail.encoding import decode_header_str
+from crmdrop.mail.model import Mailbox
+
+__all__ = [
+    "ADDRESS_HEADERS",
+    "HeaderSummary",
+    "clean_message_id",
+    "parse_id_list",
+    "read_header_summary",
+    "split_header_section",
+]
+
+ADDRESS_HEADERS = (
+    "from",
+    "sender",
+    "reply-to",
+    "to",
+    "cc",
+    "bcc",
+    "resent-from",
+    "resent-sender",
+    "resent-to",
+    "resent-cc",
+    "resent-bcc",
+)
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_ID = re.compile(r"<([^<>]*)>")
+
+
+def split_header_section(raw: bytes) -> bytes:
+    """The header section of `raw` (without the blank line); all of it if there is none."""
+    m = _HEADER_END.search(raw)
+    if m is None:
+        return raw
+    if m.start() == 0:
+        return b""
+    return raw[: m.start()]
+
+
+def read_raw_headers(section: bytes) -> dict[str, list[str]]:
+    """Unfolded raw header values by lowercased name (8-bit kept surrogate-escaped)."""
+    text = section.decode("ascii", errors="surrogateescape")
+    headers: dict[str, list[str]] = {}
+    name: str | None = None
+    value_parts: list[str] = []
+
+    def flush() -> None:
+        if name is not None:
+            headers.setdefault(name, []).append(" ".join(p.strip() for p in value_parts).strip())
+
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line[0] in " \t":
+            if name is not None:
+                value_parts.append(line)
+            continue
+        colon = line.find(":")
+        if colon <= 0 or " " in line[:colon].strip() or line.startswith("From "):
+            continue  # mbox "From " line or junk: skip
+        flush()
+        name = line[:colon].strip().lower()
+        value_parts = [line[colon + 1 :]]
+    flush()
+    return headers
+
+
+def clean_message_id(value: str | None) -> str | None:
+    """A Message-ID without angle brackets; None for empty values such as ``<>``."""
+    if value is None:
+        return None
+    m = _ID.search(value)
+    v = m.group(1) if m else value
+    v = v.strip().strip("<>").strip()
+    if not v or " " in v:
+        return v.split()[0] if v.split() else None
+    return v
+
+
+def parse_id_list(value: str | None) -> list[str]:
+    """Message-IDs from an In-Reply-To / References value, without angle brackets."""
+    if not value:
+        return []
+    ids = [i.strip() for i in _ID.findall(value) if i.strip()]
+    if not ids:
+        ids = [t.strip("<>") for t in value.split() if "@" in t]
+    return ids
+
+
+@dataclass(frozen=True)
+class HeaderSummary:
+    """What the SMTP-time checks need: authors, recipients, ids and loop/bulk markers."""
+
+    from_: list[Mailbox]
+    to: list[Mailbox]
+    cc: list[Mailbox]
+    reply_to: list[Mailbox]
+    message_id: str | None
+    auto_submitted: str | None
+    precedence: str | None
+    list_id: str | None
+    subject: str
+    sender: list[Mailbox] = field(default_factory=list)
+    headers: dict[str, list[str]] = field(default_factory=dict)
+
+    def has_header(self, name: str) -> bool:
+        return name.lower() in self.headers
+
+    def header(self, name: str) -> str | None:
+        """First decoded value of a header (case-insensitive), or None."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+def addresses_of(headers: dict[str, list[str]], name: str) -> list[Mailbox]:
+    """Mailboxes of every occurrence of an address header (names decoded per item)."""
+    out: list[Mailbox] = []
+    for v in headers.get(name, ()):
+        out.extend(parse_address_list(decode_header_str(v, rfc2047=False)))
+    return out
+
+
+def read_header_summary(raw: bytes) -> HeaderSummary:
+    """Read only the header section of `raw`. Never raises."""
+    try:
+        raw_headers = read_raw_headers(split_header_section(raw))
+    except Exception:  # pragma: no cover - defensive: SMTP time must never crash
+        raw_headers = {}
+    decoded = {k: [decode_header_str(v) for v in vs] for k, vs in raw_headers.items()}
+
+    def first(name: str) -> str | None:
+        vs = decoded.get(name)
+        return vs[0] if vs else None
+
+    return HeaderSummary(
+        from_=addresses_of(raw_headers, "from"),
+        to=addresses_of(raw_headers, "to"),
+        cc=addresses_of(raw_headers, "cc"),
+        reply_to=addresses_of(raw_headers, "reply-to"),
+        sender=addresses_of(raw_headers, "sender"),
+        message_id=clean_message_id(first("message-id")),
+        auto_submitted=first("auto-submitted"),
+        precedence=first("precedence"),
+        list_id=first("list-id"),
+        subject=first("subject") or "",
+        headers=decoded,
+    )

@@ -1,0 +1,303 @@
+"""bytes → ParsedMessage: the one entry point of `mail/`. Never raises.
+
+Speed matters (the pipeline files ≥ 200 messages/s): the MIME tree is read with the
+``compat32`` policy (``policy.default`` re-parses Content-Type many times per message),
+each header is decoded once by our own tolerant decoders, and HTML is converted to
+text only when the message has no plain-text alternative.
+"""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.utils
+import hashlib
+from datetime import datetime
+from email import policy as email_policy
+from email.message import Message
+
+from crmdrop.mail.addresses import (
+    extract_addresses_from_text,
+    is_plausible_address,
+    normalize_address,
+    parse_address_list,
+)
+from crmdrop.mail.encoding import decode_bytes, decode_header_str
+from crmdrop.mail.forwarded import split_own_text
+from crmdrop.mail.headers import ADDRESS_HEADERS, clean_message_id, parse_id_list
+from crmdrop.mail.html import html_to_text, mailto_addresses
+from crmdrop.mail.model import Attachment, FoundAddress, Mailbox, ParsedMessage
+from crmdrop.mail.tnef import is_tnef, read_tnef
+
+__all__ = ["parse_message"]
+
+_MAX_DEPTH = 8  # attached messages within attached messages
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one message. Problems go to `defects`; whatever can be read is returned."""
+    try:
+        return _parse(raw, 0)
+    except Exception as exc:  # last line of defence (RecursionError included)
+        return _empty(raw, f"parse failed: {exc.__class__.__name__}: {exc}"[:300])
+
+
+def _empty(raw: bytes, defect: str) -> ParsedMessage:
+    return ParsedMessage(
+        message_id=None,
+        in_reply_to=[],
+        references=[],
+        subject="",
+        date=None,
+        from_=[],
+        sender=[],
+        reply_to=[],
+        to=[],
+        cc=[],
+        headers={},
+        text="",
+        html=None,
+        own_text="",
+        forwarded=[],
+        attachments=[],
+        attached=[],
+        addresses=[],
+        defects=[defect],
+        content_hash=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _parse(raw: bytes, depth: int) -> ParsedMessage:
+    msg = email.message_from_bytes(raw, policy=email_policy.compat32)
+    result = _from_message(msg, depth)
+    result.content_hash = hashlib.sha256(raw).hexdigest()
+    return result
+
+
+def _date(value: str | None, defects: list[str]) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        defects.append(f"unparseable Date: {value[:80]!r}")
+        return None
+
+
+def _hget(part: Message, name: str) -> str | None:
+    """A header's raw value as str (compat32 may hand back a Header object for 8-bit)."""
+    lname = name.lower()
+    for k, v in part.raw_items():
+        if k.lower() == lname:
+            return v if isinstance(v, str) else str(v)
+    return None
+
+
+def _filename(part: Message) -> str | None:
+    """The attachment's filename (RFC 2231, RFC 2047 and raw 8-bit UTF-8 all handled)."""
+    raw_values = [_hget(part, "Content-Disposition"), _hget(part, "Content-Type")]
+    if any(v and any("\udc80" <= ch <= "\udcff" for ch in v) for v in raw_values):
+        clean = Message()
+        for hname, value in zip(("Content-Disposition", "Content-Type"), raw_values, strict=True):
+            if value:
+                clean[hname] = decode_header_str(value, rfc2047=False)
+        part = clean
+    name = part.get_filename()
+    return decode_header_str(name) if isinstance(name, str) else None
+
+
+class _Collector:
+    """Accumulates body parts and attachments while walking the MIME tree."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.plain: list[str] = []
+        self.html: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.attached: list[ParsedMessage] = []
+        self.defects: list[str] = []
+
+    def walk(self, part: Message, level: int = 0) -> None:
+        if level > 50:
+            self.defects.append("MIME nesting too deep")
+            return
+        for d in getattr(part, "defects", []):
+            self.defects.append(d.__class__.__name__)
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822" or ctype == "message/global":
+            self._attached_message(part)
+            return
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                for sub in payload:
+                    if isinstance(sub, Message):
+                        self.walk(sub, level + 1)
+            return
+        self._leaf(part, ctype)
+
+    def _attached_message(self, part: Message) -> None:
+        if self.depth >= _MAX_DEPTH:
+            self.defects.append("attached messages nested too deep")
+            return
+        payload = part.get_payload()
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            inner = payload[0]
+            try:
+                sub = _from_message(inner, self.depth + 1)
+                sub.content_hash = hashlib.sha256(inner.as_bytes()).hexdigest()
+            except Exception as exc:
+                self.defects.append(f"attached message unreadable: {exc.__class__.__name__}")
+                return
+            self.attached.append(sub)
+            return
+        data = part.get_payload(decode=True)
+        if isinstance(data, bytes) and data.strip():
+            self.attached.append(_parse(data, self.depth + 1))
+
+    def _leaf(self, part: Message, ctype: str) -> None:
+        try:
+            filename = _filename(part)
+        except Exception:
+            filename = None
+            self.defects.append("bad filename parameter")
+        disposition = (_hget(part, "Content-Disposition") or "").split(";", 1)[0].strip().lower()
+        try:
+            data = part.get_payload(decode=True)
+        except Exception:
+            data = None
+            self.defects.append("undecodable payload")
+        if not isinstance(data, bytes):
+            data = b""
+        is_attachment = disposition == "attachment" or (
+            filename is not None and disposition != "inline"
+        )
+        if ctype in ("text/plain", "text/html") and not is_attachment:
+            charset = part.get_content_charset()
+            text, defect = decode_bytes(data, charset)
+            if defect:
+                self.defects.append(defect)
+            (self.plain if ctype == "text/plain" else self.html).append(text)
+            return
+        if is_tnef(ctype, filename, data):
+            content = read_tnef(data)
+            self.defects.extend(content.defects)
+            if content.text:
+                self.plain.append(content.text)
+            elif content.html:
+                self.html.append(content.html)
+            self.attachments.extend(content.attachments)
+            if not (content.text or content.html or content.attachments):
+                if not content.defects:
+                    self.defects.append("TNEF without body or attachments")
+                self.attachments.append(Attachment(filename or "winmail.dat", ctype, data))
+            return
+        if ctype == "multipart" or ctype.startswith("multipart/"):
+            return  # an empty multipart leaf: nothing to keep
+        cid = _hget(part, "Content-ID")
+        self.attachments.append(
+            Attachment(
+                filename=filename or "",
+                content_type=ctype,
+                data=data,
+                content_id=clean_message_id(decode_header_str(cid)) if cid else None,
+            )
+        )
+
+
+def _from_message(msg: Message, depth: int) -> ParsedMessage:
+    defects: list[str] = []
+    headers: dict[str, list[str]] = {}
+    address_values: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        key = name.strip().lower()
+        val = value if isinstance(value, str) else str(value)
+        if key in ADDRESS_HEADERS:
+            address_values.setdefault(key, []).append(decode_header_str(val, rfc2047=False))
+            headers.setdefault(key, []).append(decode_header_str(val))
+        else:
+            headers.setdefault(key, []).append(decode_header_str(val))
+
+    def mailboxes(key: str) -> list[Mailbox]:
+        out: list[Mailbox] = []
+        for v in address_values.get(key, ()):
+            out.extend(parse_address_list(v))
+        return out
+
+    first = {k: v[0] for k, v in headers.items() if v}
+    subject = first.get("subject", "")
+    col = _Collector(depth)
+    col.walk(msg)
+    defects.extend(col.defects)
+
+    html = "\n".join(col.html) if col.html else None
+    if col.plain:
+        text = "\n\n".join(t.strip("\n") for t in col.plain)
+        text_from_html = False
+    elif html is not None:
+        text = html_to_text(html)
+        text_from_html = True
+    else:
+        text = ""
+        text_from_html = False
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+
+    own_text, forwarded = split_own_text(text, subject)
+
+    addr_mailboxes = {k: mailboxes(k) for k in address_values}
+    found: list[FoundAddress] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(address: str | None, name: str, where: str) -> None:
+        if not address:
+            return
+        key = (address, where)
+        if key in seen:
+            return
+        seen.add(key)
+        found.append(FoundAddress(address=address, name=name, where=where))
+
+    for key in ADDRESS_HEADERS:
+        for mb in addr_mailboxes.get(key, ()):
+            add(mb.address, mb.name, f"header:{key}")
+    for block in forwarded:
+        prefix = f"forwarded[{block.depth}]"
+        if block.from_ is not None:
+            add(block.from_.address, block.from_.name, f"{prefix}:from")
+        for mb in block.to:
+            add(mb.address, mb.name, f"{prefix}:to")
+        for mb in block.cc:
+            add(mb.address, mb.name, f"{prefix}:cc")
+    body_where = "body:html" if text_from_html else "body:text"
+    for address, name in extract_addresses_from_text(text):
+        add(address, name, body_where)
+    if html is not None:
+        for address, label in mailto_addresses(html):
+            if is_plausible_address(address):
+                name = "" if "@" in label else label
+                add(normalize_address(address), name, "body:html")
+    for idx, sub in enumerate(col.attached, start=1):
+        for fa in sub.addresses:
+            add(fa.address, fa.name, f"attached[{idx}]:{fa.where}")
+
+    return ParsedMessage(
+        message_id=clean_message_id(first.get("message-id")),
+        in_reply_to=parse_id_list(first.get("in-reply-to")),
+        references=parse_id_list(" ".join(headers.get("references", []))),
+        subject=subject,
+        date=_date(first.get("date"), defects),
+        from_=addr_mailboxes.get("from", []),
+        sender=addr_mailboxes.get("sender", []),
+        reply_to=addr_mailboxes.get("reply-to", []),
+        to=addr_mailboxes.get("to", []),
+        cc=addr_mailboxes.get("cc", []),
+        headers=headers,
+        text=text,
+        html=html,
+        own_text=own_text,
+        forwarded=forwarded,
+        attachments=col.attachments,
+        attached=col.attached,
+        addresses=found,
+        defects=defects,
+    )

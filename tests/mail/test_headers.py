@@ -1,0 +1,67 @@
+"""The SMTP-time header summary reads only headers, quickly."""
+
+from __future__ import annotations
+
+import time
+
+from crmdrop.mail.headers import read_header_summary
+from crmdrop.mail.model import Mailbox
+
+RAW = (
+    b"Return-Path: <bounce@x.com>\r\n"
+    b'From: "Doe, Jane" <Jane@Example.com>\r\n'
+    b"To: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <j@xn--mller-kva.de>,\r\n"
+    b"  bob@x.org\r\n"
+    b"Cc: Ann <ann@y.org>\r\n"
+    b"Reply-To: replies@x.com\r\n"
+    b"Subject: =?utf-8?b?w4RuZGVydW5n?= of plan\r\n"
+    b"Message-ID: <abc123@x.com>\r\n"
+    b"Auto-Submitted: auto-replied\r\n"
+    b"Precedence: bulk\r\n"
+    b"List-Id: Sales <sales.lists.x.com>\r\n"
+    b"\r\n"
+    b"From: not-a-header@body.com\r\n"
+)
+
+
+def test_it_reads_authors_recipients_and_markers() -> None:
+    s = read_header_summary(RAW)
+    assert s.from_ == [Mailbox("Doe, Jane", "jane@example.com")]
+    assert s.to == [Mailbox("Jürgen Müller", "j@müller.de"), Mailbox("", "bob@x.org")]
+    assert s.cc == [Mailbox("Ann", "ann@y.org")]
+    assert s.reply_to == [Mailbox("", "replies@x.com")]
+    assert s.message_id == "abc123@x.com"
+    assert s.auto_submitted == "auto-replied"
+    assert s.precedence == "bulk"
+    assert s.list_id == "Sales <sales.lists.x.com>"
+    assert s.subject == "Änderung of plan"
+    assert s.has_header("return-path") and s.has_header("Return-Path")
+    assert not s.has_header("x-mailer")
+
+
+def test_it_does_not_read_the_body() -> None:
+    s = read_header_summary(RAW)
+    assert all(mb.address != "not-a-header@body.com" for mb in s.from_)
+
+
+def test_empty_message_id_and_missing_headers_give_none() -> None:
+    s = read_header_summary(b"Message-ID: <>\r\nSubject: x\r\n\r\nbody")
+    assert s.message_id is None
+    assert s.from_ == [] and s.auto_submitted is None and s.list_id is None
+
+
+def test_junk_does_not_raise() -> None:
+    for raw in (b"", b"\x00\xff\xfe", b"no colon here\n\nbody", b":\n:", b"From \n\n"):
+        read_header_summary(raw)
+
+
+def test_it_costs_well_under_a_millisecond_for_a_5kb_message() -> None:
+    raw = RAW + b"lorem ipsum dolor sit amet " * 180
+    assert len(raw) > 5000
+    read_header_summary(raw)
+    n = 300
+    start = time.perf_counter()
+    for _ in range(n):
+        read_header_summary(raw)
+    per_call_ms = (time.perf_counter() - start) / n * 1000
+    assert per_call_ms < 1.0, per_call_ms
