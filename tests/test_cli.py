@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from crmdrop.cli import app
 from tests.conftest import SERVER_ENV, Crm
 from tests.support import Cli, ServerProcess, make_message, pg_database, smtp_send, wait_for
 
@@ -87,6 +88,19 @@ def test_deliveries_list_and_show_give_the_processing_record(crm: Crm) -> None:
     shown = crm.cli.json("deliveries", "show", str(rows[0]["id"]))
     assert shown["plan"]["outcome"] == "filed"
     assert "contact Listed <listed@client.example>" in shown["plan"]["applied"]["created"]
+
+
+def test_the_raw_message_of_a_note_is_downloadable_byte_for_byte(crm: Crm) -> None:
+    owner = crm.new_owner()
+    msg = make_message(from_=owner.email, to=["raw@client.example"], subject="Keep me raw")
+    raw = msg.as_bytes()
+    smtp_send(crm.smtp, owner.email, [owner.dropbox["note"]], raw)
+    note = crm.settled(owner.account)["notes"][0]
+    result = crm.cli.runner.invoke(
+        app, ["deliveries", "raw", str(note["delivery_id"])], env=crm.cli.env
+    )
+    assert result.exit_code == 0
+    assert result.stdout_bytes == raw
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

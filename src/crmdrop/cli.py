@@ -415,6 +415,19 @@ def deliveries_show(delivery_id: int, data: Data = None) -> None:
         _emit(delivery_json(delivery, full=True))
 
 
+@deliveries_app.command("raw")
+def deliveries_raw(delivery_id: int, data: Data = None) -> None:
+    """Write the message exactly as it was received to stdout (an .eml)."""
+    db = _open(_settings(data))
+    with db.reading() as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.raw is None:
+            _fail(f"no stored message for delivery #{delivery_id} (refused messages keep none)")
+            return
+        sys.stdout.buffer.write(delivery.raw)
+        sys.stdout.buffer.flush()
+
+
 @deliveries_app.command("retry")
 def deliveries_retry(
     delivery_id: Annotated[int | None, typer.Argument()] = None,
@@ -448,3 +461,8 @@ def db_upgrade(data: Data = None) -> None:
 
 def main() -> None:
     app()
+
+
+# cases, opportunities, tasks, companies, preferences: they register on `app` themselves
+# and import the helpers above, hence last.
+from crmdrop import cli_records  # noqa: E402, F401

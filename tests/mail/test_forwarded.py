@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from crmdrop.mail.forwarded import (
     find_forwarded_blocks,
     find_forwarded_blocks_html,
@@ -156,7 +154,8 @@ def test_no_label_is_claimed_by_two_fields() -> None:
                 assert owner.setdefault(key, fld) == fld, (label, owner[key], fld)
 
 
-def test_a_100kb_forwarded_message_parses_well_under_50_ms() -> None:
+def test_a_100kb_forwarded_message_is_read_whole() -> None:
+    """(Its speed is measured by bench/bench_parse.py, not asserted here.)"""
     body = (
         "Please file.\n\n---------- Forwarded message ---------\n"
         "From: Kunde Eins <customer@client.example>\nDate: Tue, Mar 5, 2024 at 2:30 PM\n"
@@ -166,13 +165,9 @@ def test_a_100kb_forwarded_message_parses_well_under_50_ms() -> None:
     )
     raw = ("From: me@ourco.example\nSubject: Fwd: Angebot\n\n" + body).encode()
     assert len(raw) > 100_000
-    parse_message(raw)
-    start = time.perf_counter()
-    for _ in range(5):
-        parsed = parse_message(raw)
-    per_ms = (time.perf_counter() - start) / 5 * 1000
+    parsed = parse_message(raw)
     assert parsed.forwarded[0].from_ == Mailbox("Kunde Eins", "customer@client.example")
-    assert per_ms < 50, per_ms
+    assert parsed.forwarded[0].body.endswith("nothing special.")
 
 
 def test_bottom_posted_reply_words_are_the_authors_own_text() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from crmdrop.mail.headers import read_header_summary
 from crmdrop.mail.model import Mailbox
 
@@ -53,15 +51,3 @@ def test_empty_message_id_and_missing_headers_give_none() -> None:
 def test_junk_does_not_raise() -> None:
     for raw in (b"", b"\x00\xff\xfe", b"no colon here\n\nbody", b":\n:", b"From \n\n"):
         read_header_summary(raw)
-
-
-def test_it_costs_well_under_a_millisecond_for_a_5kb_message() -> None:
-    raw = RAW + b"lorem ipsum dolor sit amet " * 180
-    assert len(raw) > 5000
-    read_header_summary(raw)
-    n = 300
-    start = time.perf_counter()
-    for _ in range(n):
-        read_header_summary(raw)
-    per_call_ms = (time.perf_counter() - start) / n * 1000
-    assert per_call_ms < 1.0, per_call_ms

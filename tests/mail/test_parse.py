@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from email.message import EmailMessage
 from email.mime.application import MIMEApplication
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import formatdate
 
 from crmdrop.mail.model import Mailbox
 from crmdrop.mail.parse import parse_message
@@ -167,16 +165,3 @@ def test_inline_forward_gives_author_and_own_text() -> None:
     assert block.body == "What does it cost?"
     assert block.date is not None and (block.date.year, block.date.hour) == (2013, 20)
     assert ("lead@client.com", "forwarded[1]:from") in {(a.address, a.where) for a in p.addresses}
-
-
-def test_an_ordinary_5kb_message_parses_in_about_two_milliseconds() -> None:
-    body = "Hello Jane,\n\n" + ("Some ordinary sentence about the order, nothing more. " * 90)
-    raw = _simple(body, From="a@x.com", To="b@y.com", Subject="Order", Date=formatdate())
-    assert 4500 < len(raw) < 6500
-    parse_message(raw)
-    n = 100
-    start = time.perf_counter()
-    for _ in range(n):
-        parse_message(raw)
-    per_ms = (time.perf_counter() - start) / n * 1000
-    assert per_ms < 4.0, per_ms  # budget ~1-2 ms; margin for slow CI

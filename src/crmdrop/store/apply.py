@@ -72,7 +72,8 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
     One statement per table, built once, so SQLAlchemy compiles it once."""
     statement = _INSERTS.get(model)
     if statement is None:
-        statement = _INSERTS[model] = insert(model).returning(model.__table__.c.id)
+        table = model.__table__  # a Core table: insert(Model) would take the ORM bulk path
+        statement = _INSERTS[model] = insert(table).returning(table.c.id)  # type: ignore[arg-type]
     return int(session.execute(statement, values).scalar_one())
 
 

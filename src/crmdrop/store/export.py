@@ -148,6 +148,7 @@ def export_account(session: Session, name: str) -> dict[str, Any]:
                 "direction": n.direction,
                 "is_forward": n.is_forward,
                 "filed_by": users.get(n.user_id),
+                "delivery_id": n.delivery_id,
                 "message_id": n.message_id,
                 "contacts": contact_emails(n_contacts.get(n.id, [])),
                 "companies": sorted(company_name[i] for i in n_companies.get(n.id, [])),
