@@ -31,6 +31,12 @@ def ingest(
     )
 
 
+def test_users_show_prints_the_same_addresses_as_users_add(crm: Crm) -> None:
+    owner = crm.new_owner()
+    shown = crm.cli.json("users", "show", owner.email.upper(), "--json")
+    assert shown == {"email": owner.email, "account": owner.account, "dropbox": owner.dropbox}
+
+
 def test_ingest_queues_a_message_and_exits_0(crm: Crm) -> None:
     owner = crm.new_owner()
     msg = make_message(from_=owner.email, to=["piped@client.example"])

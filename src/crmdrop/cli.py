@@ -240,6 +240,21 @@ def users_add(
         _fail(str(exc))
 
 
+@users_app.command("show")
+def users_show(email: str, as_json: JsonFlag = False, data: Data = None) -> None:
+    """Print a user and their six dropbox addresses (same JSON as `users add`)."""
+    settings = _settings(data)
+    db = _open(settings)
+    try:
+        with db.reading() as session:
+            user = accounts.get_user(session, email)
+            acc = session.get(Account, user.account_id)
+            assert acc is not None
+            _print_user(user, acc, settings.domain, as_json)
+    except accounts.StoreError as exc:
+        _fail(str(exc))
+
+
 @addresses_app.command("add")
 def addresses_add(user_email: str, address: str, data: Data = None) -> None:
     """Add an address that counts as the user's own (SPEC §1.2)."""

@@ -42,6 +42,24 @@ class BatchCache:
 
     views: dict[int, SqlAccountView] = field(default_factory=dict)
     owners: dict[int, UserInfo] = field(default_factory=dict)
+    # The session's identity map holds objects weakly: without these, every
+    # delivery of a batch would load its user and account again.
+    users: dict[int, User] = field(default_factory=dict)
+    accounts: dict[int, Account] = field(default_factory=dict)
+
+    def user(self, session: Session, user_id: int) -> User:
+        if user_id not in self.users:
+            found = session.get(User, user_id)
+            assert found is not None
+            self.users[user_id] = found
+        return self.users[user_id]
+
+    def account(self, session: Session, account_id: int) -> Account:
+        if account_id not in self.accounts:
+            found = session.get(Account, account_id)
+            assert found is not None
+            self.accounts[account_id] = found
+        return self.accounts[account_id]
 
 
 @dataclass(frozen=True)
@@ -65,8 +83,7 @@ def decide_delivery(
 ) -> Decision:
     """The authoritative decision for one message to one dropbox (no writes)."""
     cache = cache or BatchCache()
-    account = session.get(Account, user.account_id)
-    assert account is not None
+    account = cache.account(session, user.account_id)
     owner = cache.owners.get(user.id)
     if owner is None:
         owner = cache.owners[user.id] = user_info(session, user)
@@ -102,14 +119,12 @@ def _decide_for(
     parsed: ParsedMessage,
     settings: Settings,
     now: datetime,
-    cache: BatchCache | None = None,
+    cache: BatchCache,
 ) -> Decision:
-    user = session.get(User, delivery.user_id)
-    assert user is not None
     return decide_delivery(
         session,
         parsed,
-        user=user,
+        user=cache.user(session, delivery.user_id),
         kind=DropboxKind(delivery.dropbox_kind),
         mail_from=delivery.mail_from,
         settings=settings,
@@ -125,6 +140,7 @@ def _apply(
     decision: Decision,
     settings: Settings,
     now: datetime,
+    cache: BatchCache,
 ) -> None:
     """Carry the decision out and finish the delivery, inside the caller's transaction."""
     delivery.finished_at = now
@@ -134,9 +150,8 @@ def _apply(
         delivery.reason = f"rejected by the worker: {decision.refused}"
         return
     plan = decision.plan
-    account = session.get(Account, delivery.account_id)
-    user = session.get(User, delivery.user_id)
-    assert account is not None and user is not None
+    account = cache.account(session, delivery.account_id)
+    user = cache.user(session, delivery.user_id)
     if plan.note is not None and plan.note_id is None:
         # Decided on an earlier snapshot (SQLite batches): filed since? Then a duplicate.
         filed = SqlAccountView(session, account).filed_note(plan.message_key)
@@ -148,7 +163,7 @@ def _apply(
     record["applied"] = done
     delivery.plan = record
     delivery.status = plan.outcome.value
-    delivery.reason = plan.reason
+    delivery.reason = "; ".join([plan.reason, *plan.notices])
     if plan.outcome is not Outcome.NO_CONTACT:
         return
     if not plan.reply_to:
@@ -222,14 +237,15 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
                 failed.append((delivery.id, traceback.format_exc()))
     try:
         with db.writing() as session:
+            loaded = BatchCache()
             for delivery_id, parsed, decision in decided:
-                _apply_one(session, delivery_id, parsed, decision, settings, now)
+                _apply_one(session, delivery_id, parsed, decision, settings, now, loaded)
     except Exception:
         log.warning("a batch of %d failed; applying one at a time", len(decided))
         for delivery_id, parsed, decision in decided:
             try:
                 with db.writing() as session:
-                    _apply_one(session, delivery_id, parsed, decision, settings, now)
+                    _apply_one(session, delivery_id, parsed, decision, settings, now, BatchCache())
             except Exception:
                 failed.append((delivery_id, traceback.format_exc()))
     for delivery_id, error in failed:
@@ -244,11 +260,12 @@ def _apply_one(
     decision: Decision,
     settings: Settings,
     now: datetime,
+    cache: BatchCache,
 ) -> None:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or delivery.status != "queued":
         return  # finished meanwhile (another worker)
-    _apply(session, delivery, parsed, decision, settings, now)
+    _apply(session, delivery, parsed, decision, settings, now, cache)
     log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
 
 
@@ -262,8 +279,9 @@ def _process_locked(db: Database, settings: Settings, now: datetime) -> bool:
                 return False
             delivery_id = delivery.id
             parsed = parse_message(delivery.raw or b"")
-            decision = _decide_for(session, delivery, parsed, settings, now)
-            _apply(session, delivery, parsed, decision, settings, now)
+            cache = BatchCache()
+            decision = _decide_for(session, delivery, parsed, settings, now, cache)
+            _apply(session, delivery, parsed, decision, settings, now, cache)
             log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
         return True
     except Exception:

@@ -36,9 +36,17 @@ from crmdrop.store.models import (
 )
 
 
-def _pairs(session: Session, table: Table, left: str, right: str) -> dict[int, list[int]]:
+def _pairs(
+    session: Session, table: Table, left: str, right: str, owner: Any, account_id: int
+) -> dict[int, list[int]]:
+    """The rows of a link table whose left side (a note, case, ...) is in the account."""
     out: dict[int, list[int]] = defaultdict(list)
-    for a, b in session.execute(select(table.c[left], table.c[right])).all():
+    query = (
+        select(table.c[left], table.c[right])
+        .join(owner, owner.id == table.c[left])
+        .where(owner.account_id == account_id)
+    )
+    for a, b in session.execute(query).all():
         out[a].append(b)
     return out
 
@@ -90,13 +98,15 @@ def export_account(session: Session, name: str) -> dict[str, Any]:
     opps = {
         o.id: o for o in session.scalars(select(Opportunity).where(Opportunity.account_id == aid))
     }
-    n_contacts = _pairs(session, note_contacts, "note_id", "contact_id")
-    n_companies = _pairs(session, note_companies, "note_id", "company_id")
-    n_cases = _pairs(session, note_cases, "note_id", "case_id")
-    n_opps = _pairs(session, note_opportunities, "note_id", "opportunity_id")
-    c_contacts = _pairs(session, case_contacts, "case_id", "contact_id")
-    o_contacts = _pairs(session, opportunity_contacts, "opportunity_id", "contact_id")
-    t_contacts = _pairs(session, task_contacts, "task_id", "contact_id")
+    n_contacts = _pairs(session, note_contacts, "note_id", "contact_id", Note, aid)
+    n_companies = _pairs(session, note_companies, "note_id", "company_id", Note, aid)
+    n_cases = _pairs(session, note_cases, "note_id", "case_id", Note, aid)
+    n_opps = _pairs(session, note_opportunities, "note_id", "opportunity_id", Note, aid)
+    c_contacts = _pairs(session, case_contacts, "case_id", "contact_id", Case, aid)
+    o_contacts = _pairs(
+        session, opportunity_contacts, "opportunity_id", "contact_id", Opportunity, aid
+    )
+    t_contacts = _pairs(session, task_contacts, "task_id", "contact_id", Task, aid)
     attachments: dict[int, list[str]] = defaultdict(list)
     for note_id, filename in session.execute(
         select(Attachment.note_id, Attachment.filename)
