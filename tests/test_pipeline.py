@@ -7,8 +7,10 @@ import email
 import smtplib
 from email.message import EmailMessage
 
+import httpx
 import pytest
 
+from crmdrop.cli import app
 from tests.conftest import Crm, Owner
 from tests.support import lmtp_session, make_message, smtp_send, wait_for
 
@@ -290,3 +292,60 @@ def test_two_colleagues_dropboxes_file_the_message_once_for_the_account(crm: Crm
     data = crm.settled(alice.account, count=2)
     assert len(data["notes"]) == 1
     assert sorted(d["status"] for d in data["deliveries"]) == ["duplicate", "filed"]
+
+
+def test_a_reply_all_is_refused_once_the_owner_turns_reply_all_off(crm: Crm) -> None:
+    owner = crm.new_owner()
+    crm.cli.run("users", "reply-all", owner.email, "off")
+    msg = make_message(from_="carla@partner.example", to=[owner.email], cc=[owner.dropbox["note"]])
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        smtp_send(crm.smtp, "carla@partner.example", [owner.dropbox["note"]], msg)
+    assert refused.value.smtp_code == 550 and refused.value.smtp_error.startswith(b"5.7.1")
+    crm.cli.run("users", "reply-all", owner.email, "on")
+    smtp_send(crm.smtp, "carla@partner.example", [owner.dropbox["note"]], msg)
+    data = crm.settled(owner.account, count=2)
+    assert note_for(data, msg["Message-ID"])["contacts"] == ["carla@partner.example"]
+
+
+def test_an_error_reply_goes_to_a_verified_address_it_came_from_else_to_signup(
+    crm: Crm,
+) -> None:
+    owner = crm.new_owner()
+    tag = owner.email.split("@")[0]
+    verified, unverified = f"{tag}.home@mycorp.example", f"{tag}.old@mycorp.example"
+    crm.cli.run("addresses", "add", owner.email, verified)
+    crm.cli.run("addresses", "add", owner.email, unverified)
+    crm.cli.run("addresses", "verify", owner.email, verified)
+    for sender in (verified, unverified):
+        msg = make_message(from_=sender, to=[owner.dropbox["note"]], subject=f"from {sender}")
+        smtp_send(crm.smtp, sender, [owner.dropbox["note"]], msg)
+    data = crm.settled(owner.account, count=2)
+    assert sorted(r["to"] for r in data["replies"]) == sorted([verified, owner.email])
+    wait_for(lambda: crm.relay.messages_to(verified), what="the reply to the verified address")
+    assert crm.relay.messages_to(unverified) == []
+
+
+def test_malformed_mime_is_still_filed_and_its_raw_kept(crm: Crm) -> None:
+    owner = crm.new_owner()
+    raw = (
+        f"From: {owner.email}\r\nTo: Broken Buyer <broken@client.example>\r\n"
+        "Subject: =?x-unknown-charset?q?Caf=E9?=\r\nMessage-ID: <broken-1@test.example>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="never-closed"\r\n\r\n'
+        "--never-closed\r\nContent-Type: text/plain; charset=no-such-charset\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n!!not base64!!\r\n"
+    ).encode()
+    smtp_send(crm.smtp, owner.email, [owner.dropbox["note"]], raw)
+    data = crm.settled(owner.account)
+    note = note_for(data, "broken-1@test.example")
+    assert note["contacts"] == ["broken@client.example"]
+    result = crm.cli.runner.invoke(
+        app, ["deliveries", "raw", str(note["delivery_id"])], env=crm.cli.env
+    )
+    assert result.stdout_bytes == raw
+
+
+def test_the_status_page_says_the_service_is_up(crm: Crm) -> None:
+    page = httpx.get(f"http://127.0.0.1:{crm.server.http_port}/", timeout=10)
+    assert page.status_code == 200 and "crmdrop is up" in page.text
+    health = httpx.get(f"http://127.0.0.1:{crm.server.http_port}/healthz", timeout=10).json()
+    assert health["status"] == "up"

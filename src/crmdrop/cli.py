@@ -267,6 +267,32 @@ def addresses_add(user_email: str, address: str, data: Data = None) -> None:
         _fail(str(exc))
 
 
+@addresses_app.command("verify")
+def addresses_verify(user_email: str, address: str, data: Data = None) -> None:
+    """Mark an additional address verified: error replies may go to it (SPEC §1.2, §6.4)."""
+    db = _open(_settings(data))
+    try:
+        with db.writing() as session:
+            extra = accounts.verify_address(session, user_email, address)
+            typer.echo(f"{extra.email} is verified for {user_email}")
+    except accounts.StoreError as exc:
+        _fail(str(exc))
+
+
+@users_app.command("reply-all")
+def users_reply_all(email: str, setting: str, data: Data = None) -> None:
+    """`on`: a contact replying to all on a thread the user copied may file (SPEC §3.2)."""
+    if setting not in ("on", "off"):
+        _fail(f"say on or off, not {setting!r}")
+    db = _open(_settings(data))
+    try:
+        with db.writing() as session:
+            accounts.set_reply_all(session, email, setting == "on")
+            typer.echo(f"reply-all from contacts is {setting} for {email}")
+    except accounts.StoreError as exc:
+        _fail(str(exc))
+
+
 @exclusions_app.command("add")
 def exclusions_add(account: str, address_or_domain: str, data: Data = None) -> None:
     """Exclude an address or a whole @domain from ever becoming a contact."""

@@ -106,6 +106,29 @@ def add_user_address(session: Session, user_email: str, address: str) -> UserAdd
     return extra
 
 
+def verify_address(session: Session, user_email: str, address: str) -> UserAddress:
+    """Mark an additional address verified (SPEC §1.2): replies may then go to it (§6.4).
+
+    An administrator vouches for it here; the mailed link or code is the web UI's job.
+    """
+    user = get_user(session, user_email)
+    normalized = normalize_address(address)
+    extra = session.scalar(
+        select(UserAddress).where(UserAddress.user_id == user.id, UserAddress.email == normalized)
+    )
+    if extra is None:
+        raise StoreError(f"{normalized} is not an additional address of {user.email}")
+    extra.verified = True
+    return extra
+
+
+def set_reply_all(session: Session, user_email: str, accept: bool) -> User:
+    """Whether contacts replying to all may file into the user's dropbox (SPEC §3.2)."""
+    user = get_user(session, user_email)
+    user.accept_reply_all = accept
+    return user
+
+
 def add_exclusion(session: Session, account: str, pattern: str) -> Exclusion:
     """An exact address or a whole `@domain` (SPEC §1.3)."""
     acc = get_account(session, account)
