@@ -10,14 +10,17 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from argon2 import PasswordHasher
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings, load_settings
 from crmdrop.dropbox.address import dropbox_addresses, parse_dropbox_address
@@ -96,7 +99,20 @@ def _open(settings: Settings) -> Database:
     return db
 
 
-def _fail(message: str, code: int = 1) -> None:
+@contextmanager
+def _store(data: Path | None, *, write: bool = False) -> Iterator[tuple[Settings, Session]]:
+    """A command's transaction: opened, committed (or rolled back), and a refusal of the
+    store's (`StoreError`) turned into its message on stderr and exit code 1."""
+    settings = _settings(data)
+    db = _open(settings)
+    try:
+        with db.writing() if write else db.reading() as session:
+            yield settings, session
+    except accounts.StoreError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"crmdrop: {message}", err=True)
     raise typer.Exit(code)
 
@@ -105,7 +121,10 @@ def _emit(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
-def _user_json(user: User, account: Account, domain: str) -> dict[str, Any]:
+def _user_json(session: Session, user: User, domain: str) -> dict[str, Any]:
+    """The shape `users add`, `users show` and `dropbox regenerate` print with --json."""
+    account = session.get(Account, user.account_id)
+    assert account is not None
     return {
         "email": user.email,
         "account": account.name,
@@ -113,8 +132,7 @@ def _user_json(user: User, account: Account, domain: str) -> dict[str, Any]:
     }
 
 
-def _print_user(user: User, account: Account, domain: str, as_json: bool) -> None:
-    data = _user_json(user, account, domain)
+def _print_user(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _emit(data)
         return
@@ -180,10 +198,9 @@ def _demo(db: Database, settings: Settings) -> None:
                 account=DEMO_ACCOUNT,
                 password_hash=PasswordHasher().hash(DEMO_PASSWORD),
             )
-        account = session.get(Account, user.account_id)
-        assert account is not None
-        typer.echo(f"demo account: user {DEMO_USER}, password {DEMO_PASSWORD}")
-        _print_user(user, account, settings.domain, as_json=False)
+        shown = _user_json(session, user, settings.domain)
+    typer.echo(f"demo account: user {DEMO_USER}, password {DEMO_PASSWORD}")
+    _print_user(shown, as_json=False)
 
 
 @app.command()
@@ -225,58 +242,37 @@ def users_add(
     data: Data = None,
 ) -> None:
     """Sign a user up and print their six dropbox addresses."""
-    settings = _settings(data)
-    db = _open(settings)
     hashed = PasswordHasher().hash(password) if password else None
-    try:
-        with db.writing() as session:
-            user = accounts.add_user(
-                session, email, name=name, account=account, timezone=timezone, password_hash=hashed
-            )
-            acc = session.get(Account, user.account_id)
-            assert acc is not None
-            _print_user(user, acc, settings.domain, as_json)
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data, write=True) as (settings, session):
+        user = accounts.add_user(
+            session, email, name=name, account=account, timezone=timezone, password_hash=hashed
+        )
+        shown = _user_json(session, user, settings.domain)
+    _print_user(shown, as_json)  # only once committed
 
 
 @users_app.command("show")
 def users_show(email: str, as_json: JsonFlag = False, data: Data = None) -> None:
     """Print a user and their six dropbox addresses (same JSON as `users add`)."""
-    settings = _settings(data)
-    db = _open(settings)
-    try:
-        with db.reading() as session:
-            user = accounts.get_user(session, email)
-            acc = session.get(Account, user.account_id)
-            assert acc is not None
-            _print_user(user, acc, settings.domain, as_json)
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data) as (settings, session):
+        shown = _user_json(session, accounts.get_user(session, email), settings.domain)
+    _print_user(shown, as_json)
 
 
 @addresses_app.command("add")
 def addresses_add(user_email: str, address: str, data: Data = None) -> None:
     """Add an address that counts as the user's own (SPEC §1.2)."""
-    db = _open(_settings(data))
-    try:
-        with db.writing() as session:
-            extra = accounts.add_user_address(session, user_email, address)
-            typer.echo(f"added {extra.email} to {user_email} (not verified yet)")
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data, write=True) as (_, session):
+        added = accounts.add_user_address(session, user_email, address).email
+    typer.echo(f"added {added} to {user_email} (not verified yet)")
 
 
 @addresses_app.command("verify")
 def addresses_verify(user_email: str, address: str, data: Data = None) -> None:
     """Mark an additional address verified: error replies may go to it (SPEC §1.2, §6.4)."""
-    db = _open(_settings(data))
-    try:
-        with db.writing() as session:
-            extra = accounts.verify_address(session, user_email, address)
-            typer.echo(f"{extra.email} is verified for {user_email}")
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data, write=True) as (_, session):
+        verified = accounts.verify_address(session, user_email, address).email
+    typer.echo(f"{verified} is verified for {user_email}")
 
 
 @users_app.command("reply-all")
@@ -284,51 +280,32 @@ def users_reply_all(email: str, setting: str, data: Data = None) -> None:
     """`on`: a contact replying to all on a thread the user copied may file (SPEC §3.2)."""
     if setting not in ("on", "off"):
         _fail(f"say on or off, not {setting!r}")
-    db = _open(_settings(data))
-    try:
-        with db.writing() as session:
-            accounts.set_reply_all(session, email, setting == "on")
-            typer.echo(f"reply-all from contacts is {setting} for {email}")
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data, write=True) as (_, session):
+        accounts.set_reply_all(session, email, setting == "on")
+    typer.echo(f"reply-all from contacts is {setting} for {email}")
 
 
 @exclusions_app.command("add")
 def exclusions_add(account: str, address_or_domain: str, data: Data = None) -> None:
     """Exclude an address or a whole @domain from ever becoming a contact."""
-    db = _open(_settings(data))
-    try:
-        with db.writing() as session:
-            entry = accounts.add_exclusion(session, account, address_or_domain)
-            typer.echo(f"excluded {entry.pattern} in account {account}")
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data, write=True) as (_, session):
+        pattern = accounts.add_exclusion(session, account, address_or_domain).pattern
+    typer.echo(f"excluded {pattern} in account {account}")
 
 
 @dropbox_app.command("regenerate")
 def dropbox_regenerate(user_email: str, as_json: JsonFlag = False, data: Data = None) -> None:
     """Give the user a new token; the six old addresses stop working at once."""
-    settings = _settings(data)
-    db = _open(settings)
-    try:
-        with db.writing() as session:
-            user = accounts.regenerate_token(session, user_email)
-            acc = session.get(Account, user.account_id)
-            assert acc is not None
-            _print_user(user, acc, settings.domain, as_json)
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data, write=True) as (settings, session):
+        shown = _user_json(session, accounts.regenerate_token(session, user_email), settings.domain)
+    _print_user(shown, as_json)  # only once committed: the old addresses are dead now
 
 
 @app.command()
 def export(account: str, data: Data = None) -> None:
     """Print the whole account as JSON (fields in docs/export.md)."""
-    db = _open(_settings(data))
-    try:
-        with db.reading() as session:
-            _emit(export_account(session, account))
-    except accounts.StoreError as exc:
-        _fail(str(exc))
+    with _store(data) as (_, session):
+        _emit(export_account(session, account))
 
 
 def _explain_text(result: dict[str, Any]) -> None:

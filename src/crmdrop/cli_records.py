@@ -13,9 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from crmdrop.cli import Data, JsonFlag, _emit, _fail, _open, _settings, app
+from crmdrop.cli import Data, JsonFlag, _emit, _store, app
 from crmdrop.store import records
-from crmdrop.store.accounts import StoreError
 
 cases_app = typer.Typer(no_args_is_help=True, help="Cases (CA<n>).")
 opportunities_app = typer.Typer(no_args_is_help=True, help="Opportunities (CO<n>).")
@@ -54,13 +53,8 @@ def _print_record(r: dict[str, Any]) -> None:
 def _list(
     kind: records.RecordKind, label: str, account: str, as_json: bool, data: Path | None
 ) -> None:
-    db = _open(_settings(data))
-    try:
-        with db.reading() as session:
-            rows = records.list_records(session, account, kind)
-    except StoreError as exc:
-        _fail(str(exc))
-        return
+    with _store(data) as (_, session):
+        rows = records.list_records(session, account, kind)
     if as_json:
         _emit(rows)
     else:
@@ -70,13 +64,8 @@ def _list(
 def _show(
     kind: records.RecordKind, ref: str, account: str, as_json: bool, data: Path | None
 ) -> None:
-    db = _open(_settings(data))
-    try:
-        with db.reading() as session:
-            row = records.show_record(session, account, kind, ref)
-    except StoreError as exc:
-        _fail(str(exc))
-        return
+    with _store(data) as (_, session):
+        row = records.show_record(session, account, kind, ref)
     if as_json:
         _emit(row)
     else:
@@ -125,13 +114,8 @@ def tasks_list(
     data: Data = None,
 ) -> None:
     """Tasks, oldest first; due dates are calendar days in the owner's time zone."""
-    db = _open(_settings(data))
-    try:
-        with db.reading() as session:
-            rows = records.list_tasks(session, account, user)
-    except StoreError as exc:
-        _fail(str(exc))
-        return
+    with _store(data) as (_, session):
+        rows = records.list_tasks(session, account, user)
     if as_json:
         _emit(rows)
         return
@@ -158,16 +142,11 @@ def companies_add(
     data: Data = None,
 ) -> None:
     """Add a company; it matches by its own addresses, and new contacts join it by domain."""
-    db = _open(_settings(data))
-    try:
-        with db.writing() as session:
-            company = records.create_company(
-                session, name, account=account, domain=domain, emails=email or []
-            )
-            row = next(c for c in records.list_companies(session, account) if c["id"] == company.id)
-    except StoreError as exc:
-        _fail(str(exc))
-        return
+    with _store(data, write=True) as (_, session):
+        company = records.create_company(
+            session, name, account=account, domain=domain, emails=email or []
+        )
+        row = next(c for c in records.list_companies(session, account) if c["id"] == company.id)
     if as_json:
         _emit(row)
         return
@@ -178,13 +157,8 @@ def companies_add(
 @companies_app.command("list")
 def companies_list(account: AccountOpt, as_json: JsonFlag = False, data: Data = None) -> None:
     """The account's companies with their domain, addresses and contacts."""
-    db = _open(_settings(data))
-    try:
-        with db.reading() as session:
-            rows = records.list_companies(session, account)
-    except StoreError as exc:
-        _fail(str(exc))
-        return
+    with _store(data) as (_, session):
+        rows = records.list_companies(session, account)
     if as_json:
         _emit(rows)
         return
@@ -206,26 +180,16 @@ def preferences_set(
     data: Data = None,
 ) -> None:
     """Turn an account preference on or off."""
-    db = _open(_settings(data))
-    try:
-        with db.writing() as session:
-            flag = records.update_preference(session, account, name, value)
-    except StoreError as exc:
-        _fail(str(exc))
-        return
+    with _store(data, write=True) as (_, session):
+        flag = records.update_preference(session, account, name, value)
     typer.echo(f"{name} is {'on' if flag else 'off'} for account {account}")
 
 
 @preferences_app.command("show")
 def preferences_show(account: str, as_json: JsonFlag = False, data: Data = None) -> None:
     """The account's preferences."""
-    db = _open(_settings(data))
-    try:
-        with db.reading() as session:
-            prefs = records.preferences(session, account)
-    except StoreError as exc:
-        _fail(str(exc))
-        return
+    with _store(data) as (_, session):
+        prefs = records.preferences(session, account)
     if as_json:
         _emit(prefs)
         return

@@ -25,29 +25,9 @@ from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
 from crmdrop.web.app import create_app
-from crmdrop.worker import WorkerThread
+from crmdrop.worker import PollingThread, process_one
 
 log = logging.getLogger(__name__)
-
-
-class SenderThread(threading.Thread):
-    """Sends queued replies through the relay; sleeps when there are none."""
-
-    def __init__(self, db: Database, settings: Settings) -> None:
-        super().__init__(name="crmdrop-sender", daemon=True)
-        self.db = db
-        self.settings = settings
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                busy = send_one(self.db, self.settings)
-            except Exception:
-                log.exception("reply sender error; pausing")
-                busy = False
-            if not busy:
-                self.stopping.wait(0.5)
 
 
 class _Server(uvicorn.Server):
@@ -60,9 +40,11 @@ class _Server(uvicorn.Server):
 
 def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -> None:
     """`crmdrop worker`: file deliveries and send replies until SIGTERM (or the parent dies)."""
-    threads: list[WorkerThread | SenderThread] = [
-        WorkerThread(db, settings),
-        SenderThread(db, settings),
+    threads = [
+        PollingThread(
+            "crmdrop-worker", lambda: process_one(db, settings), settings.worker_poll_seconds
+        ),
+        PollingThread("crmdrop-sender", lambda: send_one(db, settings), 0.5),
     ]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

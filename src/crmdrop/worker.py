@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -48,18 +50,21 @@ class BatchCache:
     accounts: dict[int, Account] = field(default_factory=dict)
 
     def user(self, session: Session, user_id: int) -> User:
-        if user_id not in self.users:
-            found = session.get(User, user_id)
-            assert found is not None
-            self.users[user_id] = found
-        return self.users[user_id]
+        return _kept(session, self.users, User, user_id)
 
     def account(self, session: Session, account_id: int) -> Account:
-        if account_id not in self.accounts:
-            found = session.get(Account, account_id)
-            assert found is not None
-            self.accounts[account_id] = found
-        return self.accounts[account_id]
+        return _kept(session, self.accounts, Account, account_id)
+
+
+_M = TypeVar("_M", User, Account)
+
+
+def _kept(session: Session, kept: dict[int, _M], model: type[_M], key: int) -> _M:
+    if key not in kept:
+        found = session.get(model, key)
+        assert found is not None, f"{model.__name__} #{key} is gone"
+        kept[key] = found
+    return kept[key]
 
 
 @dataclass(frozen=True)
@@ -299,21 +304,24 @@ def process_one(db: Database, settings: Settings) -> bool:
     return _process_locked(db, settings, now)
 
 
-class WorkerThread(threading.Thread):
-    """Runs `process_one` until stopped; sleeps only when the queue is empty."""
+class PollingThread(threading.Thread):
+    """Runs `step` until stopped; sleeps `idle` seconds only when it found nothing to do.
 
-    def __init__(self, db: Database, settings: Settings) -> None:
-        super().__init__(name="crmdrop-worker", daemon=True)
-        self.db = db
-        self.settings = settings
+    An error in one step is logged and followed by a pause, never the end of the loop.
+    """
+
+    def __init__(self, name: str, step: Callable[[], bool], idle: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.step = step
+        self.idle = idle
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                busy = process_one(self.db, self.settings)
+                busy = self.step()
             except Exception:
-                log.exception("worker loop error; pausing")
+                log.exception("%s: step failed; pausing", self.name)
                 busy = False
             if not busy:
-                self.stopping.wait(self.settings.worker_poll_seconds)
+                self.stopping.wait(self.idle)
