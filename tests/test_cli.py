@@ -162,6 +162,7 @@ def test_a_delivery_that_keeps_failing_is_parked_then_retried(
     assert row["attempts"] == 2
     assert "attachments" in row["last_error"]
     assert row["note_id"] is None and row["reason"].startswith("parked after 2 attempts")
+    assert "attachments" in row["reason"]  # the error itself, not a documentation link
     _sql(url, "ALTER TABLE attachments_away RENAME TO attachments")
     assert "queued again" in cli.run("deliveries", "retry", str(row["id"]))
 

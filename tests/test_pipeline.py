@@ -349,3 +349,24 @@ def test_the_status_page_says_the_service_is_up(crm: Crm) -> None:
     assert page.status_code == 200 and "crmdrop is up" in page.text
     health = httpx.get(f"http://127.0.0.1:{crm.server.http_port}/healthz", timeout=10).json()
     assert health["status"] == "up"
+
+
+def test_nul_characters_and_overlong_names_are_filed_on_every_backend(crm: Crm) -> None:
+    owner = crm.new_owner()
+    long_name = "Very Long Name " * 20  # 300 characters: longer than the column
+    raw = (
+        f"From: {owner.email}\r\n"
+        f'To: "{long_name}" <long@client.example>, =?utf-8?q?Nul=00Name?= <nul@client.example>\r\n'
+        "Subject: =?utf-8?q?hi=00there?=\r\nMessage-ID: <nul-1@test.example>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        "SGVsbG8AV29ybGQ=\r\n"  # "Hello\\0World"
+    ).encode()
+    smtp_send(crm.smtp, owner.email, [owner.dropbox["note"]], raw)
+    data = crm.settled(owner.account)
+    assert [d["status"] for d in data["deliveries"]] == ["filed"], data["deliveries"]
+    note = note_for(data, "nul-1@test.example")
+    assert note["subject"] == "hithere"
+    assert "\x00" not in note["body"] and "Hello" in note["body"]
+    assert note["contacts"] == ["long@client.example", "nul@client.example"]
+    names = {c["emails"][0]: c["name"] for c in data["contacts"]}
+    assert names["long@client.example"] == long_name.strip()[:200]

@@ -238,7 +238,7 @@ def test_a_reference_to_another_accounts_case_is_ignored_and_recorded(crm: Crm) 
     assert note["cases"] == [] and note["opportunities"] == []
     assert data["cases"] == []
     assert (
-        "reference #CA1 is not a case of this account: ignored"
+        "reference #CA1 matches no case of this account: ignored"  # nor says it exists
         in plan_of(crm, data, msg)["notices"]
     )
     shown = crm.cli.json("cases", "show", "CA1", "--account", other.account, "--json")

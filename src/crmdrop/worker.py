@@ -10,6 +10,7 @@ is recorded, and is retried with backoff, then parked (cf. Mailman's runner).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -18,10 +19,11 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings
-from crmdrop.dropbox.decide import decide
+from crmdrop.dropbox.decide import decide, message_key, normalize_message_id
 from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome, UserInfo
 from crmdrop.dropbox.senders import check_sender
 from crmdrop.mail.model import ParsedMessage
@@ -201,13 +203,37 @@ def _apply(
     delivery.reason += f"; error reply {row.status} to {plan.reply_to}"
 
 
-def _record_failure(db: Database, settings: Settings, delivery_id: int, error: str) -> None:
-    log.error("delivery #%s failed:\n%s", delivery_id, error)
+@dataclass(frozen=True)
+class Failure:
+    """One delivery's failed attempt, taken from the exception being handled."""
+
+    delivery_id: int
+    error: str  # the traceback
+    summary: str  # one line for the processing record
+    race: bool  # a unique key another worker took first: retry at once
+
+    @classmethod
+    def current(cls, delivery_id: int) -> Failure:
+        exc = sys.exception()
+        assert exc is not None
+        summary = traceback.format_exception_only(exc)[-1].strip().splitlines()[0]
+        return cls(delivery_id, traceback.format_exc(), summary, isinstance(exc, IntegrityError))
+
+
+def _record_failure(db: Database, settings: Settings, failure: Failure) -> None:
+    log.log(
+        logging.INFO if failure.race else logging.ERROR,
+        "delivery #%s failed: %s",
+        failure.delivery_id,
+        failure.error if not failure.race else failure.summary,
+    )
     with db.writing() as session:
         record_failure(
             session,
-            delivery_id,
-            error,
+            failure.delivery_id,
+            failure.error,
+            summary=failure.summary,
+            immediate=failure.race,
             now=datetime.now(UTC),
             max_attempts=settings.max_attempts,
             retry_base=settings.retry_base_seconds,
@@ -222,15 +248,19 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
     and decide it under one read snapshot, then apply it in one short write
     transaction. Should that fail, each delivery is applied (or failed) on its own."""
     decided: list[tuple[int, ParsedMessage, Decision]] = []
-    failed: list[tuple[int, str]] = []
+    failed: list[Failure] = []
     with db.reading() as session:
         batch = due_batch(session, now, BATCH)
         if not batch:
             return False
         cache = BatchCache()
+        keys: set[str] = set()
         for delivery in batch:
             try:
                 parsed = parse_message(delivery.raw or b"")
+                if _depends_on(parsed, keys):
+                    continue  # stays queued: decided next round, once the other is filed
+                keys.add(message_key(parsed))
                 decided.append(
                     (
                         delivery.id,
@@ -239,7 +269,7 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
                     )
                 )
             except Exception:
-                failed.append((delivery.id, traceback.format_exc()))
+                failed.append(Failure.current(delivery.id))
     try:
         with db.writing() as session:
             loaded = BatchCache()
@@ -252,10 +282,23 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
                 with db.writing() as session:
                     _apply_one(session, delivery_id, parsed, decision, settings, now, BatchCache())
             except Exception:
-                failed.append((delivery_id, traceback.format_exc()))
-    for delivery_id, error in failed:
-        _record_failure(db, settings, delivery_id, error)
+                failed.append(Failure.current(delivery_id))
+    for failure in failed:
+        _record_failure(db, settings, failure)
     return True
+
+
+def _depends_on(parsed: ParsedMessage, keys: set[str]) -> bool:
+    """Whether a message is, or replies to, one decided earlier in the same batch.
+
+    The batch is decided on one snapshot, which cannot show what the earlier one
+    will file (its note, a new case): deciding both at once would make two cases,
+    or a reply that misses its thread's case.
+    """
+    if message_key(parsed) in keys:
+        return True
+    thread = (normalize_message_id(i) for i in [*parsed.in_reply_to, *parsed.references])
+    return any(key in keys for key in thread if key)
 
 
 def _apply_one(
@@ -292,7 +335,7 @@ def _process_locked(db: Database, settings: Settings, now: datetime) -> bool:
     except Exception:
         if delivery_id is None:
             raise
-        _record_failure(db, settings, delivery_id, traceback.format_exc())
+        _record_failure(db, settings, Failure.current(delivery_id))
         return True
 
 

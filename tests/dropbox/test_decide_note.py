@@ -55,7 +55,7 @@ def test_it_records_one_decision_per_address_with_every_place_it_was_seen(
     assert [d.address for d in plan.addresses] == [
         "olivia@acme.com",
         "jane@customer.io",
-        "dropbox-tok@drop.example.com",
+        "dropbox-to…@drop.example.com",  # recorded without its secret token
     ]
 
 
@@ -78,7 +78,7 @@ def test_it_discards_the_owners_own_address_and_the_dropbox(
 ) -> None:
     plan = run(make_message(), owner, account)
     assert decision(plan, "olivia@acme.com") == (False, "owner")
-    assert decision(plan, "dropbox-tok@drop.example.com") == (False, "dropbox")
+    assert decision(plan, "dropbox-to…@drop.example.com") == (False, "dropbox")
     assert decision(plan, "jane@customer.io") == (True, "contact")
 
 
@@ -411,3 +411,12 @@ def test_decide_refuses_a_naive_now(owner: UserInfo, account: FakeAccount) -> No
             dropbox_domain=DOMAIN,
             now=datetime(2026, 3, 3, 12, 0),
         )
+
+
+def test_the_record_never_shows_a_dropbox_token(owner: UserInfo, account: FakeAccount) -> None:
+    secret = f"dropbox-k3y5ecr3t0000000abcd@{DOMAIN}"
+    block = forward_block(to=[("Bob's dropbox", secret)])
+    message = make_message(to=[("Box", secret)], forwarded=[block])
+    plan = run(message, owner, account)
+    assert "k3y5ecr3t" not in str(plan.to_json())
+    assert decision(plan, f"dropbox-k3…@{DOMAIN}") == (False, "dropbox")

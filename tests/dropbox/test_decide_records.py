@@ -88,7 +88,7 @@ def test_a_reference_of_another_account_is_ignored_and_noted(
 ) -> None:
     plan = run(make_message(text="Update on #CA9"), owner, records_account)
     assert plan.records == []
-    assert plan.notices == ["reference #CA9 is not a case of this account: ignored"]
+    assert plan.notices == ["reference #CA9 matches no case of this account: ignored"]
 
 
 def test_an_unknown_reference_on_the_note_dropbox_is_ignored_and_noted(
@@ -163,7 +163,7 @@ def test_the_case_dropbox_creates_a_case_when_the_reference_is_of_another_accoun
 ) -> None:
     plan = run(make_message(subject="#CA9 login"), owner, records_account, DropboxKind.CASE)
     assert [(r.kind, r.action) for r in plan.records] == [("case", "create")]
-    assert plan.notices == ["reference #CA9 is not a case of this account: ignored"]
+    assert plan.notices == ["reference #CA9 matches no case of this account: created a new case"]
 
 
 def test_an_opportunity_reference_on_the_case_dropbox_links_it_and_still_creates_a_case(

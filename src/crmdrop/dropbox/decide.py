@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crmdrop.dropbox.address import redact, redact_text
 from crmdrop.dropbox.names import contact_name, is_free_mail
 from crmdrop.dropbox.plan import (
     AccountView,
@@ -164,9 +165,11 @@ def _decide_addresses(
     rule_list = list(rules)
     for entry in seen:
         hit = first_hit(entry.address, ctx, rule_list)
+        is_dropbox = hit is not None and hit.rule == "dropbox"
         decisions.append(
             AddressDecision(
-                address=entry.address,
+                # The record is shown and mailed to users: never a dropbox's secret token.
+                address=redact(entry.address) if is_dropbox else entry.address,
                 name=entry.name,
                 where=tuple(entry.where),
                 kept=hit is None,
@@ -316,11 +319,12 @@ def _note(parsed: ParsedMessage, original: _Original, owner_addresses: frozenset
 
 
 def _mailbox_text(mailbox: Mailbox | None) -> str | None:
+    """For the record: a dropbox address in it is shown without its secret token."""
     if mailbox is None:
         return None
     if mailbox.name and mailbox.address:
-        return f"{mailbox.name} <{mailbox.address}>"
-    return mailbox.address or mailbox.name
+        return redact_text(f"{mailbox.name} <{mailbox.address}>")
+    return redact_text(mailbox.address or mailbox.name)
 
 
 def _forwarded_dicts(parsed: ParsedMessage, original: _Original) -> list[dict[str, Any]]:
@@ -417,15 +421,14 @@ def _records(
         record_kind = _RECORD_KIND_OF_PREFIX[prefix]
         ref = f"{prefix}{number}"
         found = account.find_record(record_kind, number)
+        if found is not None and found.account_id != account.account_id:
+            found = None  # never ours to link, nor to say that it exists elsewhere (§1.1)
         if found is None:
             unknown.append(ref)
             if _RECORD_KIND_OF_DROPBOX.get(kind) != record_kind:
                 notices.append(
                     f"reference #{ref} matches no {record_kind} of this account: ignored"
                 )
-            continue
-        if found.account_id != account.account_id:
-            notices.append(f"reference #{ref} is not a {record_kind} of this account: ignored")
             continue
         if (found.kind, found.id) in linked:
             continue

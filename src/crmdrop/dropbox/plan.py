@@ -187,7 +187,7 @@ class AccountView(Protocol):
         """The company a contact belongs to, or None."""
 
     def find_record(self, kind: str, number: int) -> RecordRef | None:
-        """A case/opportunity by reference number in *any* account (to tell 'other account')."""
+        """A case/opportunity of this account by reference number, or None."""
 
     def thread_records(self, message_ids: list[str]) -> list[RecordRef]:
         """Cases/opportunities that notes with these Message-IDs were filed to."""

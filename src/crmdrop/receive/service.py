@@ -134,26 +134,22 @@ class Receiver:
     def commit(self, batch: list[Prepared]) -> None:
         """Store every prepared message in one transaction; fill in their replies.
 
-        Only after the commit returns do the replies say 250. On any error every
-        message of the batch gets 451 (nothing was stored: the senders retry).
+        Only after the commit returns do the replies say 250. Should the shared
+        transaction fail, each message is tried in a transaction of its own, so one
+        bad message cannot make the others fail; one that fails alone gets 451
+        (nothing of it was stored: its sender retries).
         """
-        now = datetime.now(UTC)
         try:
-            with self.db.write_connection() as conn:
-                for item in batch:
-                    item.replies, item.ids = [], []
-                    for new, refusal in item.rows:
-                        if refusal is None:
-                            delivery_id = add_delivery(conn, new, item.raw, now=now)
-                            item.ids.append(delivery_id)
-                            item.replies.append(f"250 2.0.0 OK: queued as {delivery_id}")
-                        else:
-                            add_delivery(conn, new, None, now=now, reason=f"rejected: {refusal}")
-                            item.replies.append(f"550 5.7.1 {_one_line(refusal)}")
+            self._store(batch)
         except Exception:
-            log.exception("could not queue %d message(s)", len(batch))
-            for item in batch:
-                item.replies, item.ids = [TEMPFAIL] * len(item.rows), []
+            if len(batch) > 1:
+                log.warning("a group commit of %d failed; committing one by one", len(batch))
+                for item in batch:
+                    self.commit([item])
+                return
+            log.exception("could not queue a message from %s", batch[0].mail_from)
+            item = batch[0]
+            item.replies, item.ids = [TEMPFAIL] * len(item.rows), []
             return
         for item in batch:
             log.info(
@@ -163,6 +159,20 @@ class Receiver:
                 item.protocol,
                 "; ".join(item.replies),
             )
+
+    def _store(self, batch: list[Prepared]) -> None:
+        now = datetime.now(UTC)
+        with self.db.write_connection() as conn:
+            for item in batch:
+                item.replies, item.ids = [], []
+                for new, refusal in item.rows:
+                    if refusal is None:
+                        delivery_id = add_delivery(conn, new, item.raw, now=now)
+                        item.ids.append(delivery_id)
+                        item.replies.append(f"250 2.0.0 OK: queued as {delivery_id}")
+                    else:
+                        add_delivery(conn, new, None, now=now, reason=f"rejected: {refusal}")
+                        item.replies.append(f"550 5.7.1 {_one_line(refusal)}")
 
     def accept(
         self, *, mail_from: str, rcpts: list[Rcpt], raw: bytes, protocol: str, peer: str

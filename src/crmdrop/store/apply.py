@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import FilingPlan, Outcome
@@ -77,22 +77,31 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
     return int(session.execute(statement, values).scalar_one())
 
 
+def _next_ref(session: Session, account_id: int, kind: str) -> int:
+    """The account's next case/opportunity number, taken atomically: a read-then-write
+    would let two workers (PostgreSQL) take the same number."""
+    column = Account.next_case_ref if kind == "case" else Account.next_opp_ref
+    taken = session.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values({column: column + 1})
+        .returning(column),
+        execution_options={"synchronize_session": False},
+    ).scalar_one()
+    return int(taken) - 1
+
+
 def _new_record(
     session: Session, account: Account, kind: str, title: str, user_id: int, now: datetime
 ) -> Case | Opportunity:
-    record: Case | Opportunity
-    if kind == "case":
-        ref = account.next_case_ref
-        account.next_case_ref = ref + 1
-        record = Case(
-            account_id=account.id, ref_no=ref, title=title, user_id=user_id, created_at=now
-        )
-    else:
-        ref = account.next_opp_ref
-        account.next_opp_ref = ref + 1
-        record = Opportunity(
-            account_id=account.id, ref_no=ref, title=title, user_id=user_id, created_at=now
-        )
+    model: type[Case] | type[Opportunity] = Case if kind == "case" else Opportunity
+    record = model(
+        account_id=account.id,
+        ref_no=_next_ref(session, account.id, kind),
+        title=title,
+        user_id=user_id,
+        created_at=now,
+    )
     session.add(record)
     session.flush()
     return record

@@ -36,6 +36,7 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
+        hide_parameters=True,  # errors are logged and stored: never with a token or a message
         pool_size=16,  # one per accept thread and the worker: no reconnecting under load
         max_overflow=16,
     )
@@ -70,7 +71,9 @@ class Database:
             self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(self.url, "BEGIN")
         else:
-            self.write_engine = create_engine(self.url, pool_size=10, pool_pre_ping=True)
+            self.write_engine = create_engine(
+                self.url, pool_size=10, pool_pre_ping=True, hide_parameters=True
+            )
             # One snapshot per read transaction: an export must not see half a filing.
             self.read_engine = self.write_engine.execution_options(
                 isolation_level="REPEATABLE READ"

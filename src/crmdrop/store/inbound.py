@@ -103,11 +103,18 @@ def record_failure(
     delivery_id: int,
     error: str,
     *,
+    summary: str,
+    immediate: bool = False,
     now: datetime,
     max_attempts: int,
     retry_base: float,
 ) -> str:
-    """Count a failed attempt: retry later with exponential backoff, or park it."""
+    """Count a failed attempt: retry later with exponential backoff, or park it.
+
+    `error` is the traceback (kept in last_error), `summary` the one line a user reads;
+    `immediate`: an expected race (a unique key another worker just took) is retried
+    at once, yet still counted, so that a persistent one is parked all the same.
+    """
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         return "gone"
@@ -115,10 +122,10 @@ def record_failure(
     delivery.last_error = error[-4000:]
     if delivery.attempts >= max_attempts:
         delivery.status = FAILED
-        delivery.reason = f"parked after {delivery.attempts} attempts: {error.splitlines()[-1]}"
+        delivery.reason = f"parked after {delivery.attempts} attempts: {summary}"
         delivery.finished_at = now
     else:
-        delay = retry_base * (2 ** (delivery.attempts - 1))
+        delay = 0.0 if immediate else retry_base * (2 ** (delivery.attempts - 1))
         delivery.next_attempt_at = now + timedelta(seconds=delay)
         delivery.reason = f"attempt {delivery.attempts} failed; retrying in {delay:g}s"
     return delivery.status

@@ -8,6 +8,7 @@ lookups are exact-match on an index, case-insensitive by construction.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -47,6 +48,48 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+class CleanString(TypeDecorator[str]):
+    """A string as PostgreSQL will store it: no NUL character, cut to the column's length.
+
+    SQLite takes both, so without this the two backends would disagree, and mail that a
+    decoder turned into such text would fail on PostgreSQL only (and be retried forever).
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        if value is None:
+            return None
+        length = getattr(self.impl, "length", None)
+        clean: str = _scrub(value)
+        return clean[:length] if length else clean
+
+
+class CleanText(CleanString):
+    impl = Text
+
+
+class CleanJSON(TypeDecorator[Any]):
+    """JSON without NUL characters anywhere in it (see CleanString)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: object) -> Any:
+        return _scrub(value)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -54,7 +97,7 @@ class Base(DeclarativeBase):
 class Account(Base):
     __tablename__ = "accounts"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(CleanString(200), unique=True)
     file_under_companies: Mapped[bool] = mapped_column(Boolean, default=False)
     discard_automated: Mapped[bool] = mapped_column(Boolean, default=True)
     next_case_ref: Mapped[int] = mapped_column(Integer, default=1)
@@ -66,11 +109,11 @@ class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)  # signup address
-    name: Mapped[str] = mapped_column(String(200))
-    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    token: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(CleanString(320), unique=True)  # signup address
+    name: Mapped[str] = mapped_column(CleanString(200))
+    password_hash: Mapped[str | None] = mapped_column(CleanString(200), nullable=True)
+    timezone: Mapped[str] = mapped_column(CleanString(64), default="UTC")
+    token: Mapped[str] = mapped_column(CleanString(64), unique=True)
     accept_reply_all: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -81,7 +124,7 @@ class UserAddress(Base):
     __tablename__ = "user_addresses"
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email: Mapped[str] = mapped_column(CleanString(320), unique=True)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -93,15 +136,15 @@ class Exclusion(Base):
     __table_args__ = (UniqueConstraint("account_id", "pattern"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
-    pattern: Mapped[str] = mapped_column(String(320))
+    pattern: Mapped[str] = mapped_column(CleanString(320))
 
 
 class Company(Base):
     __tablename__ = "companies"
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    domain: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    name: Mapped[str] = mapped_column(CleanString(200))
+    domain: Mapped[str | None] = mapped_column(CleanString(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (Index("ix_companies_account_domain", "account_id", "domain"),)
 
@@ -112,14 +155,14 @@ class CompanyEmail(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(CleanString(320))
 
 
 class Contact(Base):
     __tablename__ = "contacts"
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(CleanString(200))
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), nullable=True)
     created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -131,7 +174,7 @@ class ContactEmail(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(CleanString(320))
 
 
 note_contacts = Table(
@@ -190,15 +233,15 @@ class Note(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"))
-    message_key: Mapped[str] = mapped_column(String(512))
-    message_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    subject: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
-    own_text: Mapped[str] = mapped_column(Text, default="")
-    author_name: Mapped[str] = mapped_column(String(320))
-    author_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    message_key: Mapped[str] = mapped_column(CleanString(512))
+    message_id: Mapped[str | None] = mapped_column(CleanString(512), nullable=True)
+    subject: Mapped[str] = mapped_column(CleanText)
+    body: Mapped[str] = mapped_column(CleanText)
+    own_text: Mapped[str] = mapped_column(CleanText, default="")
+    author_name: Mapped[str] = mapped_column(CleanString(320))
+    author_email: Mapped[str | None] = mapped_column(CleanString(320), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    direction: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(CleanString(16))
     is_forward: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -207,8 +250,8 @@ class Attachment(Base):
     __tablename__ = "attachments"
     id: Mapped[int] = mapped_column(primary_key=True)
     note_id: Mapped[int] = mapped_column(ForeignKey("notes.id"), index=True)
-    filename: Mapped[str] = mapped_column(String(500))
-    content_type: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(CleanString(500))
+    content_type: Mapped[str] = mapped_column(CleanString(200))
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
 
@@ -219,8 +262,8 @@ class Case(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     ref_no: Mapped[int] = mapped_column(Integer)
-    title: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(32), default="open")
+    title: Mapped[str] = mapped_column(CleanText)
+    status: Mapped[str] = mapped_column(CleanString(32), default="open")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -231,25 +274,32 @@ class Opportunity(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     ref_no: Mapped[int] = mapped_column(Integer)
-    title: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(32), default="open")
+    title: Mapped[str] = mapped_column(CleanText)
+    status: Mapped[str] = mapped_column(CleanString(32), default="open")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Task(Base):
     __tablename__ = "tasks"
+    # One task per message per user and kind: two workers filing the same message at once
+    # (PostgreSQL) must not both make one; a task-only message has no note to dedupe on.
+    __table_args__ = (
+        UniqueConstraint(
+            "account_id", "user_id", "message_key", "due_kind", name="uq_tasks_message"
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"))
     note_id: Mapped[int | None] = mapped_column(ForeignKey("notes.id"), nullable=True)
-    message_key: Mapped[str] = mapped_column(String(512))
-    title: Mapped[str] = mapped_column(Text)
-    description: Mapped[str] = mapped_column(Text)
+    message_key: Mapped[str] = mapped_column(CleanString(512))
+    title: Mapped[str] = mapped_column(CleanText)
+    description: Mapped[str] = mapped_column(CleanText)
     due_date: Mapped[date | None] = mapped_column(Date, nullable=True)
-    due_kind: Mapped[str] = mapped_column(String(16))
-    timezone: Mapped[str] = mapped_column(String(64))
+    due_kind: Mapped[str] = mapped_column(CleanString(16))
+    timezone: Mapped[str] = mapped_column(CleanString(64))
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -269,22 +319,22 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    dropbox_kind: Mapped[str] = mapped_column(String(16))
-    rcpt_to: Mapped[str] = mapped_column(String(320))
-    mail_from: Mapped[str] = mapped_column(String(320))  # envelope sender; "" for <>
-    protocol: Mapped[str] = mapped_column(String(16))
-    peer: Mapped[str] = mapped_column(String(100), default="")
+    dropbox_kind: Mapped[str] = mapped_column(CleanString(16))
+    rcpt_to: Mapped[str] = mapped_column(CleanString(320))
+    mail_from: Mapped[str] = mapped_column(CleanString(320))  # envelope sender; "" for <>
+    protocol: Mapped[str] = mapped_column(CleanString(16))
+    peer: Mapped[str] = mapped_column(CleanString(100), default="")
     raw: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
     size: Mapped[int] = mapped_column(Integer)
-    message_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    subject: Mapped[str] = mapped_column(Text, default="")
-    author: Mapped[str] = mapped_column(String(320), default="")
-    status: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str | None] = mapped_column(CleanString(512), nullable=True)
+    subject: Mapped[str] = mapped_column(CleanText, default="")
+    author: Mapped[str] = mapped_column(CleanString(320), default="")
+    status: Mapped[str] = mapped_column(CleanString(16))
+    reason: Mapped[str] = mapped_column(CleanText, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    plan: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(CleanText, nullable=True)
+    plan: Mapped[dict[str, object] | None] = mapped_column(CleanJSON, nullable=True)
     note_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -302,12 +352,12 @@ class Outbox(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"), nullable=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    mail_to: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    mail_to: Mapped[str] = mapped_column(CleanString(320))
     raw: Mapped[bytes] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(16))  # queued | sent | failed | suppressed
+    status: Mapped[str] = mapped_column(CleanString(16))  # queued | sent | failed | suppressed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(CleanText, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

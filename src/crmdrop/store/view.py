@@ -57,9 +57,11 @@ _COMPANY_BY_DOMAIN = (
     .limit(2)
 )
 _COMPANY_OF = select(Contact.company_id).where(Contact.id == bindparam("contact"))
-_CASE_BY_REF = select(Case.id, Case.account_id).where(Case.ref_no == bindparam("number"))
+_CASE_BY_REF = select(Case.id, Case.account_id).where(
+    Case.account_id == _ACCOUNT, Case.ref_no == bindparam("number")
+)
 _OPP_BY_REF = select(Opportunity.id, Opportunity.account_id).where(
-    Opportunity.ref_no == bindparam("number")
+    Opportunity.account_id == _ACCOUNT, Opportunity.ref_no == bindparam("number")
 )
 _THREAD_NOTES = select(Note.id).where(
     Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
@@ -138,8 +140,7 @@ class SqlAccountView:
         rows = self._rows(_CASE_BY_REF if kind == "case" else _OPP_BY_REF, number=number)
         if not rows:
             return None
-        mine = [r for r in rows if r.account_id == self.account_id]
-        row = mine[0] if mine else rows[0]
+        row = rows[0]
         prefix = "CA" if kind == "case" else "CO"
         return RecordRef(kind=kind, id=row.id, ref=f"{prefix}{number}", account_id=row.account_id)
 
