@@ -370,3 +370,13 @@ def test_nul_characters_and_overlong_names_are_filed_on_every_backend(crm: Crm) 
     assert note["contacts"] == ["long@client.example", "nul@client.example"]
     names = {c["emails"][0]: c["name"] for c in data["contacts"]}
     assert names["long@client.example"] == long_name.strip()[:200]
+
+
+def test_lmtp_refuses_an_oversized_message_once_per_recipient(crm: Crm) -> None:
+    owner = crm.new_owner()  # the test server's limit is 1,000,000 bytes
+    msg = make_message(from_=owner.email, to=["big@client.example"])
+    msg.add_attachment(b"\0" * 1_100_000, maintype="application", subtype="octet-stream")
+    boxes = [owner.dropbox["note"], owner.dropbox["case"]]
+    result = lmtp_session(crm.lmtp, owner.email, boxes, msg.as_bytes())
+    assert [result["data"][b][:9] for b in boxes] == ["552 5.3.4", "552 5.3.4"]
+    assert crm.export(owner.account)["deliveries"] == []

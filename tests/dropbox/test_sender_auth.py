@@ -43,3 +43,14 @@ def test_a_temporary_dns_error_never_counts_against_a_message() -> None:
 
 def test_a_malformed_header_is_ignored() -> None:
     assert verdict("this is ; not = a header ;;")[0] is False
+
+
+def test_dmarc_none_leaves_the_decision_to_spf_and_dkim() -> None:
+    assert verdict("mx.acme.net; dmarc=none header.from=acme.com; spf=fail; dkim=fail")[0]
+    assert not verdict("mx.acme.net; dmarc=none header.from=acme.com; spf=fail; dkim=pass")[0]
+
+
+def test_only_the_topmost_header_of_the_trusted_server_counts() -> None:
+    real = "mx.acme.net; spf=fail smtp.mailfrom=acme.com; dkim=fail"
+    forged = "mx.acme.net; spf=pass smtp.mailfrom=acme.com; dkim=pass"
+    assert verdict(real, forged)[0] is True  # the sender's own lower header changes nothing

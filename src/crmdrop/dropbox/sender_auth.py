@@ -23,10 +23,14 @@ class AuthVerdict:
 def upstream_verdict(
     headers: Mapping[str, list[str]], authserv_id: str, author: str | None
 ) -> AuthVerdict:
-    """Judge the author's domain from the trusted upstream's Authentication-Results."""
+    """Judge the author's domain from the trusted upstream's Authentication-Results.
+
+    Only the topmost such header counts: the trusted MTA adds its own above the
+    message, and any lower one bearing its name was written by the sender.
+    """
     domain = (author or "").rpartition("@")[2].lower()
     results: dict[str, list[tuple[str, dict[str, str]]]] = {}
-    for value in headers.get("authentication-results", []):
+    for value in headers.get("authentication-results", []):  # top first
         try:
             parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
         except Exception:  # a malformed header from anyone: ignore it
@@ -38,12 +42,15 @@ def upstream_verdict(
             results.setdefault(str(result.method).lower(), []).append(
                 (str(result.result).lower(), props)
             )
+        break
     if not results:
         return AuthVerdict(False, f"no Authentication-Results from {authserv_id}")
     dmarc = [r for r, p in results.get("dmarc", []) if p.get("header.from", domain) == domain]
-    if dmarc:
-        failed = "fail" in dmarc
-        return AuthVerdict(failed, f"dmarc={dmarc[0]} for {domain} (from {authserv_id})")
+    decided = [r for r in dmarc if r in ("pass", "fail")]
+    if decided:  # none / temperror / permerror decide nothing: SPF and DKIM below do
+        return AuthVerdict(
+            "fail" in decided, f"dmarc={decided[0]} for {domain} (from {authserv_id})"
+        )
     spf = [r for r, _ in results.get("spf", [])]
     dkim = [r for r, _ in results.get("dkim", [])]
     spf_fail = bool(spf) and all(r in ("fail", "softfail") for r in spf)

@@ -9,7 +9,9 @@ replies are given their enhanced status code `552 5.3.4` (SPEC §7.1).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import weakref
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -28,9 +30,16 @@ LINE_LIMIT = 10_000  # RFC 5322 says 998, real mail does not always keep to it
 class _EnhancedReplies:
     """Mixin: give aiosmtpd's own size refusals the enhanced code of SPEC §7.1."""
 
+    per_recipient = False  # LMTP answers the end of DATA once per accepted recipient
+
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
-            status = TOO_BIG
+            # "Too much mail data" ends DATA (LMTP: one reply per recipient); the other
+            # 552 refuses MAIL FROM with a SIZE= over the limit (one reply).
+            envelope = getattr(self, "envelope", None)
+            at_data = "Too much mail data" in status
+            count = len(envelope.rcpt_tos) if at_data and envelope is not None else 1
+            status = _per_recipient(TOO_BIG, count if self.per_recipient else 1)
         await super().push(status)  # type: ignore[misc]
 
 
@@ -40,6 +49,16 @@ class DropboxSMTP(_EnhancedReplies, SMTP):
 
 class DropboxLMTP(_EnhancedReplies, LMTP):
     line_length_limit = LINE_LIMIT
+    per_recipient = True
+
+
+def _per_recipient(reply: str, count: int) -> str:
+    return "\r\n".join([reply] * max(1, count))
+
+
+# Above this size the header check at end of DATA runs in a thread: a message can carry
+# megabytes of headers, and parsing them on the event loop would stall every session.
+INLINE_CHECK_LIMIT = 256 * 1024
 
 
 class DropboxHandler:
@@ -57,20 +76,21 @@ class DropboxHandler:
         self.committer = committer
         self.protocol = protocol
         self.max_recipients = max_recipients
-        self._rcpts: dict[int, list[Rcpt]] = {}
+        # Per transaction; weak, so a session that ends without DATA or RSET leaves nothing.
+        self._rcpts: weakref.WeakKeyDictionary[Envelope, list[Rcpt]] = weakref.WeakKeyDictionary()
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        self._rcpts[id(envelope)] = []
+        self._rcpts[envelope] = []
         return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        accepted = self._rcpts.setdefault(id(envelope), [])
+        accepted = self._rcpts.setdefault(envelope, [])
         if len(accepted) >= self.max_recipients:
             return TOO_MANY
         reply, rcpt = await asyncio.to_thread(self.receiver.check_recipient, address)
@@ -81,31 +101,40 @@ class DropboxHandler:
         return reply
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self._rcpts.pop(id(envelope), None)
+        self._rcpts.pop(envelope, None)
         return "250 2.0.0 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        rcpts = self._rcpts.pop(id(envelope), [])
+        rcpts = self._rcpts.pop(envelope, [])
+        if not rcpts:
+            return "503 5.5.1 No valid recipients"
+        try:
+            replies = await self._accept(session, envelope, rcpts)
+        except Exception:  # our fault: temporary, and in LMTP once per recipient
+            log.exception("%s: could not take a message", self.protocol)
+            replies = [TEMPFAIL] * len(rcpts)
+        if self.protocol == "lmtp":
+            return "\r\n".join(replies)
+        return Verdict(replies, []).smtp_reply()
+
+    async def _accept(self, session: Session, envelope: Envelope, rcpts: list[Rcpt]) -> list[str]:
         raw = envelope.original_content or b""
         if isinstance(raw, str):  # pragma: no cover - decode_data is off
             raw = raw.encode("utf-8", "surrogateescape")
-        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        if not rcpts:
-            return "503 5.5.1 No valid recipients"
         if len(raw) > self.receiver.settings.max_message_size:
-            return "\r\n".join([TOO_BIG] * len(rcpts)) if self.protocol == "lmtp" else TOO_BIG
-        prepared = self.receiver.prepare(
+            return [TOO_BIG] * len(rcpts)
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        check = functools.partial(
+            self.receiver.prepare,
             mail_from=envelope.mail_from or "",
             rcpts=rcpts,
             raw=bytes(raw),
             protocol=self.protocol,
             peer=str(peer),
         )
+        prepared = check() if len(raw) <= INLINE_CHECK_LIMIT else await asyncio.to_thread(check)
         await self.committer.store(prepared)
-        verdict = Verdict(prepared.replies, prepared.ids)
-        if self.protocol == "lmtp":
-            return "\r\n".join(verdict.replies)
-        return verdict.smtp_reply()
+        return prepared.replies
 
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd would answer a permanent 500: our fault is temporary."""
