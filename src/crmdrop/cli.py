@@ -364,10 +364,10 @@ def explain(
         return
     parsed = parse_message(message.read_bytes())
     with db.reading() as session:
-        owner = accounts.find_token_owner(session, target[0])
-        if owner is None:
+        found = accounts.dropbox_owner(session, target[0])
+        if found is None:
             _fail(f"{to}: no such dropbox (unknown or regenerated)")
-            return
+        owner = found[0]
         user = session.get(User, owner.user_id)
         assert user is not None
         decision = decide_delivery(

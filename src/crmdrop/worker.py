@@ -14,10 +14,9 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session
 from crmdrop.config import Settings
 from crmdrop.dropbox.decide import decide, message_key, normalize_message_id
 from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome, UserInfo
-from crmdrop.dropbox.senders import check_sender
+from crmdrop.dropbox.senders import check_message_sender
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
 from crmdrop.outbound.replies import build_reply
@@ -94,9 +93,7 @@ def decide_delivery(
     owner = cache.owners.get(user.id)
     if owner is None:
         owner = cache.owners[user.id] = user_info(session, user)
-    author = next((m.address for m in parsed.from_ if m.address), None)
-    recipients = [m.address for m in [*parsed.to, *parsed.cc] if m.address]
-    verdict = check_sender(author, recipients, owner)
+    verdict = check_message_sender(parsed, owner)
     if not verdict.allowed:
         return Decision(None, verdict.detail)
     view = cache.views.get(account.id)
@@ -105,10 +102,6 @@ def decide_delivery(
     plan = decide(
         parsed, kind, owner, view, dropbox_domain=settings.domain, now=now, envelope_from=mail_from
     )
-    if plan.note is not None and plan.note.date is not None and plan.note.date.tzinfo is None:
-        # A forwarded block's date line is in the forwarder's local time: the owner's zone.
-        local = plan.note.date.replace(tzinfo=ZoneInfo(owner.timezone))
-        plan.note = replace(plan.note, date=local)
     return Decision(plan, None)
 
 
@@ -241,6 +234,7 @@ def _record_failure(db: Database, settings: Settings, failure: Failure) -> None:
 
 
 BATCH = 32
+BATCH_BYTES = 32 * 1024 * 1024  # raw bytes held at once (a message may be 25 MB)
 
 
 def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
@@ -250,7 +244,7 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
     decided: list[tuple[int, ParsedMessage, Decision]] = []
     failed: list[Failure] = []
     with db.reading() as session:
-        batch = due_batch(session, now, BATCH)
+        batch = due_batch(session, now, BATCH, BATCH_BYTES)
         if not batch:
             return False
         cache = BatchCache()

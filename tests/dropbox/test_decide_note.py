@@ -420,3 +420,13 @@ def test_the_record_never_shows_a_dropbox_token(owner: UserInfo, account: FakeAc
     plan = run(message, owner, account)
     assert "k3y5ecr3t" not in str(plan.to_json())
     assert decision(plan, f"dropbox-k3…@{DOMAIN}") == (False, "dropbox")
+
+
+def test_a_forwarded_date_with_no_zone_is_read_in_the_owners_time_zone(
+    account: FakeAccount,
+) -> None:
+    block = forward_block(date=datetime(2026, 7, 1, 14, 30))  # "Wed, Jul 1, 2026 at 2:30 PM"
+    owner = make_owner(timezone="America/New_York")
+    note = run(make_message(to=[], forwarded=[block]), owner, account).note
+    assert note is not None and note.date is not None
+    assert note.date.astimezone(UTC) == datetime(2026, 7, 1, 18, 30, tzinfo=UTC)  # EDT = UTC-4

@@ -10,7 +10,7 @@ import re
 import secrets
 
 from crmdrop.dropbox.plan import DropboxKind
-from crmdrop.mail.addresses import normalize_address
+from crmdrop.mail.addresses import normalize_address, normalize_domain
 
 __all__ = [
     "TOKEN_ALPHABET",
@@ -52,7 +52,7 @@ def new_token() -> str:
 
 def _domain(domain: str) -> str:
     """The dropbox domain in the same canonical form `normalize_address` gives addresses."""
-    return normalize_address("x@" + domain.strip().lstrip("@")).partition("@")[2]
+    return normalize_domain(domain)
 
 
 def dropbox_addresses(token: str, domain: str) -> dict[DropboxKind, str]:

@@ -296,8 +296,9 @@ def _original(parsed: ParsedMessage) -> _Original:
     )
 
 
-def _note(parsed: ParsedMessage, original: _Original, owner_addresses: frozenset[str]) -> NoteDraft:
+def _note(parsed: ParsedMessage, original: _Original, owner: UserInfo) -> NoteDraft:
     author = original.author
+    owner_addresses = owner.addresses
     email = normalize_address(author.address) if author and author.address else None
     if author is None:
         name = ""
@@ -311,11 +312,22 @@ def _note(parsed: ParsedMessage, original: _Original, owner_addresses: frozenset
         own_text=original.own_text,
         author_name=name,
         author_email=email,
-        date=original.date,
+        date=_aware(original.date, owner.timezone),
         direction="from_user" if email is not None and email in owner_addresses else "to_user",
         is_forward=original.is_forward,
         attachment_names=tuple(a.filename for a in parsed.attachments if a.filename),
     )
+
+
+def _aware(moment: datetime | None, timezone: str) -> datetime | None:
+    """A forwarded block's date line names no zone: it is in the forwarder's local time,
+    which is the dropbox owner's (an unknown zone name: UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    try:
+        return moment.replace(tzinfo=ZoneInfo(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return moment.replace(tzinfo=UTC)
 
 
 def _mailbox_text(mailbox: Mailbox | None) -> str | None:
@@ -595,7 +607,7 @@ def decide(
     contacts = _contact_actions(decisions, thread_contacts, account)
 
     original = _original(parsed)
-    note = _note(parsed, original, owner_addresses)
+    note = _note(parsed, original, owner)
     # Records only matter when something is filed: with no contact nothing is (SPEC §4.5).
     records = (
         _records(

@@ -62,6 +62,12 @@ def normalize_address(addr: str) -> str:
     return unicodedata.normalize("NFC", local).lower() + "@" + domain
 
 
+def normalize_domain(domain: str) -> str:
+    """A bare domain (``@Acme.com``, ``xn--bcher-kva.example``) in the canonical form
+    `normalize_address` gives the domain of an address."""
+    return normalize_address("x@" + domain.strip().lstrip("@")).partition("@")[2]
+
+
 _INTERNAL_TLDS = frozenset({"local", "internal", "lan", "corp", "home", "intranet"})
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.address import new_token
 from crmdrop.dropbox.plan import UserInfo
-from crmdrop.mail.addresses import is_plausible_address, normalize_address
+from crmdrop.mail.addresses import is_plausible_address, normalize_address, normalize_domain
 from crmdrop.store.models import Account, Company, CompanyEmail, Exclusion, User, UserAddress
 
 
@@ -134,7 +134,7 @@ def add_exclusion(session: Session, account: str, pattern: str) -> Exclusion:
     acc = get_account(session, account)
     raw = pattern.strip()
     if raw.startswith("@"):
-        domain = normalize_address("x" + raw).split("@", 1)[1]
+        domain = normalize_domain(raw)
         if "." not in domain:
             raise StoreError(f"{pattern!r} is not a domain")
         value = "@" + domain
@@ -174,7 +174,7 @@ def add_company(
     session: Session, name: str, *, account: str, domain: str | None, emails: list[str]
 ) -> Company:
     acc = get_account(session, account)
-    dom = normalize_address("x@" + domain.strip().lstrip("@")).split("@", 1)[1] if domain else None
+    dom = normalize_domain(domain) if domain else None
     company = Company(account_id=acc.id, name=name, domain=dom, created_at=now())
     session.add(company)
     session.flush()
@@ -211,7 +211,7 @@ _OWNER_BY_TOKEN = (
 )
 
 
-def dropbox_owner(conn: Connection, token: str) -> tuple[Recipient, UserInfo] | None:
+def dropbox_owner(conn: Connection | Session, token: str) -> tuple[Recipient, UserInfo] | None:
     """The owner of a live token and what the sender check needs of them.
 
     One joined query on a plain connection: it runs at every RCPT.
@@ -231,16 +231,6 @@ def dropbox_owner(conn: Connection, token: str) -> tuple[Recipient, UserInfo] | 
         accept_reply_all=first.accept_reply_all,
     )
     return Recipient(user_id=first.id, account_id=first.account_id, user_email=first.email), info
-
-
-def find_token_owner(session: Session, token: str) -> Recipient | None:
-    """The live owner of a dropbox token (columns only: this runs at every RCPT)."""
-    row = session.execute(
-        select(User.id, User.account_id, User.email).where(User.token == token)
-    ).first()
-    if row is None:
-        return None
-    return Recipient(user_id=row.id, account_id=row.account_id, user_email=row.email)
 
 
 _USER_ROW = select(User.name, User.email, User.timezone, User.accept_reply_all).where(

@@ -86,16 +86,28 @@ def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Delivery 
     return session.scalar(query)
 
 
-def due_batch(session: Session, now: datetime, limit: int) -> list[Delivery]:
-    """Up to `limit` due deliveries, oldest first, raw bytes loaded (one worker: SQLite)."""
-    query = (
-        select(Delivery)
-        .options(undefer(Delivery.raw))
+def due_batch(session: Session, now: datetime, limit: int, max_bytes: int) -> list[Delivery]:
+    """Due deliveries, oldest first, raw bytes loaded: at most `limit` of them and, past
+    the first, no more than `max_bytes` in all (messages may be 25 MB each)."""
+    due = session.execute(
+        select(Delivery.id, Delivery.size)
         .where(Delivery.status == QUEUED, Delivery.next_attempt_at <= now)
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)
-    )
-    return list(session.scalars(query).all())
+    ).all()
+    chosen: list[int] = []
+    total = 0
+    for row in due:
+        if chosen and total + row.size > max_bytes:
+            break
+        chosen.append(row.id)
+        total += row.size
+    if not chosen:
+        return []
+    loaded = session.scalars(
+        select(Delivery).options(undefer(Delivery.raw)).where(Delivery.id.in_(chosen))
+    ).all()
+    return sorted(loaded, key=lambda d: chosen.index(d.id))
 
 
 def record_failure(

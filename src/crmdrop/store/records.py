@@ -14,7 +14,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.names import is_free_mail
-from crmdrop.mail.addresses import is_plausible_address, normalize_address
+from crmdrop.mail.addresses import is_plausible_address, normalize_address, normalize_domain
 from crmdrop.store.accounts import StoreError, add_company, get_account, get_user, set_preference
 from crmdrop.store.models import (
     Account,
@@ -244,8 +244,7 @@ def list_tasks(
 
 def _domain(domain: str) -> str:
     """A company domain as contacts' addresses spell it (lowercase, IDN normalized)."""
-    raw = domain.strip().lstrip("@")
-    value = normalize_address("x@" + raw).split("@", 1)[1]
+    value = normalize_domain(domain)
     if "." not in value or not is_plausible_address("x@" + value):
         raise StoreError(f"{domain!r} is not a domain")
     return value
