@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
 from crmdrop.store.export import export_account
-from crmdrop.worker import process_one
+from crmdrop.store.inbound import LEASE, claim_due
+from crmdrop.worker import process_one, worker_started
 from tests.support import make_message, pg_database
 
 
@@ -109,7 +111,7 @@ def test_concurrent_workers_number_cases_without_a_gap_or_a_retry(
     with db.reading() as session:
         data = export_account(session, "acme")
     assert sorted(int(c["ref"][2:]) for c in data["cases"]) == list(range(1, 41))
-    assert {(d["status"], d["attempts"]) for d in data["deliveries"]} == {("filed", 0)}
+    assert {(d["status"], d["attempts"]) for d in data["deliveries"]} == {("filed", 1)}
 
 
 def test_one_message_to_two_task_addresses_of_one_user_makes_one_task(
@@ -129,3 +131,72 @@ def test_one_message_to_two_task_addresses_of_one_user_makes_one_task(
         data = export_account(session, "acme")
     assert sorted(t["title"] for t in data["tasks"]) == sorted(f"t{n}" for n in range(10))
     assert {d["status"] for d in data["deliveries"]} <= {"filed", "duplicate"}
+
+
+def test_a_message_no_worker_ever_finishes_is_parked_not_retried_forever(
+    store: tuple[Database, Settings],
+) -> None:
+    """A worker killed (or hung) while filing leaves only its claim behind."""
+    db, settings = store
+    with db.writing() as session:
+        owner = accounts.add_user(session, "pat@mycorp.example", name="P", account="acme")
+        box = f"dropbox-{owner.token}@dropbox.test"
+    receiver = Receiver(db, settings)
+    msg = make_message(from_="pat@mycorp.example", to=["p@client.example"])
+    queue(receiver, box, msg.as_bytes(), "pat@mycorp.example")
+    now = datetime.now(UTC)
+    for attempt in range(settings.max_attempts):
+        at = now + attempt * (LEASE + timedelta(seconds=1))  # each claim outlives its lease
+        with db.writing() as session:
+            claimed, parked = claim_due(
+                session,
+                at,
+                limit=1,
+                max_bytes=10**6,
+                max_attempts=settings.max_attempts,
+                skip_locked=not db.is_sqlite,
+            )
+        assert (len(claimed), parked) == (1, 0)  # ...and the worker dies with it
+    with db.writing() as session:
+        claimed, parked = claim_due(
+            session,
+            now + settings.max_attempts * (LEASE + timedelta(seconds=1)),
+            limit=1,
+            max_bytes=10**6,
+            max_attempts=settings.max_attempts,
+            skip_locked=not db.is_sqlite,
+        )
+    assert (claimed, parked) == ([], 1)
+    with db.reading() as session:
+        (row,) = export_account(session, "acme")["deliveries"]
+    assert row["status"] == "failed"
+    assert "the worker stopped while processing it" in row["reason"]
+
+
+def test_a_starting_sqlite_worker_frees_what_a_crashed_one_had_claimed(tmp_path: Path) -> None:
+    """Only one worker runs on SQLite, so any claim left is a crashed one's. (PostgreSQL
+    workers share the queue: there a claim expires with its lease, as tested above.)"""
+    settings = load_settings(data_dir=tmp_path, domain="dropbox.test")
+    db = Database(settings.db_url)
+    db.migrate()
+    with db.writing() as session:
+        owner = accounts.add_user(session, "sam@mycorp.example", name="S", account="acme")
+        box = f"dropbox-{owner.token}@dropbox.test"
+    queue(
+        Receiver(db, settings),
+        box,
+        make_message(from_="sam@mycorp.example", to=["s@client.example"]).as_bytes(),
+        "sam@mycorp.example",
+    )
+    with db.writing() as session:  # the crashed worker's claim
+        claim_due(
+            session, datetime.now(UTC), limit=1, max_bytes=10**6, max_attempts=6, skip_locked=False
+        )
+    assert process_one(db, settings) is False  # claimed: not due for anyone else
+    worker_started(db)
+    while process_one(db, settings):
+        pass
+    with db.reading() as session:
+        (row,) = export_account(session, "acme")["deliveries"]
+    db.dispose()
+    assert (row["status"], row["attempts"]) == ("filed", 2)

@@ -25,7 +25,7 @@ from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
 from crmdrop.web.app import create_app
-from crmdrop.worker import PollingThread, process_one
+from crmdrop.worker import PollingThread, process_one, worker_started
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class _Server(uvicorn.Server):
 
 def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -> None:
     """`crmdrop worker`: file deliveries and send replies until SIGTERM (or the parent dies)."""
+    worker_started(db)
     threads = [
         PollingThread(
             "crmdrop-worker", lambda: process_one(db, settings), settings.worker_poll_seconds

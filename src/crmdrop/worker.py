@@ -31,7 +31,13 @@ from crmdrop.outbound.replies import build_reply
 from crmdrop.store.accounts import user_info
 from crmdrop.store.apply import apply_plan
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import due_batch, next_due, record_failure
+from crmdrop.store.inbound import (
+    claim_due,
+    load_claimed,
+    record_failure,
+    release_claims,
+    unclaim,
+)
 from crmdrop.store.models import Account, Delivery, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.view import SqlAccountView
@@ -144,6 +150,7 @@ def _apply(
 ) -> None:
     """Carry the decision out and finish the delivery, inside the caller's transaction."""
     delivery.finished_at = now
+    delivery.claimed_at = None
     delivery.last_error = None
     if decision.plan is None:
         delivery.status = "rejected"
@@ -237,23 +244,37 @@ BATCH = 32
 BATCH_BYTES = 32 * 1024 * 1024  # raw bytes held at once (a message may be 25 MB)
 
 
+def _claim(db: Database, settings: Settings, now: datetime, limit: int) -> tuple[list[int], int]:
+    with db.writing() as session:
+        return claim_due(
+            session,
+            now,
+            limit=limit,
+            max_bytes=BATCH_BYTES,
+            max_attempts=settings.max_attempts,
+            skip_locked=not db.is_sqlite,
+        )
+
+
 def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
     """SQLite has one writer at a time, and a commit is an fsync: claim a batch, parse
     and decide it under one read snapshot, then apply it in one short write
     transaction. Should that fail, each delivery is applied (or failed) on its own."""
+    claimed, parked = _claim(db, settings, now, BATCH)
+    if not claimed:
+        return parked > 0
     decided: list[tuple[int, ParsedMessage, Decision]] = []
+    deferred: list[int] = []
     failed: list[Failure] = []
     with db.reading() as session:
-        batch = due_batch(session, now, BATCH, BATCH_BYTES)
-        if not batch:
-            return False
         cache = BatchCache()
         keys: set[str] = set()
-        for delivery in batch:
+        for delivery in load_claimed(session, claimed):
             try:
                 parsed = parse_message(delivery.raw or b"")
                 if _depends_on(parsed, keys):
-                    continue  # stays queued: decided next round, once the other is filed
+                    deferred.append(delivery.id)  # next round, once the other is filed
+                    continue
                 keys.add(message_key(parsed))
                 decided.append(
                     (
@@ -266,11 +287,14 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
                 failed.append(Failure.current(delivery.id))
     try:
         with db.writing() as session:
+            unclaim(session, deferred)
             loaded = BatchCache()
             for delivery_id, parsed, decision in decided:
                 _apply_one(session, delivery_id, parsed, decision, settings, now, loaded)
     except Exception:
         log.warning("a batch of %d failed; applying one at a time", len(decided))
+        with db.writing() as session:
+            unclaim(session, deferred)
         for delivery_id, parsed, decision in decided:
             try:
                 with db.writing() as session:
@@ -312,14 +336,17 @@ def _apply_one(
 
 
 def _process_locked(db: Database, settings: Settings, now: datetime) -> bool:
-    """PostgreSQL: claim with SKIP LOCKED and do everything in that one transaction."""
-    delivery_id: int | None = None
+    """PostgreSQL: claim one delivery (SKIP LOCKED), then file it in a transaction of its
+    own; several workers on any number of hosts share the queue."""
+    claimed, parked = _claim(db, settings, now, 1)
+    if not claimed:
+        return parked > 0
+    delivery_id = claimed[0]
     try:
         with db.writing() as session:
-            delivery = next_due(session, now, skip_locked=True)
-            if delivery is None:
-                return False
-            delivery_id = delivery.id
+            delivery = session.get(Delivery, delivery_id, with_for_update=True)
+            if delivery is None or delivery.status != "queued":
+                return True
             parsed = parse_message(delivery.raw or b"")
             cache = BatchCache()
             decision = _decide_for(session, delivery, parsed, settings, now, cache)
@@ -327,10 +354,18 @@ def _process_locked(db: Database, settings: Settings, now: datetime) -> bool:
             log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
         return True
     except Exception:
-        if delivery_id is None:
-            raise
         _record_failure(db, settings, Failure.current(delivery_id))
         return True
+
+
+def worker_started(db: Database) -> None:
+    """On SQLite only one worker runs, so a claim left in the queue is a crashed worker's:
+    free it now rather than after the lease (its attempt stays counted)."""
+    if db.is_sqlite:
+        with db.writing() as session:
+            released = release_claims(session)
+        if released:
+            log.warning("released %d deliveries a stopped worker had claimed", released)
 
 
 def process_one(db: Database, settings: Settings) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from crmdrop.store.models import Delivery
@@ -73,41 +73,105 @@ def add_delivery(
     return int(new_id)
 
 
-def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Delivery | None:
-    """The oldest queued delivery that is due, locked on PostgreSQL (SKIP LOCKED)."""
+# A claim older than this is a dead worker's (PostgreSQL; on SQLite, where one worker
+# runs, a starting worker releases every claim at once). Filing takes milliseconds.
+LEASE = timedelta(minutes=5)
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        Delivery.status == QUEUED,
+        Delivery.next_attempt_at <= now,
+        or_(Delivery.claimed_at.is_(None), Delivery.claimed_at < now - LEASE),
+    )
+
+
+def claim_due(
+    session: Session,
+    now: datetime,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_attempts: int,
+    skip_locked: bool,
+) -> tuple[list[int], int]:
+    """Claim due deliveries for this worker: (the ids claimed, how many were parked).
+
+    Claiming counts the attempt, so a message that kills or hangs the worker — whose
+    failure no exception handler ever records — is still parked after `max_attempts`.
+    At most `limit` deliveries and, past the first, `max_bytes` of raw message.
+    """
     query = (
-        select(Delivery)
-        .where(Delivery.status == QUEUED, Delivery.next_attempt_at <= now)
+        select(Delivery.id, Delivery.size, Delivery.attempts)
+        .where(_due(now))
         .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(1)
+        .limit(limit)
     )
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
-    return session.scalar(query)
-
-
-def due_batch(session: Session, now: datetime, limit: int, max_bytes: int) -> list[Delivery]:
-    """Due deliveries, oldest first, raw bytes loaded: at most `limit` of them and, past
-    the first, no more than `max_bytes` in all (messages may be 25 MB each)."""
-    due = session.execute(
-        select(Delivery.id, Delivery.size)
-        .where(Delivery.status == QUEUED, Delivery.next_attempt_at <= now)
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(limit)
-    ).all()
-    chosen: list[int] = []
+    claimed: list[int] = []
+    exhausted: list[int] = []
     total = 0
-    for row in due:
-        if chosen and total + row.size > max_bytes:
+    for row in session.execute(query).all():
+        if row.attempts >= max_attempts:
+            exhausted.append(row.id)
+            continue
+        if claimed and total + row.size > max_bytes:
             break
-        chosen.append(row.id)
+        claimed.append(row.id)
         total += row.size
-    if not chosen:
-        return []
-    loaded = session.scalars(
-        select(Delivery).options(undefer(Delivery.raw)).where(Delivery.id.in_(chosen))
+    if exhausted:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(exhausted))
+            .values(
+                status=FAILED,
+                claimed_at=None,
+                finished_at=now,
+                reason=f"parked after {max_attempts} attempts: the worker stopped while "
+                "processing it (a crash or a hang); see last_error for any error before",
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    if claimed:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(claimed))
+            .values(attempts=Delivery.attempts + 1, claimed_at=now),
+            execution_options={"synchronize_session": False},
+        )
+    return claimed, len(exhausted)
+
+
+def load_claimed(session: Session, ids: list[int]) -> list[Delivery]:
+    """The claimed deliveries with their raw bytes, in claim order."""
+    rows = session.scalars(
+        select(Delivery).options(undefer(Delivery.raw)).where(Delivery.id.in_(ids))
     ).all()
-    return sorted(loaded, key=lambda d: chosen.index(d.id))
+    return sorted(rows, key=lambda d: ids.index(d.id))
+
+
+def unclaim(session: Session, ids: list[int]) -> None:
+    """Give back claims that were not tried after all (the attempt does not count)."""
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == QUEUED)
+            .values(claimed_at=None, attempts=Delivery.attempts - 1),
+            execution_options={"synchronize_session": False},
+        )
+
+
+def release_claims(session: Session) -> int:
+    """Free every claim: for a starting worker on SQLite, where only one ever runs, so
+    any claim is the previous (crashed) one's. The attempts stay counted."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.status == QUEUED, Delivery.claimed_at.is_not(None))
+        .values(claimed_at=None),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def record_failure(
@@ -121,7 +185,7 @@ def record_failure(
     max_attempts: int,
     retry_base: float,
 ) -> str:
-    """Count a failed attempt: retry later with exponential backoff, or park it.
+    """Record a failed attempt: retry later with exponential backoff, or park it.
 
     `error` is the traceback (kept in last_error), `summary` the one line a user reads;
     `immediate`: an expected race (a unique key another worker just took) is retried
@@ -130,7 +194,7 @@ def record_failure(
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         return "gone"
-    delivery.attempts += 1
+    delivery.claimed_at = None  # the attempt was counted when it was claimed
     delivery.last_error = error[-4000:]
     if delivery.attempts >= max_attempts:
         delivery.status = FAILED
@@ -150,6 +214,7 @@ def retry(session: Session, delivery_id: int, *, now: datetime) -> Delivery:
         raise LookupError(f"no retryable delivery #{delivery_id}")
     delivery.status = QUEUED
     delivery.attempts = 0
+    delivery.claimed_at = None
     delivery.next_attempt_at = now
     delivery.finished_at = None
     delivery.reason = "queued again by retry"
@@ -160,6 +225,6 @@ def retry_all_failed(session: Session, *, now: datetime) -> int:
     result = session.execute(
         update(Delivery)
         .where(Delivery.status == FAILED)
-        .values(status=QUEUED, attempts=0, next_attempt_at=now, finished_at=None)
+        .values(status=QUEUED, attempts=0, claimed_at=None, next_attempt_at=now, finished_at=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -78,6 +78,7 @@ class CleanString(TypeDecorator[str]):
 
 class CleanText(CleanString):
     impl = Text
+    cache_ok = True  # not inherited: SQLAlchemy reads it from the class itself
 
 
 class CleanJSON(TypeDecorator[Any]):
@@ -333,6 +334,9 @@ class Delivery(Base):
     reason: Mapped[str] = mapped_column(CleanText, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when a worker takes it (and `attempts` counted then), cleared when it is done:
+    # a claim a dead worker left behind is how a crash is seen (see store/inbound.py).
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(CleanText, nullable=True)
     plan: Mapped[dict[str, object] | None] = mapped_column(CleanJSON, nullable=True)
     note_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
