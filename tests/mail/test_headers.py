@@ -51,3 +51,10 @@ def test_empty_message_id_and_missing_headers_give_none() -> None:
 def test_junk_does_not_raise() -> None:
     for raw in (b"", b"\x00\xff\xfe", b"no colon here\n\nbody", b":\n:", b"From \n\n"):
         read_header_summary(raw)
+
+
+def test_a_message_starting_with_a_blank_line_has_no_headers_as_the_parser_says() -> None:
+    from crmdrop.mail.parse import parse_message
+
+    raw = b"\r\nFrom: a@b.example\r\nTo: c@d.example\r\nSubject: x\r\n\r\nbody\r\n"
+    assert read_header_summary(raw).from_ == parse_message(raw).from_ == []

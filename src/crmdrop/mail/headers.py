@@ -41,7 +41,13 @@ _ID = re.compile(r"<([^<>]*)>")
 
 
 def split_header_section(raw: bytes) -> bytes:
-    """The header section of `raw` (without the blank line); all of it if there is none."""
+    """The header section of `raw` (without the blank line); all of it if there is none.
+
+    A message that starts with a line break has no headers at all (as `parse_message`
+    reads it): at SMTP time it must not seem to have a From that the worker won't see.
+    """
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
     m = _HEADER_END.search(raw)
     if m is None:
         return raw
