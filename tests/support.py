@@ -15,6 +15,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -294,3 +295,63 @@ def lmtp_session(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> dic
             data_replies = [reply() for _ in accepted]
         cmd("QUIT")
         return {"rcpt": rcpt_replies, "data": dict(zip(accepted, data_replies, strict=True))}
+
+
+class DnsServer:
+    """A real DNS server on loopback (UDP) answering TXT queries from `records`.
+
+    Names in `silent` get no answer at all (the resolver times out); every other
+    name that is not in `records` is NXDOMAIN.
+    """
+
+    def __init__(self, records: dict[str, list[str]], silent: set[str] | None = None) -> None:
+        self.records = {k.lower().rstrip("."): v for k, v in records.items()}
+        self.silent = {s.lower().rstrip(".") for s in silent or set()}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        import dns.rrset
+
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(wire)
+            question = query.question[0]
+            name = question.name.to_text().lower().rstrip(".")
+            if name in self.silent:
+                continue
+            response = dns.message.make_response(query)
+            texts = self.records.get(name) if question.rdtype == dns.rdatatype.TXT else None
+            if texts:
+                quoted = [
+                    " ".join(f'"{t[i : i + 255]}"' for i in range(0, len(t), 255)) for t in texts
+                ]
+                response.answer.append(
+                    dns.rrset.from_text_list(question.name, 60, "IN", "TXT", quoted)
+                )
+            elif name not in self.records:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(response.to_wire(), peer)
+
+    def __enter__(self) -> DnsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()

@@ -210,9 +210,12 @@ def ingest(
     data: Data = None,
 ) -> None:
     """Read one message on stdin and queue it (for an MTA pipe transport; sysexits codes)."""
+    from crmdrop.receive.authcheck import configure_resolver
     from crmdrop.receive.service import Receiver
 
     settings = _settings(data)
+    if settings.sender_auth == "dns":
+        configure_resolver(settings.dns_resolver, settings.dns_timeout)
     try:
         db = _open(settings)
         receiver = Receiver(db, settings)

@@ -47,10 +47,14 @@ class Settings(BaseSettings):
     max_attempts: int = Field(6, description="Processing attempts before a delivery is parked.")
     retry_base_seconds: float = Field(2.0, description="First retry delay; doubles each time.")
     reply_rate_per_hour: int = Field(10, description="Error replies per user per hour.")
-    sender_auth: Literal["off", "upstream"] = Field(
+    sender_auth: Literal["off", "upstream", "dns"] = Field(
         "off",
-        description="SPF/DKIM/DMARC: off, or trust Authentication-Results of upstream_authserv.",
+        description="SPF/DKIM/DMARC: off; upstream (trust upstream_authserv); dns (check here).",
     )
+    dns_resolver: str | None = Field(
+        None, description="host:port of the DNS resolver for sender_auth=dns; default: system."
+    )
+    dns_timeout: float = Field(3.0, description="Seconds per DNS lookup before a temperror.")
     upstream_authserv: str | None = Field(
         None, description="authserv-id whose Authentication-Results header is trusted."
     )

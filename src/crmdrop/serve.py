@@ -21,6 +21,7 @@ import uvicorn
 
 from crmdrop.config import Settings, split_hostport
 from crmdrop.outbound.sender import send_one
+from crmdrop.receive.authcheck import configure_resolver
 from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
@@ -92,6 +93,8 @@ async def serve(
     ready: threading.Event | None = None,
 ) -> None:
     """Run everything until SIGINT/SIGTERM (`worker=False`: workers run elsewhere)."""
+    if settings.sender_auth == "dns":
+        configure_resolver(settings.dns_resolver, settings.dns_timeout)
     receiver = Receiver(db, settings)
     servers = await start_servers(
         receiver,

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from crmdrop.config import Settings
 from crmdrop.dropbox.address import parse_dropbox_address, redact
 from crmdrop.dropbox.plan import DropboxKind, UserInfo
-from crmdrop.dropbox.sender_auth import upstream_verdict
+from crmdrop.dropbox.sender_auth import AuthVerdict, upstream_verdict
 from crmdrop.dropbox.senders import check_sender
 from crmdrop.mail.headers import HeaderSummary, read_header_summary
+from crmdrop.receive.authcheck import dns_verdict
 from crmdrop.store.accounts import Recipient, dropbox_owner
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import NewDelivery, add_delivery
@@ -95,25 +96,57 @@ class Receiver:
         owner, info = found
         return OK_RCPT, Rcpt(address=address, kind=kind, owner=owner, info=info)
 
-    def _sender_refusal(
-        self, summary: HeaderSummary, author: str | None, owner: UserInfo
-    ) -> str | None:
-        """Why this author may not use this dropbox (SPEC §3), or None when they may."""
-        auth_failure = None
-        if self.settings.sender_auth == "upstream" and self.settings.upstream_authserv:
-            auth = upstream_verdict(summary.headers, self.settings.upstream_authserv, author)
-            if auth.failed:
-                auth_failure = f"the author's domain failed sender authentication: {auth.detail}"
-        recipients = [m.address for m in [*summary.to, *summary.cc] if m.address]
-        verdict = check_sender(author, recipients, owner, auth_failure=auth_failure)
-        return None if verdict.allowed else verdict.detail
+    def _authenticate(
+        self,
+        summary: HeaderSummary,
+        raw: bytes,
+        *,
+        author: str | None,
+        mail_from: str,
+        peer: str,
+        helo: str | None,
+    ) -> AuthVerdict | None:
+        """The SPF/DKIM/DMARC verdict on the author's domain, if a source is configured."""
+        settings = self.settings
+        if settings.sender_auth == "upstream" and settings.upstream_authserv:
+            return upstream_verdict(summary.headers, settings.upstream_authserv, author)
+        if settings.sender_auth == "dns":
+            return dns_verdict(
+                raw,
+                ip=peer,
+                helo=helo,
+                mail_from=mail_from,
+                author=author,
+                authserv_id=settings.smtp_hostname,
+                timeout=settings.dns_timeout,
+            )
+        return None
 
     def prepare(
-        self, *, mail_from: str, rcpts: list[Rcpt], raw: bytes, protocol: str, peer: str
+        self,
+        *,
+        mail_from: str,
+        rcpts: list[Rcpt],
+        raw: bytes,
+        protocol: str,
+        peer: str,
+        helo: str | None = None,
     ) -> Prepared:
-        """End of DATA, before storing: the sender check per recipient (no I/O)."""
+        """End of DATA, before storing: the sender check per recipient.
+
+        With `sender_auth = dns` this waits on DNS: call it off the event loop then.
+        """
         summary = read_header_summary(raw)
         author = next((m.address for m in summary.from_ if m.address), None)
+        recipients = [m.address for m in [*summary.to, *summary.cc] if m.address]
+        auth = self._authenticate(
+            summary, raw, author=author, mail_from=mail_from, peer=peer, helo=helo
+        )
+        auth_failure = (
+            f"the author's domain failed sender authentication: {auth.detail}"
+            if auth is not None and auth.failed
+            else None
+        )
         rows: list[tuple[NewDelivery, str | None]] = []
         for rcpt in rcpts:
             new = NewDelivery(
@@ -127,8 +160,10 @@ class Receiver:
                 message_id=summary.message_id,
                 subject=summary.subject,
                 author=author or "",
+                sender_auth=auth.detail if auth is not None else "",
             )
-            rows.append((new, self._sender_refusal(summary, author, rcpt.info)))
+            verdict = check_sender(author, recipients, rcpt.info, auth_failure=auth_failure)
+            rows.append((new, None if verdict.allowed else verdict.detail))
         return Prepared(raw, rows, summary.message_id, mail_from, protocol)
 
     def commit(self, batch: list[Prepared]) -> None:

@@ -60,6 +60,7 @@ def delivery_json(d: Delivery, *, full: bool = False) -> dict[str, Any]:
         "reason": d.reason,
         "subject": d.subject,
         "author": d.author,
+        "sender_auth": d.sender_auth or None,
         "envelope_from": d.mail_from,
         "rcpt_to": redact(d.rcpt_to),
         "protocol": d.protocol,

@@ -30,6 +30,7 @@ class NewDelivery:
     message_id: str | None
     subject: str
     author: str
+    sender_auth: str = ""  # the SPF/DKIM/DMARC verdict, recorded either way (SPEC §7.2)
 
 
 # On the Core table: insert(Delivery) would go through the ORM's bulk-insert machinery.
@@ -61,6 +62,7 @@ def add_delivery(
         message_id=(new.message_id or None) and new.message_id[:512],
         subject=new.subject[:2000],
         author=new.author[:320],
+        sender_auth=new.sender_auth,
         status=QUEUED if raw is not None else REJECTED,
         reason=reason,
         attempts=0,

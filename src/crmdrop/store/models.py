@@ -330,6 +330,7 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(CleanString(512), nullable=True)
     subject: Mapped[str] = mapped_column(CleanText, default="")
     author: Mapped[str] = mapped_column(CleanString(320), default="")
+    sender_auth: Mapped[str] = mapped_column(CleanString(500), default="")  # the verdict (§7.2)
     status: Mapped[str] = mapped_column(CleanString(16))
     reason: Mapped[str] = mapped_column(CleanText, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
