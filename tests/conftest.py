@@ -101,3 +101,30 @@ def _run(backend: str, data_dir: Any, env: dict[str, str], relay: Relay) -> Iter
         yield Crm(backend, server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), relay)
     finally:
         server.stop()
+
+
+@dataclass
+class OwnServer:
+    """A `crmdrop serve` of a test's own (its settings or its schema are the test's)."""
+
+    server: ServerProcess
+    cli: Cli
+    url: str  # the database, for a test that reaches into it
+
+
+def own_server(backend: str, data_dir: Any, env: dict[str, str]) -> Iterator[OwnServer]:
+    """Start one on `backend` ("sqlite" or "postgresql", in a fresh database)."""
+    if backend == "postgresql":
+        with pg_database() as url:
+            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url)
+    else:
+        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}")
+
+
+def _own(data_dir: Any, env: dict[str, str], url: str) -> Iterator[OwnServer]:
+    server = ServerProcess(data_dir, env)
+    server.start()
+    try:
+        yield OwnServer(server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), url)
+    finally:
+        server.stop()

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from crmdrop.cli import app
-from tests.conftest import SERVER_ENV, Crm
-from tests.support import Cli, ServerProcess, make_message, pg_database, smtp_send, wait_for
+from tests.conftest import SERVER_ENV, Crm, own_server
+from tests.support import Cli, ServerProcess, make_message, smtp_send, wait_for
 
 
 def ingest(
@@ -115,23 +115,8 @@ def fragile(
 ) -> Iterator[tuple[ServerProcess, Cli, str]]:
     """A server of its own (its schema gets broken on purpose), giving up after 2 attempts."""
     env = {**SERVER_ENV, "CRMDROP_MAX_ATTEMPTS": "2", "CRMDROP_RETRY_BASE_SECONDS": "0.1"}
-    if request.param == "postgresql":
-        with pg_database() as url:
-            env["CRMDROP_DATABASE_URL"] = url
-            yield from _fragile(tmp_path, env, url)
-    else:
-        yield from _fragile(tmp_path, env, f"sqlite:///{tmp_path / 'crmdrop.db'}")
-
-
-def _fragile(
-    tmp_path: Path, env: dict[str, str], url: str
-) -> Iterator[tuple[ServerProcess, Cli, str]]:
-    server = ServerProcess(tmp_path, env)
-    server.start()
-    try:
-        yield server, Cli({**env, "CRMDROP_DATA_DIR": str(tmp_path)}), url
-    finally:
-        server.stop()
+    for own in own_server(request.param, tmp_path, env):
+        yield own.server, own.cli, own.url
 
 
 def _sql(url: str, statement: str) -> None:

@@ -14,13 +14,12 @@ import dns.resolver
 import pytest
 
 from crmdrop.receive.authcheck import configure_resolver, dns_verdict
-from tests.conftest import SERVER_ENV
+from tests.conftest import SERVER_ENV, own_server
 from tests.support import (
     Cli,
     DnsServer,
     ServerProcess,
     make_message,
-    pg_database,
     smtp_send,
     wait_for,
 )
@@ -135,20 +134,8 @@ def checking(
         "CRMDROP_DNS_RESOLVER": dns_server.address,
         "CRMDROP_DNS_TIMEOUT": "1",
     }
-    if request.param == "postgresql":
-        with pg_database() as url:
-            yield from _serve(tmp_path, {**env, "CRMDROP_DATABASE_URL": url})
-    else:
-        yield from _serve(tmp_path, env)
-
-
-def _serve(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[ServerProcess, Cli]]:
-    server = ServerProcess(tmp_path, env)
-    server.start()
-    try:
-        yield server, Cli({**env, "CRMDROP_DATA_DIR": str(tmp_path)})
-    finally:
-        server.stop()
+    for own in own_server(request.param, tmp_path, env):
+        yield own.server, own.cli
 
 
 def test_the_server_refuses_a_forged_owner_and_files_a_genuine_one(

@@ -9,27 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SERVER_ENV
-from tests.support import Cli, ServerProcess, make_message, pg_database, smtp_send, wait_for
+from tests.conftest import SERVER_ENV, own_server
+from tests.support import Cli, ServerProcess, make_message, smtp_send, wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def trusting(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerProcess, Cli]]:
     env = {**SERVER_ENV, "CRMDROP_SENDER_AUTH": "upstream", "CRMDROP_UPSTREAM_AUTHSERV": "mx.test"}
-    if request.param == "postgresql":
-        with pg_database() as url:
-            yield from _serve(tmp_path, {**env, "CRMDROP_DATABASE_URL": url})
-    else:
-        yield from _serve(tmp_path, env)
-
-
-def _serve(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[ServerProcess, Cli]]:
-    server = ServerProcess(tmp_path, env)
-    server.start()
-    try:
-        yield server, Cli({**env, "CRMDROP_DATA_DIR": str(tmp_path)})
-    finally:
-        server.stop()
+    for own in own_server(request.param, tmp_path, env):
+        yield own.server, own.cli
 
 
 def test_a_spoofed_owner_address_failing_dmarc_upstream_is_refused(
