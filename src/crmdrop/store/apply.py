@@ -216,8 +216,8 @@ def apply_plan(
                 session,
                 Attachment,
                 note_id=note_id,
-                filename=part.filename[:500],
-                content_type=part.content_type[:200],
+                filename=part.filename,
+                content_type=part.content_type,
                 size=len(part.data),
                 data=part.data,
             )
