@@ -50,16 +50,30 @@ class Found:
     dropbox: str | None  # the dropbox address on our domain, None when none matched
 
 
+_RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;]+@[^\s<>;]+)>?", re.IGNORECASE)
+
+
+def delivery_addresses(raw: bytes) -> list[str]:
+    """Where the server says it delivered the message, most trusted first: the envelope
+    headers, then the `for <...>` of the topmost `Received` (Dovecot's LMTP writes only that)."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    found: list[str] = []
+    for name in RECIPIENT_HEADERS:
+        found += [a for _, a in getaddresses([str(v) for v in headers.get_all(name, [])]) if a]
+    received = headers.get_all("Received", [])
+    if received:
+        found += _RECEIVED_FOR.findall(" ".join(str(received[0]).split()))
+    return found
+
+
 def dropbox_for(raw: bytes, pattern: re.Pattern[str], domain: str) -> str | None:
     """The dropbox address the mailbox address in the delivery headers stands for."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    for name in RECIPIENT_HEADERS:
-        for _, address in getaddresses([str(v) for v in headers.get_all(name, [])]):
-            match = pattern.search(address.strip().lower())
-            if match is not None:
-                kind = match.groupdict().get("kind")
-                suffix = f"-{kind}" if kind else ""
-                return f"dropbox-{match.group('token')}{suffix}@{domain}"
+    for address in delivery_addresses(raw):
+        match = pattern.search(address.strip().lower())
+        if match is not None:
+            kind = match.groupdict().get("kind")
+            suffix = f"-{kind}" if kind else ""
+            return f"dropbox-{match.group('token')}{suffix}@{domain}"
     return None
 
 
@@ -198,4 +212,7 @@ def watch(receiver: Receiver, settings: Settings, *, once: bool, parent: int | N
                 stop.set()
 
     threading.Thread(target=orphaned, name="crmdrop-imap-parent", daemon=True).start()
-    run(receiver, settings, stop, once=once)
+    try:
+        run(receiver, settings, stop, once=once)
+    finally:
+        stop.set()
