@@ -197,6 +197,7 @@ def inbound_router(receiver: Receiver) -> APIRouter:
     }
 
     @router.post("/{name}")
+    @router.post("/{name}/mime")  # Mailgun posts the raw MIME only to a URL ending in "mime"
     async def inbound(name: str, request: Request) -> JSONResponse:
         provider = next((p for p in Provider if p.value == name), None)
         if provider is None or not endpoints.enabled(provider):
