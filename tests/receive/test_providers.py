@@ -167,7 +167,8 @@ def test_mailgun_a_signed_message_is_filed_and_its_token_is_good_once(site: Site
     owner = site.owner()
     raw, message_id = _message(owner)
     fields = mailgun_fields(raw, owner["dropbox"]["note"])
-    first = site.http.post("/inbound/mailgun", files=fields)
+    # the URL of a Mailgun route must end in "mime" for it to post the raw message
+    first = site.http.post("/inbound/mailgun/mime", files=fields)
     assert first.status_code == 200, first.text
     assert first.json()["status"] == "accepted"
     assert site.filed(owner, message_id)["contacts"] == ["carla@client.example"]
@@ -390,6 +391,12 @@ def test_ses_bad_requests_are_refused_and_change_nothing(site: Site, keys: Keys)
         "/inbound/ses", content=b"{", headers={"content-type": "application/json"}
     )
     assert malformed.status_code == 400
+    assert site.deliveries(owner) == []
+    # a certificate we cannot fetch is our trouble, not the sender's: 5xx, SNS retries
+    unreachable = ses_notification(keys, raw, rcpts)
+    unreachable["SigningCertURL"] = keys.cert_url.replace(".pem", "-gone.pem")
+    answer = site.http.post("/inbound/ses", json=unreachable)
+    assert answer.status_code == 503 and "certificate" in answer.json()["detail"]
     assert site.deliveries(owner) == []
 
 
