@@ -1,10 +1,10 @@
-"""Processing records as the doors read them: the newest, one, its raw message."""
+"""Processing records as the doors read them: the newest, one, its raw message, counts."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crmdrop.store.accounts import StoreError, get_account
@@ -40,3 +40,11 @@ def raw_message(session: Session, delivery_id: int) -> bytes:
             f"no stored message for delivery #{delivery_id} (refused messages keep none)"
         )
     return delivery.raw
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    """How many deliveries are in each status (the status page, `/healthz`)."""
+    rows = session.execute(
+        select(Delivery.status, func.count(Delivery.id)).group_by(Delivery.status)
+    ).all()
+    return {status: count for status, count in rows}
