@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,6 +61,17 @@ def seed_contacts(db: Database, account_id: int, count: int) -> None:
                     }
                     for i in range(n)
                 ],
+            )
+
+
+def _sequences_past_seeded(db: Database) -> None:
+    """PostgreSQL: the seeded rows had explicit ids; move the id sequence past them."""
+    if not db.is_sqlite:
+        with db.writing() as session:
+            session.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence('contacts', 'id'), max(id)) FROM contacts"
+                )
             )
 
 
@@ -136,6 +147,7 @@ def main() -> None:
             owner = (user.account_id, user.id, user.email)
         t0 = time.perf_counter()
         seed_contacts(db, owner[0], args.contacts)
+        _sequences_past_seeded(db)
         print(f"seeded {args.contacts} contacts in {time.perf_counter() - t0:.1f}s")
         env = crmdrop_env(data, url)
         rates: dict[int, list[float]] = {n: [] for n in counts}
