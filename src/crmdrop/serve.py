@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -27,6 +27,7 @@ from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
 from crmdrop.store.directory import OwnerCache
+from crmdrop.store.signals import QUEUE, PgListener, WakeSocket, wake_path
 from crmdrop.web.app import create_app
 from crmdrop.worker import PollingThread, process_one, worker_started
 
@@ -41,12 +42,38 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _wake_source(db: Database) -> tuple[threading.Event, Callable[[], None]]:
+    """An event set whenever a delivery may have been queued, and how to stop it.
+
+    PostgreSQL: LISTEN (a lost connection sets it too: something may have been
+    missed); SQLite: the datagram socket beside the database file.
+    """
+    wake = threading.Event()
+    if not db.is_sqlite:
+        listener = PgListener(db.url, {QUEUE: wake.set}, on_lost=wake.set)
+        listener.start()
+        return wake, listener.stop
+    if db.sqlite_file is None:
+        return wake, lambda: None
+    try:
+        sock = WakeSocket(wake_path(db.sqlite_file), wake)
+    except OSError as exc:
+        log.warning("no wake-up socket (%s): the worker polls", exc)
+        return wake, lambda: None
+    sock.start()
+    return wake, sock.stop
+
+
 def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -> None:
     """`crmdrop worker`: file deliveries and send replies until SIGTERM (or the parent dies)."""
     worker_started(db)
+    wake, stop_wake = _wake_source(db)
     threads = [
         PollingThread(
-            "crmdrop-worker", lambda: process_one(db, settings), settings.worker_poll_seconds
+            "crmdrop-worker",
+            lambda: process_one(db, settings),
+            settings.worker_poll_seconds,
+            wake,
         ),
         PollingThread("crmdrop-sender", lambda: send_one(db, settings), 0.5),
     ]
@@ -60,9 +87,10 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
             log.warning("serve is gone; the worker stops")
             break
     for thread in threads:
-        thread.stopping.set()
+        thread.stop()
     for thread in threads:
         thread.join(timeout=30)
+    stop_wake()
 
 
 def child_env(settings: Settings) -> dict[str, str]:
