@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
 
 import aiosmtplib
+import psycopg
+
+DOMAIN = "dropbox.bench"
 
 
 def free_port() -> int:
@@ -71,3 +84,100 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+PG_ADMIN_URL = os.environ.get("CRMDROP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def bench_database(kind: str, data: Path) -> Iterator[str]:
+    """A fresh database URL: SQLite in `data`, or a new PostgreSQL database (dropped after)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{data / 'crmdrop.db'}"
+        return
+    name = f"crmdrop_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def crmdrop_env(data: Path, url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CRMDROP_DATA_DIR": str(data),
+        "CRMDROP_DATABASE_URL": url,
+        "CRMDROP_DOMAIN": DOMAIN,
+        "CRMDROP_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def crmdrop(*args: str, env: dict[str, str]) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "crmdrop", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def add_user(env: dict[str, str], email: str = "bench@mycorp.example") -> dict[str, Any]:
+    out = crmdrop("users", "add", email, "--name", "B", "--account", "bench", "--json", env=env)
+    return dict(json.loads(out))
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM) so far, in MB."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def rss_mb(pid: int) -> float:
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(t) for t in text)
+    return found
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def machine_load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} (1 / 5 min) on {os.cpu_count()} cores"
+
+
+def start_serve(env: dict[str, str], *flags: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`crmdrop serve` on free loopback ports: (process, SMTP port, LMTP port)."""
+    smtp, lmtp = free_port(), free_port()
+    ports = ["--smtp", f"127.0.0.1:{smtp}", "--lmtp", f"127.0.0.1:{lmtp}"]
+    args = [*ports, "--http", f"127.0.0.1:{free_port()}", *flags]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmdrop", "serve", "--no-demo", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return proc, smtp, lmtp

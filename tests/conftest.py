@@ -112,17 +112,20 @@ class OwnServer:
     url: str  # the database, for a test that reaches into it
 
 
-def own_server(backend: str, data_dir: Any, env: dict[str, str]) -> Iterator[OwnServer]:
-    """Start one on `backend` ("sqlite" or "postgresql", in a fresh database)."""
+def own_server(backend: str, data_dir: Any, env: dict[str, str], *args: str) -> Iterator[OwnServer]:
+    """Start one on `backend` ("sqlite" or "postgresql", in a fresh database); `args`:
+    more `crmdrop serve` flags."""
     if backend == "postgresql":
         with pg_database() as url:
-            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url)
+            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url, args)
     else:
-        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}")
+        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}", args)
 
 
-def _own(data_dir: Any, env: dict[str, str], url: str) -> Iterator[OwnServer]:
-    server = ServerProcess(data_dir, env)
+def _own(
+    data_dir: Any, env: dict[str, str], url: str, args: tuple[str, ...]
+) -> Iterator[OwnServer]:
+    server = ServerProcess(data_dir, env, *args)
     server.start()
     try:
         yield OwnServer(server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), url)

@@ -142,7 +142,8 @@ class Cli:
 class ServerProcess:
     """`crmdrop serve` in a subprocess, as a user would run it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], *args: str) -> None:
+        self.args = args  # more `crmdrop serve` flags
         self.data_dir = data_dir
         self.smtp_port = free_port()
         self.lmtp_port = free_port()
@@ -169,6 +170,7 @@ class ServerProcess:
                 f"127.0.0.1:{self.lmtp_port}",
                 "--http",
                 f"127.0.0.1:{self.http_port}",
+                *self.args,
             ],
             env={**os.environ, **self.env},
             stdout=log,

@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     reply_from: str | None = Field(None, description="From of replies; default crmdrop@domain.")
     max_message_size: int = Field(25 * 1024 * 1024, description="Bytes; larger → 552 5.3.4.")
     max_recipients: int = Field(50, description="RCPTs per message; more → 452 4.5.3.")
-    worker_poll_seconds: float = Field(0.2, description="Idle poll interval of the worker.")
+    worker_poll_seconds: float = Field(
+        2.0, description="Idle safety poll of the worker (it is woken when mail is queued)."
+    )
+    claim_lease_seconds: float = Field(
+        300.0, description="A claim older than this is a dead worker's: another takes it."
+    )
     max_attempts: int = Field(6, description="Processing attempts before a delivery is parked.")
     retry_base_seconds: float = Field(2.0, description="First retry delay; doubles each time.")
     reply_rate_per_hour: int = Field(10, description="Error replies per user per hour.")

@@ -8,13 +8,14 @@ one process they would share the GIL with the SMTP server and slow every accept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -27,6 +28,8 @@ from crmdrop.receive.http import inbound_router
 from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
+from crmdrop.store.directory import OwnerCache
+from crmdrop.store.signals import QUEUE, PgListener, WakeSocket, wake_path
 from crmdrop.web.app import create_app
 from crmdrop.worker import PollingThread, process_one, worker_started
 
@@ -41,12 +44,38 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _wake_source(db: Database) -> tuple[threading.Event, Callable[[], None]]:
+    """An event set whenever a delivery may have been queued, and how to stop it.
+
+    PostgreSQL: LISTEN (a lost connection sets it too: something may have been
+    missed); SQLite: the datagram socket beside the database file.
+    """
+    wake = threading.Event()
+    if not db.is_sqlite:
+        listener = PgListener(db.url, {QUEUE: wake.set}, on_lost=wake.set)
+        listener.start()
+        return wake, listener.stop
+    if db.sqlite_file is None:
+        return wake, lambda: None
+    try:
+        sock = WakeSocket(wake_path(db.sqlite_file), wake)
+    except OSError as exc:
+        log.warning("no wake-up socket (%s): the worker polls", exc)
+        return wake, lambda: None
+    sock.start()
+    return wake, sock.stop
+
+
 def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -> None:
     """`crmdrop worker`: file deliveries and send replies until SIGTERM (or the parent dies)."""
     worker_started(db)
+    wake, stop_wake = _wake_source(db)
     threads = [
         PollingThread(
-            "crmdrop-worker", lambda: process_one(db, settings), settings.worker_poll_seconds
+            "crmdrop-worker",
+            lambda: process_one(db, settings),
+            settings.worker_poll_seconds,
+            wake,
         ),
         PollingThread("crmdrop-sender", lambda: send_one(db, settings), 0.5),
     ]
@@ -60,20 +89,32 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
             log.warning("serve is gone; the worker stops")
             break
     for thread in threads:
-        thread.stopping.set()
+        thread.stop()
     for thread in threads:
         thread.join(timeout=30)
+    stop_wake()
 
 
-async def _supervise(settings: Settings, stop: asyncio.Event, command: str = "worker") -> None:
-    """Keep one `crmdrop <command>` child (the worker, the IMAP poller) running until `stop`."""
-    env = {**os.environ, "CRMDROP_DATA_DIR": str(settings.data_dir.resolve())}
-    if settings.database_url:
-        env["CRMDROP_DATABASE_URL"] = settings.database_url
-    env["CRMDROP_DOMAIN"] = settings.domain
-    args = [sys.executable, "-m", "crmdrop", command, "--parent", str(os.getpid())]
+def child_env(settings: Settings) -> dict[str, str]:
+    """The settings in force, as the environment of a child `crmdrop` process."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if name == "data_dir":
+            value = settings.data_dir.resolve()
+        env[f"CRMDROP_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+async def _supervise(args: list[str], settings: Settings, stop: asyncio.Event) -> None:
+    """Keep one `crmdrop ARGS` child running until `stop` (started again if it dies)."""
+    env = child_env(settings)
+    command = [sys.executable, "-m", "crmdrop", *args, "--parent", str(os.getpid())]
     while not stop.is_set():
-        child = subprocess.Popen(args, env=env)
+        child = subprocess.Popen(command, env=env)
         while child.poll() is None and not stop.is_set():
             await asyncio.sleep(0.2)
         if stop.is_set():
@@ -83,8 +124,22 @@ async def _supervise(settings: Settings, stop: asyncio.Event, command: str = "wo
             except subprocess.TimeoutExpired:
                 child.kill()
             return
-        log.error("the %s exited with %s; starting it again", command, child.returncode)
+        log.error("%s exited with %s; starting it again", args[0], child.returncode)
         await asyncio.sleep(1)
+
+
+async def _until(stop: asyncio.Event, parent: int | None) -> None:
+    """Wait for SIGINT/SIGTERM or, for a child, for its parent to be gone."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    while parent is not None and not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("serve is gone; this acceptor stops")
+            stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    await stop.wait()
 
 
 async def serve(
@@ -92,48 +147,60 @@ async def serve(
     settings: Settings,
     *,
     worker: bool = True,
+    acceptors: int = 1,
+    acceptor_of: int | None = None,
     ready: threading.Event | None = None,
 ) -> None:
-    """Run everything until SIGINT/SIGTERM (`worker=False`: workers run elsewhere)."""
+    """Run everything until SIGINT/SIGTERM (`worker=False`: workers run elsewhere).
+
+    `acceptors` > 1 runs that many SMTP/LMTP processes on the same ports (this one and
+    `acceptors - 1` children with `acceptor_of` set: SMTP/LMTP only, no web, no worker).
+    """
     if settings.sender_auth == "dns":
         configure_resolver(settings.dns_resolver, settings.dns_timeout)
-    receiver = Receiver(db, settings)
+    cache = OwnerCache(db)
+    receiver = Receiver(db, settings, cache)
     servers = await start_servers(
         receiver,
         settings,
         smtp=split_hostport(settings.smtp_listen),
         lmtp=split_hostport(settings.lmtp_listen),
+        reuse_port=acceptors > 1 or acceptor_of is not None,
     )
-    if settings.postfix_policy_listen:
+    if settings.postfix_policy_listen and acceptor_of is None:
         servers.append(
             await start_policy_server(receiver, *split_hostport(settings.postfix_policy_listen))
         )
-    http_host, http_port = split_hostport(settings.http_listen)
-    app = create_app(db, settings)
-    app.include_router(inbound_router(receiver))
-    web = _Server(uvicorn.Config(app, host=http_host, port=http_port, log_level="warning"))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    web_task = asyncio.create_task(web.serve())
-    worker_task = asyncio.create_task(_supervise(settings, stop) if worker else stop.wait())
-    imap_task = asyncio.create_task(
-        _supervise(settings, stop, "imap") if settings.imap_serve else stop.wait()
-    )
-    print(
-        f"crmdrop is up: SMTP {settings.smtp_listen}, LMTP {settings.lmtp_listen}, "
-        f"web http://{settings.http_listen}/",
-        flush=True,
-    )
+    tasks = []
+    web = None
+    if acceptor_of is None:
+        http_host, http_port = split_hostport(settings.http_listen)
+        app = create_app(db, settings)
+        app.include_router(inbound_router(receiver))
+        web = _Server(uvicorn.Config(app, host=http_host, port=http_port, log_level="warning"))
+        tasks.append(asyncio.create_task(web.serve()))
+        if worker:
+            tasks.append(asyncio.create_task(_supervise(["worker"], settings, stop)))
+        if settings.imap_serve:
+            tasks.append(asyncio.create_task(_supervise(["imap"], settings, stop)))
+        for _ in range(acceptors - 1):
+            extra = ["serve", "--no-demo"]  # with --parent: one more acceptor of this one
+            tasks.append(asyncio.create_task(_supervise(extra, settings, stop)))
+        print(
+            f"crmdrop is up: SMTP {settings.smtp_listen}, LMTP {settings.lmtp_listen}, "
+            f"web http://{settings.http_listen}/ ({acceptors} acceptor process(es))",
+            flush=True,
+        )
     if ready is not None:
         ready.set()
-    await stop.wait()
+    await _until(stop, acceptor_of)
     log.info("stopping")
-    web.should_exit = True
+    if web is not None:
+        web.should_exit = True
     for server in servers:
         server.close()
         await server.wait_closed()
-    await web_task
-    await worker_task
-    await imap_task
+    for task in tasks:
+        await task
+    cache.close()

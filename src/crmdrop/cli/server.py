@@ -51,6 +51,13 @@ def serve(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Run no worker here (`crmdrop worker` elsewhere).")
     ] = False,
+    acceptors: Annotated[
+        int, typer.Option(min=1, help="SMTP/LMTP processes on the same ports (SO_REUSEPORT).")
+    ] = 1,
+    parent: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Be one more acceptor of this serve process."),
+    ] = None,
 ) -> None:
     """Run SMTP, LMTP, the web page, the worker and the reply sender."""
     from crmdrop.serve import serve as run
@@ -61,7 +68,7 @@ def serve(
     db = open_db(settings)
     if not no_demo:
         _demo(db, settings)
-    asyncio.run(run(db, settings, worker=not no_worker))
+    asyncio.run(run(db, settings, worker=not no_worker, acceptors=acceptors, acceptor_of=parent))
 
 
 def worker(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from crmdrop.receive.service import Prepared, Receiver
 
@@ -21,6 +22,8 @@ MAX_BATCH = 64
 class GroupCommitter:
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
+        # One writer thread: its connection stays warm, and SQLite has one writer anyway.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmdrop-commit")
         self._pending: list[tuple[Prepared, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -36,7 +39,9 @@ class GroupCommitter:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            await asyncio.to_thread(self.receiver.commit, [item for item, _ in batch])
+            items = [item for item, _ in batch]
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._writer, self.receiver.commit, items)
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)

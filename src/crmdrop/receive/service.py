@@ -26,12 +26,14 @@ from crmdrop.mail.headers import HeaderSummary, read_header_summary
 from crmdrop.receive.authcheck import dns_verdict
 from crmdrop.store.accounts import Recipient, dropbox_owner
 from crmdrop.store.db import Database
+from crmdrop.store.directory import OwnerCache
 from crmdrop.store.inbound import (
     NewDelivery,
     add_delivery,
     claim_intake_key,
     intake_key_seen,
 )
+from crmdrop.store.signals import QUEUE, notify, poke, wake_path
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,27 @@ class Prepared:
 class Receiver:
     """Checks and enqueues; shared by the SMTP and LMTP servers and `crmdrop ingest`."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, cache: OwnerCache | None = None) -> None:
         self.db = db
         self.settings = settings
+        self.cache = cache
+        # SQLite: the worker's wake-up socket, poked after each commit (PostgreSQL: NOTIFY).
+        self.wake = wake_path(db.sqlite_file) if db.sqlite_file is not None else None
+
+    def cached_recipient(self, address: str) -> tuple[str, Rcpt | None] | None:
+        """RCPT from memory (no I/O to speak of: safe on the event loop), or None when
+        the database must be asked (`check_recipient`, in a thread)."""
+        parsed = parse_dropbox_address(address, self.settings.domain)
+        if parsed is None:
+            return UNKNOWN, None
+        if self.cache is None:
+            return None
+        token, kind = parsed
+        found = self.cache.get(token)
+        if found is None:
+            return None
+        owner, info = found
+        return OK_RCPT, Rcpt(address=address, kind=kind, owner=owner, info=info)
 
     def check_recipient(self, address: str) -> tuple[str, Rcpt | None]:
         """RCPT time: is `address` a live dropbox? (SPEC §2.2, §2.3, §7.1)"""
@@ -96,11 +116,14 @@ class Receiver:
         if parsed is None:
             return UNKNOWN, None
         token, kind = parsed
+        generation = self.cache.generation() if self.cache is not None else 0
         with self.db.read_connection() as conn:
             found = dropbox_owner(conn, token)
         if found is None:
             log.info("RCPT to unknown or revoked dropbox %s", redact(address))
             return UNKNOWN, None
+        if self.cache is not None:
+            self.cache.remember(token, found, generation)
         owner, info = found
         return OK_RCPT, Rcpt(address=address, kind=kind, owner=owner, info=info)
 
@@ -189,6 +212,7 @@ class Receiver:
         """
         try:
             self._store(batch)
+            poke(self.wake)
         except Exception:
             if len(batch) > 1:
                 log.warning("a group commit of %d failed; committing one by one", len(batch))
@@ -211,6 +235,8 @@ class Receiver:
     def _store(self, batch: list[Prepared]) -> None:
         now = datetime.now(UTC)
         with self.db.write_connection() as conn:
+            if not self.db.is_sqlite:
+                notify(conn, QUEUE)  # wakes the workers when this commits
             for item in batch:
                 item.replies, item.ids = [], []
                 if item.key is not None and not claim_intake_key(conn, *item.key, now=now):

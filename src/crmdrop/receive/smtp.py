@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from crmdrop.config import Settings
 from crmdrop.receive.batch import GroupCommitter
+from crmdrop.receive.data import BufferedData
 from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver, Verdict
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,11 @@ class _EnhancedReplies:
         await super().push(status)  # type: ignore[misc]
 
 
-class DropboxSMTP(_EnhancedReplies, SMTP):
+class DropboxSMTP(_EnhancedReplies, BufferedData):
     line_length_limit = LINE_LIMIT
 
 
-class DropboxLMTP(_EnhancedReplies, LMTP):
+class DropboxLMTP(_EnhancedReplies, BufferedData, LMTP):
     line_length_limit = LINE_LIMIT
     per_recipient = True
 
@@ -94,7 +95,10 @@ class DropboxHandler:
         accepted = self._rcpts.setdefault(envelope, [])
         if len(accepted) >= self.max_recipients:
             return TOO_MANY
-        reply, rcpt = await asyncio.to_thread(self.receiver.check_recipient, address)
+        answer = self.receiver.cached_recipient(address)  # no thread hop when remembered
+        if answer is None:
+            answer = await asyncio.to_thread(self.receiver.check_recipient, address)
+        reply, rcpt = answer
         if rcpt is not None:
             accepted.append(rcpt)
             envelope.rcpt_tos.append(address)
@@ -129,7 +133,7 @@ class DropboxHandler:
             self.receiver.prepare,
             mail_from=envelope.mail_from or "",
             rcpts=rcpts,
-            raw=bytes(raw),
+            raw=raw,  # the one buffer DATA was read into: no copy
             protocol=self.protocol,
             peer=str(peer),
             helo=session.host_name,
@@ -151,8 +155,13 @@ async def start_servers(
     *,
     smtp: tuple[str, int] | None,
     lmtp: tuple[str, int] | None,
+    reuse_port: bool = False,
 ) -> list[asyncio.AbstractServer]:
-    """Listen for SMTP and/or LMTP on the running loop; return the servers to close."""
+    """Listen for SMTP and/or LMTP on the running loop; return the servers to close.
+
+    `reuse_port`: several processes listen on the same ports (SO_REUSEPORT) and the
+    kernel spreads the connections among them (`serve --acceptors N`).
+    """
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     committer = GroupCommitter(receiver)
@@ -173,7 +182,9 @@ async def start_servers(
                 ident="crmdrop ESMTP",
             )
 
-        server = await loop.create_server(factory, host=where[0], port=where[1])
+        server = await loop.create_server(
+            factory, host=where[0], port=where[1], reuse_port=reuse_port or None
+        )
         servers.append(server)
         log.info("%s listening on %s:%s", proto.upper(), *where)
     return servers

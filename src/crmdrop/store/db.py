@@ -65,6 +65,11 @@ class Database:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        # The database file (SQLite on disk): the cache's version check and the
+        # worker's wake-up socket live beside it.
+        self.sqlite_file: Path | None = None
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            self.sqlite_file = Path(parsed.database).resolve()
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

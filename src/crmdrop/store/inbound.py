@@ -96,14 +96,15 @@ def claim_intake_key(conn: Connection | Session, source: str, key: str, *, now: 
 
 # A claim older than this is a dead worker's (PostgreSQL; on SQLite, where one worker
 # runs, a starting worker releases every claim at once). Filing takes milliseconds.
+# The default of CRMDROP_CLAIM_LEASE_SECONDS.
 LEASE = timedelta(minutes=5)
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
+def _due(now: datetime, lease: timedelta) -> ColumnElement[bool]:
     return and_(
         Delivery.status == QUEUED,
         Delivery.next_attempt_at <= now,
-        or_(Delivery.claimed_at.is_(None), Delivery.claimed_at < now - LEASE),
+        or_(Delivery.claimed_at.is_(None), Delivery.claimed_at < now - lease),
     )
 
 
@@ -115,6 +116,7 @@ def claim_due(
     max_bytes: int,
     max_attempts: int,
     skip_locked: bool,
+    lease: timedelta = LEASE,
 ) -> tuple[list[int], int]:
     """Claim due deliveries for this worker: (the ids claimed, how many were parked).
 
@@ -124,7 +126,7 @@ def claim_due(
     """
     query = (
         select(Delivery.id, Delivery.size, Delivery.attempts)
-        .where(_due(now))
+        .where(_due(now, lease))
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)
     )

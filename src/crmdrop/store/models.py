@@ -8,6 +8,7 @@ lookups are exact-match on an index, case-insensitive by construction.
 from __future__ import annotations
 
 from datetime import date, datetime
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -24,9 +25,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
+    update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from crmdrop.store.signals import DIRECTORY, notify
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -117,6 +122,16 @@ class User(Base):
     token: Mapped[str] = mapped_column(CleanString(64), unique=True)
     accept_reply_all: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DirectoryVersion(Base):
+    """One row, bumped in the transaction of every change to users or their addresses:
+    the processes that answer RCPT from memory see it and forget what they knew
+    (`store/directory.py`)."""
+
+    __tablename__ = "directory_version"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class UserAddress(Base):
@@ -379,3 +394,19 @@ class IntakeKey(Base):
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+_BUMP = update(DirectoryVersion).values(version=DirectoryVersion.version + 1)
+
+
+@event.listens_for(Session, "before_flush")
+def _directory_changed(session: Session, _context: object, _instances: object) -> None:
+    """Any change to who owns which token or address makes every process forget what it
+    remembered of the directory (`store/directory.py`), in the same transaction."""
+    changed = chain(session.new, session.dirty, session.deleted)
+    if not any(isinstance(obj, User | UserAddress) for obj in changed):
+        return
+    conn = session.connection()
+    conn.execute(_BUMP)
+    if conn.dialect.name == "postgresql":
+        notify(conn, DIRECTORY)

@@ -1,0 +1,115 @@
+"""Peak resident memory for 25 MB messages: the SMTP process and the worker.
+
+For each scenario a fresh `crmdrop serve` (SQLite) is started; its idle RSS is read,
+then one 25 MB message (a PDF-like attachment, base64) is sent — or ten at once over
+ten sessions — and, once every delivery is filed, the peak RSS (VmHWM, which the
+kernel keeps per process) of the SMTP process and of its worker child is read.
+
+    .venv/bin/python bench/bench_memory.py [--size-mb 25] [--many 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import aiosmtplib
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    add_user,
+    bench_database,
+    children,
+    crmdrop_env,
+    machine_load,
+    peak_rss_mb,
+    rss_mb,
+    start_serve,
+    stop,
+    wait_port,
+)
+
+
+def big_message(sender: str, size: int, n: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = f"client{n}@client.example"
+    msg["Subject"] = f"big {n}"
+    msg["Message-ID"] = make_msgid(domain="bench.example")
+    msg.set_content("The contract is attached.\n")
+    payload = os.urandom(size * 3 // 4 - 4096)  # base64 makes it 4/3 bigger
+    msg.add_attachment(payload, maintype="application", subtype="pdf", filename="c.pdf")
+    return msg.as_bytes()
+
+
+async def send_all(port: int, sender: str, rcpt: str, messages: list[bytes]) -> None:
+    async def one(raw: bytes) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=300)
+        await client.connect()
+        errors, reply = await client.sendmail(sender, [rcpt], raw)
+        assert not errors and "queued" in reply, reply
+        await client.quit()
+
+    await asyncio.gather(*(one(raw) for raw in messages))
+
+
+def scenario(count: int, args: argparse.Namespace) -> tuple[float, float, float, float]:
+    """(idle SMTP, peak SMTP, idle worker, peak worker) in MB."""
+    data = Path(tempfile.mkdtemp(prefix="crmdrop-memory-"))
+    with bench_database("sqlite", data) as url:
+        env = crmdrop_env(data, url, CRMDROP_MAX_MESSAGE_SIZE=str(40 * 1024 * 1024))
+        user = add_user(env)
+        messages = [big_message(user["email"], args.size_mb * 1_000_000, n) for n in range(count)]
+        served, smtp, _ = start_serve(env)
+        engine = create_engine(url)
+        try:
+            wait_port(smtp)
+            time.sleep(3)  # the worker child is up and idle
+            (worker,) = children(served.pid)
+            idle = (rss_mb(served.pid), rss_mb(worker))
+            asyncio.run(send_all(smtp, user["email"], user["dropbox"]["note"], messages))
+            query = text("SELECT count(*) FROM deliveries WHERE status = 'queued'")
+            while True:
+                with engine.connect() as conn:
+                    if not conn.execute(query).scalar():
+                        break
+                time.sleep(0.2)
+            with engine.connect() as conn:
+                statuses = conn.execute(
+                    text("SELECT status, count(*) FROM deliveries GROUP BY status")
+                ).all()
+            assert all(s != "failed" for s, _ in statuses), statuses
+            peaks = (peak_rss_mb(served.pid), peak_rss_mb(worker))
+        finally:
+            stop(served)
+            engine.dispose()
+    return idle[0], peaks[0], idle[1], peaks[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mb", type=int, default=25)
+    parser.add_argument("--many", type=int, default=10)
+    args = parser.parse_args()
+    print(machine_load())
+    for count in (1, args.many):
+        s_idle, s_peak, w_idle, w_peak = scenario(count, args)
+        print(
+            f"{count} x {args.size_mb} MB at once: SMTP process peak {s_peak:.0f} MB "
+            f"(idle {s_idle:.0f}, +{s_peak - s_idle:.0f}); worker peak {w_peak:.0f} MB "
+            f"(idle {w_idle:.0f}, +{w_peak - w_idle:.0f})",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

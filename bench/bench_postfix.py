@@ -1,0 +1,188 @@
+"""crmdrop behind Postfix (LMTP) beside Postfix delivering to `smtp-sink -L`, same run.
+
+Two private Postfix instances (config and queue in a temp directory, loopback ports,
+identical but for the next hop) are started: one hands mail for the dropbox domain to
+`crmdrop serve` over LMTP, the other to `smtp-sink -L`, which accepts and discards.
+The same client (aiosmtplib, 10 sessions, 5 KB messages) sends to each in turn,
+round after round; a round ends when that Postfix's queue is empty again. Everything
+is stopped afterwards.
+
+Needs: root (Postfix's master drops privileges itself), Debian's `postfix` package
+(`postfix`, `/usr/sbin/smtp-sink`); the bench installs nothing.
+
+    .venv/bin/python bench/bench_postfix.py [--messages 2000] [--rounds 3] [--with-worker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    DOMAIN,
+    add_user,
+    bench_database,
+    crmdrop_env,
+    free_port,
+    machine_load,
+    median,
+    smtp_load,
+    start_serve,
+    stop,
+    wait_port,
+)
+
+MASTER = """\
+{port} inet n - n - - smtpd
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+local unix - n n - - local
+lmtp unix - - n - - lmtp
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+"""
+
+MAIN = """\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+maillog_file = {root}/maillog
+maillog_file_prefixes = /tmp
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = bench-{name}.localhost
+mydestination =
+relay_domains = {domain}
+relay_transport = lmtp:inet:127.0.0.1:{next_hop}
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit_mynetworks, reject
+local_recipient_maps =
+alias_maps =
+alias_database =
+biff = no
+"""
+
+
+class Postfix:
+    """A private Postfix instance on 127.0.0.1:port relaying the dropbox domain over LMTP."""
+
+    def __init__(self, name: str, next_hop: int) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"crmdrop-postfix-{name}-"))
+        self.port = free_port()
+        etc = self.root / "etc"
+        etc.mkdir()
+        (self.root / "data").mkdir()
+        (self.root / "queue").mkdir()
+        self.root.chmod(0o755)  # Postfix's daemons run as the postfix user
+        (etc / "main.cf").write_text(
+            MAIN.format(root=self.root, name=name, domain=DOMAIN, next_hop=next_hop)
+        )
+        (etc / "master.cf").write_text(MASTER.format(port=self.port))
+        for conf in ("dynamicmaps.cf", "postfix-files"):
+            shutil.copy(f"/etc/postfix/{conf}", etc / conf)
+        shutil.chown(self.root / "data", "postfix")
+        self.etc = etc
+
+    def start(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.etc), "start"], check=True)  # log: maillog
+        wait_port(self.port)
+
+    def queued(self) -> int:
+        queue = self.root / "queue"
+        return sum(
+            1
+            for sub in ("maildrop", "incoming", "active", "deferred", "hold")
+            if (queue / sub).is_dir()
+            for path in (queue / sub).rglob("*")
+            if path.is_file()
+        )
+
+    def drained(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.queued() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        deferred = self.root / "queue" / "deferred"
+        if self.queued() or (deferred.is_dir() and any(deferred.rglob("*"))):
+            raise RuntimeError(f"{self.root}: mail left in the queue; see maillog")
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.etc), "stop"], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def round_rate(postfix: Postfix, sender: str, rcpt: str, args: argparse.Namespace) -> float:
+    """Messages per second from the client's first send to Postfix's queue being empty."""
+    start = time.perf_counter()
+    smtp_load(postfix.port, sender, rcpt, total=args.messages, sessions=args.sessions)
+    postfix.drained()
+    return args.messages / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--with-worker", action="store_true", help="crmdrop files meanwhile")
+    args = parser.parse_args()
+    print(machine_load())
+    data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
+    with bench_database("sqlite", data) as url:
+        env = crmdrop_env(data, url)
+        user = add_user(env)
+        served, _, lmtp = start_serve(env, *([] if args.with_worker else ["--no-worker"]))
+        sink_port = free_port()
+        sink = subprocess.Popen(
+            ["/usr/sbin/smtp-sink", "-u", "postfix", "-L", f"127.0.0.1:{sink_port}", "256"]
+        )
+        ours, theirs = Postfix("crmdrop", lmtp), Postfix("sink", sink_port)
+        try:
+            wait_port(lmtp)
+            wait_port(sink_port)
+            ours.start()
+            theirs.start()
+            rates: dict[str, list[float]] = {"crmdrop": [], "sink": []}
+            rcpt = user["dropbox"]["note"]
+            for _ in range(args.rounds):
+                rates["sink"].append(round_rate(theirs, user["email"], rcpt, args))
+                rates["crmdrop"].append(round_rate(ours, user["email"], rcpt, args))
+                print({k: [round(x) for x in v] for k, v in rates.items()}, flush=True)
+        finally:
+            ours.stop()
+            theirs.stop()
+            stop(sink)
+            stop(served)
+    s, o = median(rates["sink"]), median(rates["crmdrop"])
+    sink, ours_rounds = ([round(x) for x in rates[k]] for k in ("sink", "crmdrop"))
+    print(f"Postfix -> smtp-sink -L:          {s:6.0f} msg/s  rounds {sink}")
+    print(f"Postfix -> crmdrop LMTP (durable): {o:6.0f} msg/s  rounds {ours_rounds}")
+    print(f"ratio: {o / s:.2f} (goal >= 0.85); {machine_load()}")
+
+
+if __name__ == "__main__":
+    main()
