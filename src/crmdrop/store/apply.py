@@ -34,6 +34,7 @@ from crmdrop.store.models import (
     opportunity_contacts,
     task_contacts,
 )
+from crmdrop.store.search import index_contact
 
 
 def _link(
@@ -172,6 +173,7 @@ def apply_plan(
                     contact_id=contact_id,
                     email=action.address,
                 )
+                index_contact(session, account.id, contact_id, action.name, [action.address])
                 done["created"].append(f"contact {action.name} <{action.address}>")
             else:
                 contact_id = existing

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from crmdrop.mail.addresses import is_plausible_address, normalize_address
@@ -21,11 +21,13 @@ from crmdrop.store.models import (
     ContactEmail,
     Note,
     case_contacts,
+    contact_terms,
     note_contacts,
     opportunity_contacts,
     task_contacts,
 )
 from crmdrop.store.scope import NotFound, decode_cursor, encode_cursor, owned
+from crmdrop.store.search import matching, reindex_contact
 from crmdrop.store.timeline import Ref, Timeline, read_timeline
 
 LIST_PAGE = 50
@@ -77,18 +79,14 @@ class ContactEdit:
     company_id: int | None
 
 
-def _search(term: str) -> object:
-    """Name, any address or the company's name contains the term (case-insensitive)."""
-    t = term.strip().lower()
-    return or_(
-        func.lower(Contact.name).contains(t, autoescape=True),
-        exists().where(
-            ContactEmail.contact_id == Contact.id, ContactEmail.email.contains(t, autoescape=True)
-        ),
-        exists().where(
-            Company.id == Contact.company_id, func.lower(Company.name).contains(t, autoescape=True)
-        ),
+def _search(account_id: int, text: str) -> ColumnElement[bool]:
+    """Every word begins a word of the name, an address or its domain (the search
+    index, crmdrop.store.search), or the company's name contains the text."""
+    companies = select(Company.id).where(
+        Company.account_id == account_id,
+        func.lower(Company.name).contains(text.strip().lower(), autoescape=True),
     )
+    return or_(matching(account_id, text), Contact.company_id.in_(companies))
 
 
 def list_contacts(
@@ -100,7 +98,7 @@ def list_contacts(
         Contact.account_id == account_id
     )
     if search.strip():
-        query = query.where(_search(search))  # type: ignore[arg-type]
+        query = query.where(_search(account_id, search))
     if after:
         when, last = decode_cursor(after)
         query = query.where(
@@ -227,6 +225,7 @@ def update_contact(
         if address not in have:
             session.add(ContactEmail(account_id=account_id, contact_id=contact.id, email=address))
     session.flush()
+    reindex_contact(session, contact.id)
     company = _company_refs(session, {contact.company_id}).get(contact.company_id)
     return ContactRow(
         contact.id, contact.name, emails[0] if emails else None, company, contact.last_activity_at
@@ -240,6 +239,7 @@ def remove_contact_rows(session: Session, contact_ids: list[int]) -> None:
     for table, _ in LINKS:
         session.execute(delete(table).where(table.c.contact_id.in_(contact_ids)))
     session.execute(delete(ContactEmail).where(ContactEmail.contact_id.in_(contact_ids)))
+    session.execute(delete(contact_terms).where(contact_terms.c.contact_id.in_(contact_ids)))
     session.execute(delete(Contact).where(Contact.id.in_(contact_ids)))
 
 
@@ -276,8 +276,9 @@ def merge_contacts(session: Session, account_id: int, keep_id: int, merge_id: in
     if keep.company_id is None:
         keep.company_id = other.company_id
     keep.last_activity_at = max(keep.last_activity_at, other.last_activity_at)
-    session.execute(delete(Contact).where(Contact.id == other.id))
+    remove_contact_rows(session, [other.id])
     session.flush()
+    reindex_contact(session, keep.id)
     company = _company_refs(session, {keep.company_id}).get(keep.company_id)
     emails = _emails(session, keep.id)
     return ContactRow(
