@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,7 @@ from crmdrop.config import Settings, load_settings
 from crmdrop.dropbox.address import dropbox_addresses, parse_dropbox_address
 from crmdrop.dropbox.plan import FilingPlan
 from crmdrop.mail.parse import parse_message
+from crmdrop.passwords import hash_password
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
 from crmdrop.store.export import delivery_json, export_account
@@ -196,10 +196,12 @@ def _demo(db: Database, settings: Settings) -> None:
                 DEMO_USER,
                 name="Demo User",
                 account=DEMO_ACCOUNT,
-                password_hash=PasswordHasher().hash(DEMO_PASSWORD),
+                password_hash=hash_password(DEMO_PASSWORD),
             )
         shown = _user_json(session, user, settings.domain)
-    typer.echo(f"demo account: user {DEMO_USER}, password {DEMO_PASSWORD}")
+    typer.echo(
+        f"demo account: sign in at {settings.web_url}/ as {DEMO_USER}, password {DEMO_PASSWORD}"
+    )
     _print_user(shown, as_json=False)
 
 
@@ -245,7 +247,7 @@ def users_add(
     data: Data = None,
 ) -> None:
     """Sign a user up and print their six dropbox addresses."""
-    hashed = PasswordHasher().hash(password) if password else None
+    hashed = hash_password(password) if password else None
     with _store(data, write=True) as (settings, session):
         user = accounts.add_user(
             session, email, name=name, account=account, timezone=timezone, password_hash=hashed
