@@ -298,3 +298,17 @@ __all__ = [
     "merge_contacts",
     "update_contact",
 ]
+
+
+def contact_by_address(session: Session, account_id: int, address: str) -> int:
+    """The id of the account's contact with this address (how a person names the contact
+    to merge in: by the address they know, not an id)."""
+    found = session.scalar(
+        select(ContactEmail.contact_id).where(
+            ContactEmail.account_id == account_id,
+            ContactEmail.email == normalize_address(address),
+        )
+    )
+    if found is None:
+        raise StoreError(f"no contact has the address {address.strip()!r}")
+    return int(found)

@@ -2,7 +2,7 @@
 taken on a delivery (undo, never-a-contact, retry), and the indexes the pages read by.
 
 Revision ID: 0011
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
