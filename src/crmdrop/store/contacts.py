@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from crmdrop.mail.addresses import is_plausible_address, normalize_address
@@ -19,7 +19,6 @@ from crmdrop.store.models import (
     CompanyEmail,
     Contact,
     ContactEmail,
-    Note,
     case_contacts,
     contact_terms,
     note_contacts,
@@ -27,7 +26,7 @@ from crmdrop.store.models import (
     task_contacts,
 )
 from crmdrop.store.scope import NotFound, decode_cursor, encode_cursor, owned
-from crmdrop.store.search import matching, reindex_contact
+from crmdrop.store.search import CANDIDATES, candidates, matching, reindex_contact
 from crmdrop.store.timeline import Ref, Timeline, read_timeline
 
 LIST_PAGE = 50
@@ -79,14 +78,34 @@ class ContactEdit:
     company_id: int | None
 
 
-def _search(account_id: int, text: str) -> ColumnElement[bool]:
+def _search(session: Session, account_id: int, text: str) -> tuple[ColumnElement[bool], bool]:
     """Every word begins a word of the name, an address or its domain (the search
-    index, crmdrop.store.search), or the company's name contains the text."""
-    companies = select(Company.id).where(
-        Company.account_id == account_id,
-        func.lower(Company.name).contains(text.strip().lower(), autoescape=True),
+    index, crmdrop.store.search), or the company's name contains the text.
+
+    Also whether the matches are few: then they are read by id and sorted, instead of
+    walking the whole list in activity order to find them."""
+    companies = list(
+        session.scalars(
+            select(Company.id).where(
+                Company.account_id == account_id,
+                func.lower(Company.name).contains(text.strip().lower(), autoescape=True),
+            )
+        )
     )
-    return or_(matching(account_id, text), Contact.company_id.in_(companies))
+    condition = or_(matching(text), Contact.company_id.in_(companies))
+    few = candidates(session, account_id, text)
+    if few is None:
+        return condition, False
+    members: list[int] = []
+    if companies:
+        members = list(
+            session.scalars(
+                select(Contact.id).where(Contact.company_id.in_(companies)).limit(CANDIDATES)
+            )
+        )
+    if len(few) + len(members) >= CANDIDATES:
+        return condition, False
+    return and_(Contact.id.in_(few + members), condition), True
 
 
 def list_contacts(
@@ -94,19 +113,16 @@ def list_contacts(
 ) -> ContactPage:
     """The account's contacts, most recent activity first, a page at a time (keyset),
     optionally only those whose name, address or company contains `search`."""
-    query = select(Contact.id, Contact.name, Contact.company_id, Contact.last_activity_at).where(
-        Contact.account_id == account_id
-    )
+    query = select(Contact.id, Contact.name, Contact.company_id, Contact.last_activity_at)
+    few = False
     if search.strip():
-        query = query.where(_search(account_id, search))
+        condition, few = _search(session, account_id, search)
+        query = query.where(condition)
+    # `+ 0` keeps SQLite from walking the account's whole list in order for a few matches.
+    query = query.where((Contact.account_id + 0 if few else Contact.account_id) == account_id)
     if after:
         when, last = decode_cursor(after)
-        query = query.where(
-            or_(
-                Contact.last_activity_at < when,
-                and_(Contact.last_activity_at == when, Contact.id < last),
-            )
-        )
+        query = query.where(tuple_(Contact.last_activity_at, Contact.id) < tuple_(when, last))
     rows = session.execute(
         query.order_by(Contact.last_activity_at.desc(), Contact.id.desc()).limit(LIST_PAGE + 1)
     ).all()
@@ -158,18 +174,14 @@ def get_contact(
     """A contact with its addresses, company and a page of its timeline (newest first)."""
     contact = owned(session, Contact, contact_id, account_id, "contact")
     company = _company_refs(session, {contact.company_id}).get(contact.company_id)
-    query = (
-        select(Note.id)
-        .join(note_contacts, note_contacts.c.note_id == Note.id)
-        .where(note_contacts.c.contact_id == contact.id)
-    )
+    query = select(note_contacts.c.note_id).where(note_contacts.c.contact_id == contact.id)
     return ContactDetail(
         id=contact.id,
         name=contact.name,
         emails=_emails(session, contact.id),
         company=company,
         created_by_delivery_id=contact.created_by_delivery_id,
-        timeline=read_timeline(session, query, after),
+        timeline=read_timeline(session, query, note_contacts.c.note_id, after),
     )
 
 

@@ -257,7 +257,8 @@ contact_terms = Table(
     Base.metadata,
     Column("account_id", ForeignKey("accounts.id"), primary_key=True),
     Column("term", CleanString(320), primary_key=True),
-    Column("contact_id", ForeignKey("contacts.id"), primary_key=True, index=True),
+    Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_contact_terms_contact_term", "contact_id", "term"),
 )
 """The contacts search index (see crmdrop.store.search)."""
 

@@ -1,9 +1,11 @@
 """The contacts search index: the words of each contact's name and its addresses (and
 their domains), lowercased, one row each in `contact_terms`.
 
-A search word matches a contact when it begins one of its terms. That is a range read
-on an index (`term >= w AND term < w + U+FFFF`), the same on SQLite and PostgreSQL, so
-a search costs the same with 100 contacts or 100,000 — a `LIKE '%w%'` scan would not.
+A search word matches a contact when it begins one of its terms: a range read on an
+index (`term >= w AND term < w + U+FFFF`), the same on SQLite and PostgreSQL. A rare
+word (most searches) yields a few contact ids to read directly; a common one ("jo") is
+checked per contact while walking the list in its order, which soon finds a page.
+Either way a search does not scan every contact, as a `LIKE '%w%'` would.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, and_, delete, insert, select
+from sqlalchemy import ColumnElement, and_, delete, exists, insert, select
 from sqlalchemy.orm import Session
 
 from crmdrop.store.models import Contact, ContactEmail, contact_terms
@@ -59,14 +61,42 @@ def reindex_contact(session: Session, contact_id: int) -> None:
     index_contact(session, contact.account_id, contact_id, contact.name, list(emails))
 
 
-def matching(account_id: int, text: str) -> ColumnElement[bool]:
-    """Contacts every word of `text` begins a term of (name word, address, domain)."""
-    conditions = []
-    for word in _WORD.findall(text.lower()) or [text.strip().lower()]:
-        ids = select(contact_terms.c.contact_id).where(
-            contact_terms.c.account_id == account_id,
-            contact_terms.c.term >= word,
-            contact_terms.c.term < word + _TOP,
+CANDIDATES = 2_000  # fewer matches than this: read them by id; more: walk the list order
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower()) or [text.strip().lower()]
+
+
+def _prefix(word: str) -> ColumnElement[bool]:
+    return and_(contact_terms.c.term >= word, contact_terms.c.term < word + _TOP)
+
+
+def candidates(session: Session, account_id: int, text: str) -> list[int] | None:
+    """The ids of the contacts whose terms the *rarest* word of `text` begins, when there
+    are few of them (None when every word is common: then `matching` walks the list)."""
+    best: list[int] | None = None
+    for word in _words(text):
+        ids = list(
+            session.scalars(
+                select(contact_terms.c.contact_id)
+                .where(contact_terms.c.account_id == account_id, _prefix(word))
+                .distinct()
+                .limit(CANDIDATES)
+            )
         )
-        conditions.append(Contact.id.in_(ids))
-    return and_(*conditions)
+        if len(ids) < CANDIDATES and (best is None or len(ids) < len(best)):
+            best = ids
+    return best
+
+
+def matching(text: str) -> ColumnElement[bool]:
+    """Contacts every word of `text` begins a term of (name word, address, domain): one
+    index probe per contact and word, on (contact, term). The caller scopes the contacts
+    to the account."""
+    return and_(
+        *(
+            exists().where(contact_terms.c.contact_id == Contact.id, _prefix(word))
+            for word in _words(text)
+        )
+    )

@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("term", sa.String(length=320), primary_key=True),
         sa.Column("contact_id", sa.Integer(), sa.ForeignKey("contacts.id"), primary_key=True),
     )
-    op.create_index("ix_contact_terms_contact_id", "contact_terms", ["contact_id"])
+    op.create_index("ix_contact_terms_contact_term", "contact_terms", ["contact_id", "term"])
     _index_existing_contacts()
     op.create_index("ix_delivery_actions_delivery_id", "delivery_actions", ["delivery_id"])
     op.create_index(
@@ -106,7 +106,7 @@ def downgrade() -> None:
         ("ix_contacts_account_activity", "contacts"),
     ):
         op.drop_index(name, table_name=table)
-    op.drop_index("ix_contact_terms_contact_id", table_name="contact_terms")
+    op.drop_index("ix_contact_terms_contact_term", table_name="contact_terms")
     op.drop_table("contact_terms")
     op.drop_index("ix_delivery_actions_delivery_id", table_name="delivery_actions")
     op.drop_table("delivery_actions")
