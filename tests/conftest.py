@@ -18,6 +18,9 @@ SERVER_ENV = {
     "CRMDROP_MAX_MESSAGE_SIZE": "1000000",
     "CRMDROP_MAX_RECIPIENTS": "5",
     "CRMDROP_REPLY_RATE_PER_HOUR": "3",
+    # Sign-in throttling, small so that its tests are short (tests/web/test_forms.py)
+    "CRMDROP_LOGIN_MAX_FAILURES": "3",
+    "CRMDROP_LOGIN_MAX_FAILURES_IP": "6",
 }
 
 
