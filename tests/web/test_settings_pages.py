@@ -132,6 +132,10 @@ def test_an_invited_colleague_gets_their_own_dropbox_in_the_same_account(
             theirs.get_by_text(f"Signed in as {colleague} (member) · account {admin.account}")
         ).to_be_visible()
         their_note = theirs.get_by_test_id("dropbox-0").inner_text()
+        theirs.goto(link)  # the invitation works once
+        expect(theirs.get_by_role("alert")).to_have_text(
+            "This link has expired or was already used."
+        )
     finally:
         other.close()
     assert their_note != admin.dropbox["note"]
