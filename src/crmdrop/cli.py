@@ -221,7 +221,7 @@ def ingest(
     try:
         db = _open(settings)
         receiver = Receiver(db, settings)
-        reply, rcpt = receiver.check_recipient(to)
+        reply, rcpt = receiver.check_recipient(to, mail_from=from_)
     except Exception as exc:  # our fault: the MTA must retry
         _fail(f"temporary failure: {exc}", EX_TEMPFAIL)
         return

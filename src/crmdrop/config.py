@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         None,
         description="Signs session cookies; default: generated once into data_dir/secret_key.",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated, or *).",
+    )
+    login_max_failures: int = Field(
+        10, description="Failed sign-ins per account in login_lockout_minutes before refusal."
+    )
+    login_max_failures_ip: int = Field(
+        50, description="Failed sign-ins from one IP in login_lockout_minutes before refusal."
+    )
+    login_lockout_minutes: int = Field(15, description="The throttling window and lockout.")
     log_level: str = "INFO"
 
     @classmethod

@@ -94,7 +94,13 @@ class DropboxHandler:
         accepted = self._rcpts.setdefault(envelope, [])
         if len(accepted) >= self.max_recipients:
             return TOO_MANY
-        reply, rcpt = await asyncio.to_thread(self.receiver.check_recipient, address)
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+        reply, rcpt = await asyncio.to_thread(
+            self.receiver.check_recipient,
+            address,
+            mail_from=envelope.mail_from or "",
+            peer=peer,
+        )
         if rcpt is not None:
             accepted.append(rcpt)
             envelope.rcpt_tos.append(address)
