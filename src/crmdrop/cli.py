@@ -486,6 +486,6 @@ def main() -> None:
     app()
 
 
-# cases, opportunities, tasks, companies, preferences: they register on `app` themselves
-# and import the helpers above, hence last.
-from crmdrop import cli_records  # noqa: E402, F401
+# cases, opportunities, tasks, companies, preferences, contacts: they register on `app`
+# themselves and import the helpers above, hence last.
+from crmdrop import cli_crm, cli_records  # noqa: E402, F401
