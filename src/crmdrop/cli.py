@@ -26,11 +26,11 @@ from crmdrop.dropbox.address import dropbox_addresses, parse_dropbox_address
 from crmdrop.dropbox.plan import FilingPlan
 from crmdrop.mail.parse import parse_message
 from crmdrop.passwords import hash_password
-from crmdrop.store import accounts
+from crmdrop.store import accounts, users
 from crmdrop.store.db import Database
 from crmdrop.store.export import delivery_json, export_account
 from crmdrop.store.inbound import retry, retry_all_failed
-from crmdrop.store.models import Account, Delivery, User
+from crmdrop.store.models import Account, Delivery, Role, User
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="crmdrop: the CRM email dropbox")
 users_app = typer.Typer(no_args_is_help=True, help="Users and their dropboxes.")
@@ -262,6 +262,74 @@ def users_show(email: str, as_json: JsonFlag = False, data: Data = None) -> None
     with _store(data) as (settings, session):
         shown = _user_json(session, accounts.get_user(session, email), settings.domain)
     _print_user(shown, as_json)
+
+
+def _set_user(data: Path | None, email: str, change: str) -> None:
+    """Deactivate, activate, or set the role of a user (the same store functions as the
+    admin pages: a deactivated user's sessions end and their dropbox refuses mail)."""
+    with _store(data, write=True) as (_, session):
+        user = accounts.get_user(session, email)
+        if change in ("deactivate", "activate"):
+            users.set_active(session, user.account_id, user.id, change == "activate")
+        else:
+            users.set_role(session, user.account_id, user.id, Role(change))
+    typer.echo(f"{email}: {change} done")
+
+
+@users_app.command("deactivate")
+def users_deactivate(email: str, data: Data = None) -> None:
+    """Sign the user out everywhere; their dropbox refuses mail at once (550 5.1.1)."""
+    _set_user(data, email, "deactivate")
+
+
+@users_app.command("activate")
+def users_activate(email: str, data: Data = None) -> None:
+    """Undo `deactivate`."""
+    _set_user(data, email, "activate")
+
+
+@users_app.command("role")
+def users_role(email: str, role: str, data: Data = None) -> None:
+    """`admin` or `member` (an account keeps at least one active admin)."""
+    if role not in (Role.ADMIN, Role.MEMBER):
+        _fail(f"say admin or member, not {role!r}")
+    _set_user(data, email, role)
+
+
+@users_app.command("timezone")
+def users_timezone(email: str, timezone: str, data: Data = None) -> None:
+    """The zone the user's task due dates are read in (SPEC §1.5)."""
+    with _store(data, write=True) as (_, session):
+        accounts.set_timezone(session, email, timezone)
+    typer.echo(f"time zone of {email} is {timezone}")
+
+
+@addresses_app.command("remove")
+def addresses_remove(user_email: str, address: str, data: Data = None) -> None:
+    """The address is no longer the user's."""
+    with _store(data, write=True) as (_, session):
+        accounts.remove_user_address(session, user_email, address)
+    typer.echo(f"removed {address} from {user_email}")
+
+
+@exclusions_app.command("remove")
+def exclusions_remove(account: str, address_or_domain: str, data: Data = None) -> None:
+    """Take an address or @domain off the exclusion list."""
+    with _store(data, write=True) as (_, session):
+        accounts.remove_exclusion(session, account, address_or_domain)
+    typer.echo(f"{address_or_domain} is off the exclusion list of {account}")
+
+
+@exclusions_app.command("list")
+def exclusions_list(account: str, as_json: JsonFlag = False, data: Data = None) -> None:
+    """The account's exclusion list."""
+    with _store(data) as (_, session):
+        patterns = accounts.exclusions(session, account)
+    if as_json:
+        _emit(patterns)
+    else:
+        for pattern in patterns:
+            typer.echo(pattern)
 
 
 @addresses_app.command("add")
