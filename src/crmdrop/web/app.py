@@ -20,7 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from crmdrop.config import Settings
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import queue_counts
+from crmdrop.store.deliveries import status_counts
 from crmdrop.web import admin, auth
 from crmdrop.web import settings as settings_pages
 from crmdrop.web.common import (
@@ -107,7 +107,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
         with db.reading() as session:
-            return {"status": "up", "deliveries": queue_counts(session)}
+            return {"status": "up", "deliveries": status_counts(session)}
 
     @app.get("/")
     def index(request: Request) -> Response:
