@@ -41,3 +41,7 @@ def test_the_admin_status_page_shows_the_queue(page: Page, web: Web) -> None:
     expect(page.get_by_role("heading", name="crmdrop is up")).to_be_visible()
     expect(page.get_by_role("table")).to_contain_text("Status")
     assert_accessible(page)
+    response = page.goto("/admin/users/99999999")
+    assert response is not None and response.status == 404
+    expect(page.get_by_role("alert")).to_have_text("There is nothing here.")
+    assert_accessible(page)

@@ -228,23 +228,51 @@ def accept_invite(session: Session, raw: str, password_hash: str) -> User:
     return user
 
 
-def set_active(session: Session, account_id: int, user_id: int, active: bool, *, by: int) -> User:
-    """Deactivate (sessions end, dropbox refused at RCPT at once) or reactivate a user."""
+def _keep_an_admin(session: Session, user: User) -> None:
+    """Refuse to leave the account without an active admin."""
+    if user.role != Role.ADMIN or not user.active:
+        return
+    others = session.scalar(
+        select(User.id)
+        .where(
+            User.account_id == user.account_id,
+            User.id != user.id,
+            User.role == Role.ADMIN,
+            User.active.is_(True),
+        )
+        .limit(1)
+    )
+    if others is None:
+        raise StoreError(f"{user.email} is the account's only admin: make another admin first.")
+
+
+def set_active(
+    session: Session, account_id: int, user_id: int, active: bool, *, by: int | None = None
+) -> User:
+    """Deactivate (sessions end, dropbox refused at RCPT at once) or reactivate a user.
+
+    `by` is the admin asking (None: the operator, from the CLI); nobody deactivates themself.
+    """
     user = account_user(session, account_id, user_id)
     if user.id == by:
         raise StoreError("You cannot deactivate yourself.")
-    if active and user.password_hash is None:
-        raise StoreError(f"{user.email} has not accepted the invitation yet.")
+    if not active:
+        _keep_an_admin(session, user)
     user.active = active
     user.session_epoch += 1
     session.flush()
     return user
 
 
-def set_role(session: Session, account_id: int, user_id: int, role: Role, *, by: int) -> User:
+def set_role(
+    session: Session, account_id: int, user_id: int, role: Role, *, by: int | None = None
+) -> User:
+    """Make a user of the account an admin or a member; the account keeps an active admin."""
     user = account_user(session, account_id, user_id)
     if user.id == by and role is not Role.ADMIN:
         raise StoreError("You cannot take away your own admin role.")
+    if role is not Role.ADMIN:
+        _keep_an_admin(session, user)
     user.role = role
     session.flush()
     return user

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from crmdrop.store import deliveries as store
+from crmdrop.store import activity as store
 from crmdrop.web.auth import CurrentUser
 from crmdrop.web.common import database, flash, redirect, render
 from crmdrop.web.contacts import download

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from crmdrop.outbound.account_mail import send_invite
 from crmdrop.store import users
-from crmdrop.store.inbound import queue_counts
+from crmdrop.store.deliveries import status_counts
 from crmdrop.store.models import Role
 from crmdrop.web.auth import AdminUser
 from crmdrop.web.common import (
@@ -100,7 +100,7 @@ def role(
 def status(request: Request, user: AdminUser) -> Response:
     """What `/` showed before there was a UI: the queue by status and where we listen."""
     with database(request).reading() as session:
-        counts = queue_counts(session)
+        counts = status_counts(session)
     return render(
         request, "admin/status.html", counts=sorted(counts.items()), settings=settings_of(request)
     )

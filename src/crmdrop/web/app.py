@@ -21,7 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from crmdrop.config import Settings
 from crmdrop.store.accounts import StoreError
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import queue_counts
+from crmdrop.store.deliveries import status_counts
 from crmdrop.store.scope import NotFound as StoreNotFound
 from crmdrop.web import activity, admin, auth, companies, contacts, records
 from crmdrop.web import settings as settings_pages
@@ -119,7 +119,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
         with db.reading() as session:
-            return {"status": "up", "deliveries": queue_counts(session)}
+            return {"status": "up", "deliveries": status_counts(session)}
 
     @app.get("/")
     def index(request: Request) -> Response:

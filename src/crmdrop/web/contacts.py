@@ -11,8 +11,8 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from crmdrop.store import contacts as store
+from crmdrop.store.activity import FileData, attachment_file, note_original
 from crmdrop.store.companies import list_companies
-from crmdrop.store.deliveries import FileData, attachment_file, note_original
 from crmdrop.web.auth import CurrentUser
 from crmdrop.web.common import database, render
 from crmdrop.web.crm import attempt

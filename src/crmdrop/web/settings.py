@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from crmdrop.dropbox.address import dropbox_addresses
 from crmdrop.dropbox.plan import DropboxKind
 from crmdrop.outbound.account_mail import send_address_check
-from crmdrop.store import accounts, users
+from crmdrop.store import accounts, records, users
 from crmdrop.store.accounts import StoreError
 from crmdrop.web.auth import AdminUser, CurrentUser, optional_user
 from crmdrop.web.common import database, flash, redirect, render, settings_of, store_change
@@ -181,14 +181,15 @@ def regenerate(request: Request, user: CurrentUser, confirm: Field = "") -> Resp
 @router.get("/account")
 def account_page(request: Request, user: AdminUser) -> Response:
     with database(request).reading() as session:
-        account = accounts.get_account(session, user.account_name)
-        under_companies = account.file_under_companies
-    return render(request, "settings/account.html", file_under_companies=under_companies)
+        prefs = records.preferences(session, user.account_name)
+    return render(
+        request, "settings/account.html", file_under_companies=prefs["file-under-companies"]
+    )
 
 
 @router.post("/account")
 def account_save(request: Request, user: AdminUser, file_under_companies: Field = "") -> Response:
-    on = file_under_companies == "on"
+    value = "on" if file_under_companies == "on" else "off"
     with store_change(request, "Saved.") as s:
-        accounts.set_preference(s, user.account_name, "file-under-companies", on)
+        records.update_preference(s, user.account_name, "file-under-companies", value)
     return redirect("/settings/account")

@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from crmdrop.store.accounts import StoreError
-from crmdrop.store.cases import CASES, get_record
-from crmdrop.store.contacts import get_contact, list_contacts
-from crmdrop.store.deliveries import (
+from crmdrop.store.activity import (
     attachment_file,
     delete_created_contact,
     get_delivery,
@@ -21,6 +19,8 @@ from crmdrop.store.deliveries import (
     retry_delivery,
     undo_filing,
 )
+from crmdrop.store.cases import CASES, get_record
+from crmdrop.store.contacts import get_contact, list_contacts
 from crmdrop.store.export import export_account
 from crmdrop.store.scope import NotFound
 from crmdrop.store.tasks import set_task_done, task_board
