@@ -15,7 +15,7 @@ from crmdrop.store.activity import (
     list_activity,
     never_contact,
     note_original,
-    raw_message,
+    raw_message_file,
     retry_delivery,
     undo_filing,
 )
@@ -186,10 +186,10 @@ def test_every_object_of_another_account_is_not_found(crm: Crm) -> None:
         task = task_board(session, desk.user_id, now=datetime.now(UTC)).groups["today"][0].id  # type: ignore[index]
         assert attachment_file(session, desk.account_id, attachment).data == b"secret plan"
         assert b"Secret" in note_original(session, desk.account_id, note).data
-        assert b"Secret" in raw_message(session, desk.account_id, delivery).data
+        assert b"Secret" in raw_message_file(session, desk.account_id, delivery).data
     calls = [
         lambda s: get_delivery(s, rival.account_id, delivery),
-        lambda s: raw_message(s, rival.account_id, delivery),
+        lambda s: raw_message_file(s, rival.account_id, delivery),
         lambda s: note_original(s, rival.account_id, note),
         lambda s: attachment_file(s, rival.account_id, attachment),
         lambda s: undo_filing(s, rival.account_id, rival.user_id, delivery, now=NOW),

@@ -277,7 +277,7 @@ def get_delivery(session: Session, account_id: int, delivery_id: int) -> Deliver
     )
 
 
-def raw_message(session: Session, account_id: int, delivery_id: int) -> FileData:
+def raw_message_file(session: Session, account_id: int, delivery_id: int) -> FileData:
     """The message exactly as received (a rejected one was not kept)."""
     d = owned(session, Delivery, delivery_id, account_id, "delivery")
     raw = d.raw

@@ -47,7 +47,7 @@ def delivery_page(request: Request, user: CurrentUser, delivery_id: int) -> Resp
 @router.get("/activity/{delivery_id}/raw")
 def delivery_raw(request: Request, user: CurrentUser, delivery_id: int) -> Response:
     with database(request).reading() as session:
-        data = store.raw_message(session, user.account_id, delivery_id)
+        data = store.raw_message_file(session, user.account_id, delivery_id)
     return download(data)
 
 
