@@ -218,6 +218,45 @@ def store_figures(
     }
 
 
+def page_figures(
+    db: Database, heavy: int, runs: int, data_dir: Path
+) -> dict[str, tuple[float, float]]:
+    """The same reads as whole HTTP requests through the ASGI app (routing, session,
+    store call, template), in this process: a page's server time."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from crmdrop.config import load_settings
+    from crmdrop.passwords import hash_password
+    from crmdrop.store.models import User
+    from crmdrop.web.app import create_app
+
+    with db.writing() as session:
+        user = session.get(User, 1)
+        assert user is not None
+        user.password_hash = hash_password("bench")
+        email = user.email
+    settings = load_settings(data_dir=data_dir, domain="dropbox.test", database_url=db.url)
+    client = TestClient(create_app(db, settings))
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/login").text)
+    assert token is not None
+    client.post("/login", data={"email": email, "password": "bench", "csrf_token": token[1]})
+
+    def get(path: str) -> Callable[[], Any]:
+        def run() -> Any:
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.status_code)
+
+        return run
+
+    return {
+        "GET /contacts": median_ms(get("/contacts"), runs),
+        "GET /contacts?q=person4242": median_ms(get("/contacts?q=person4242"), runs),
+        f"GET /contacts/<id> ({HEAVY_NOTES} notes)": median_ms(get(f"/contacts/{heavy}"), runs),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=100_000)
@@ -225,6 +264,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--pg", help="a PostgreSQL URL of an empty database (default: SQLite)")
     parser.add_argument("--keep", help="a SQLite file to seed once and reuse")
+    parser.add_argument("--pages", action="store_true", help="also time whole page requests")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "bench.db"
@@ -244,6 +284,9 @@ def main() -> None:
         print(f"{'median of ' + str(args.runs):<45} {'wall':>8}    {'cpu':>8}")
         for name, (wall, cpu) in store_figures(db, account_id, heavy, args.runs).items():
             print(f"{name:<45} {wall:8.1f} ms {cpu:8.1f} ms")
+        if args.pages:
+            for name, (wall, cpu) in page_figures(db, heavy, args.runs, Path(tmp)).items():
+                print(f"{name:<45} {wall:8.1f} ms {cpu:8.1f} ms")
         db.dispose()
 
 

@@ -113,3 +113,14 @@ def get_company(
         includes_people_notes=with_people,
         timeline=read_timeline(session, query, Note.id, after),
     )
+
+
+def company_choices(session: Session, account_id: int) -> list[Ref]:
+    """Every company of the account by name, for a contact's company field (no counts:
+    the contact page should not count every company's people)."""
+    rows = session.execute(
+        select(Company.id, Company.name)
+        .where(Company.account_id == account_id)
+        .order_by(Company.name, Company.id)
+    )
+    return [Ref(i, name) for i, name in rows]

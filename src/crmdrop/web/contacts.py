@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from crmdrop.store import contacts as store
 from crmdrop.store.activity import FileData, attachment_file, note_original
-from crmdrop.store.companies import list_companies
+from crmdrop.store.companies import company_choices
 from crmdrop.web.auth import CurrentUser
 from crmdrop.web.common import database, render
 from crmdrop.web.crm import attempt
@@ -35,7 +35,7 @@ def contact_page(
 ) -> Response:
     with database(request).reading() as session:
         contact = store.get_contact(session, user.account_id, contact_id, after=after)
-        companies = list_companies(session, user.account_id)
+        companies = company_choices(session, user.account_id)
     return render(request, "contacts/show.html", contact=contact, companies=companies)
 
 
