@@ -122,3 +122,31 @@ def test_a_post_without_the_csrf_token_is_403_and_changes_nothing(alice: Client)
     assert len(data["contacts"]) == 1 and len(data["notes"]) == 2
     assert alice.get("/tasks").text.count('action="/tasks/') == 1
     assert [d["status"] for d in data["deliveries"]] == ["filed", "filed"]
+
+
+def test_never_a_contact_is_for_admins_and_offers_to_delete_the_contact(
+    web: Web, alice: Client
+) -> None:
+    t = tag()
+    alice.send(
+        make_message(from_=alice.user.email, to=[f"info-{t}@noise.example"], subject="Noise"),
+        settle=1,
+    )
+    data = alice.export()
+    delivery, contact = data["deliveries"][0]["id"], data["contacts"][0]["id"]
+    member = Client(web, web.new_user(account=alice.user.account))
+    try:
+        refused = member.post(f"/activity/{delivery}/never", address=f"info-{t}@noise.example")
+        assert "Only an admin" in member.flash(refused)
+    finally:
+        member.close()
+    done = alice.post(
+        f"/activity/{delivery}/never", address=f"info-{t}@noise.example", scope="domain"
+    )
+    assert done.status_code == 303
+    page = alice.get(done.headers["location"]).text
+    assert "@noise.example is on the exclusion list" in page
+    assert "Delete it too?" in page
+    alice.post(f"/activity/{delivery}/delete-contact", contact_id=str(contact))
+    assert alice.export()["contacts"] == []
+    assert "never contact" in alice.get(f"/activity/{delivery}").text
