@@ -3,7 +3,7 @@ invite, address validation) stored as hashes; failed logins for throttling; atte
 revoked dropbox addresses.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0012
 Create Date: 2026-11-30
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
