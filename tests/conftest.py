@@ -18,6 +18,9 @@ SERVER_ENV = {
     "CRMDROP_MAX_MESSAGE_SIZE": "1000000",
     "CRMDROP_MAX_RECIPIENTS": "5",
     "CRMDROP_REPLY_RATE_PER_HOUR": "3",
+    # Sign-in throttling, small so that its tests are short (tests/web/test_forms.py)
+    "CRMDROP_LOGIN_MAX_FAILURES": "3",
+    "CRMDROP_LOGIN_MAX_FAILURES_IP": "6",
 }
 
 
@@ -112,20 +115,22 @@ class OwnServer:
     url: str  # the database, for a test that reaches into it
 
 
-def own_server(backend: str, data_dir: Any, env: dict[str, str], *args: str) -> Iterator[OwnServer]:
+def own_server(
+    backend: str, data_dir: Any, env: dict[str, str], *args: str, demo: bool = False
+) -> Iterator[OwnServer]:
     """Start one on `backend` ("sqlite" or "postgresql", in a fresh database); `args`:
     more `crmdrop serve` flags."""
     if backend == "postgresql":
         with pg_database() as url:
-            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url, args)
+            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url, args, demo)
     else:
-        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}", args)
+        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}", args, demo)
 
 
 def _own(
-    data_dir: Any, env: dict[str, str], url: str, args: tuple[str, ...]
+    data_dir: Any, env: dict[str, str], url: str, args: tuple[str, ...], demo: bool = False
 ) -> Iterator[OwnServer]:
-    server = ServerProcess(data_dir, env, *args)
+    server = ServerProcess(data_dir, env, *args, demo=demo)
     server.start()
     try:
         yield OwnServer(server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), url)

@@ -63,6 +63,26 @@ class Settings(BaseSettings):
     upstream_authserv: str | None = Field(
         None, description="authserv-id whose Authentication-Results header is trusted."
     )
+    public_url: str | None = Field(
+        None,
+        description="Where users reach the web app (https://crm.example.com behind a TLS "
+        "proxy): links in emails use it; https makes the session cookie Secure.",
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Signs session cookies; default: generated once into data_dir/secret_key.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated, or *).",
+    )
+    login_max_failures: int = Field(
+        10, description="Failed sign-ins per account in login_lockout_minutes before refusal."
+    )
+    login_max_failures_ip: int = Field(
+        50, description="Failed sign-ins from one IP in login_lockout_minutes before refusal."
+    )
+    login_lockout_minutes: int = Field(15, description="The throttling window and lockout.")
     log_level: str = "INFO"
     # Provider inbound webhooks (/inbound/*): an endpoint whose key is unset answers 404.
     inbound_max_age_seconds: float = Field(
@@ -118,6 +138,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crmdrop.db').resolve()}"
+
+    @property
+    def web_url(self) -> str:
+        """The web app's base URL, without a trailing slash (public_url or http_listen)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.http_listen}"
 
     @property
     def ses_topics(self) -> set[str]:

@@ -142,6 +142,23 @@ async def _until(stop: asyncio.Event, parent: int | None) -> None:
     await stop.wait()
 
 
+def _web_server(db: Database, settings: Settings, receiver: Receiver) -> _Server:
+    """The pages, the API and the provider webhooks, behind uvicorn."""
+    http_host, http_port = split_hostport(settings.http_listen)
+    app = create_app(db, settings)
+    app.include_router(inbound_router(receiver))
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=http_host,
+            port=http_port,
+            log_level="warning",
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
+        )
+    )
+
+
 async def serve(
     db: Database,
     settings: Settings,
@@ -175,10 +192,7 @@ async def serve(
     tasks = []
     web = None
     if acceptor_of is None:
-        http_host, http_port = split_hostport(settings.http_listen)
-        app = create_app(db, settings)
-        app.include_router(inbound_router(receiver))
-        web = _Server(uvicorn.Config(app, host=http_host, port=http_port, log_level="warning"))
+        web = _web_server(db, settings, receiver)
         tasks.append(asyncio.create_task(web.serve()))
         if worker:
             tasks.append(asyncio.create_task(_supervise(["worker"], settings, stop)))
@@ -189,7 +203,8 @@ async def serve(
             tasks.append(asyncio.create_task(_supervise(extra, settings, stop)))
         print(
             f"crmdrop is up: SMTP {settings.smtp_listen}, LMTP {settings.lmtp_listen}, "
-            f"web http://{settings.http_listen}/ ({acceptors} acceptor process(es))",
+            f"web http://{settings.http_listen}/ ({acceptors} acceptor process(es))\n"
+            f"sign in at {settings.web_url}/",
             flush=True,
         )
     if ready is not None:

@@ -15,7 +15,17 @@ from collections.abc import Callable
 
 import typer
 
-from crmdrop.cli import accounts, deliveries, explain, mta, records, server, tasks, users
+from crmdrop.cli import (
+    accounts,
+    contacts,
+    deliveries,
+    explain,
+    mta,
+    records,
+    server,
+    tasks,
+    users,
+)
 from crmdrop.cli.common import close_on_exit
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="crmdrop: the CRM email dropbox")
@@ -43,6 +53,7 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("tasks", tasks.tasks_app),
     ("companies", tasks.companies_app),
     ("preferences", accounts.preferences_app),
+    ("contacts", contacts.contacts_app),
     ("mta", mta.mta_app),
 ]
 

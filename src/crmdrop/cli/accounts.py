@@ -22,6 +22,26 @@ def exclusions_add(account: str, address_or_domain: str, data: Data = None) -> N
     typer.echo(f"excluded {pattern} in account {account}")
 
 
+@exclusions_app.command("remove")
+def exclusions_remove(account: str, address_or_domain: str, data: Data = None) -> None:
+    """Take an address or @domain off the exclusion list."""
+    with store(data, write=True) as (_, session):
+        accounts.remove_exclusion(session, account, address_or_domain)
+    typer.echo(f"{address_or_domain} is off the exclusion list of {account}")
+
+
+@exclusions_app.command("list")
+def exclusions_list(account: str, as_json: JsonFlag = False, data: Data = None) -> None:
+    """The account's exclusion list."""
+    with store(data) as (_, session):
+        patterns = accounts.exclusions(session, account)
+    if as_json:
+        emit(patterns)
+        return
+    for pattern in patterns:
+        typer.echo(pattern)
+
+
 @preferences_app.command("set")
 def preferences_set(
     account: str,

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from crmdrop.cli.common import Data, JsonFlag, emit, fail, open_db, settings_for, store
+from crmdrop.store import accounts
+from crmdrop.store.activity import undo_filing
 from crmdrop.store.deliveries import list_deliveries, raw_message, show_delivery
 from crmdrop.store.inbound import retry, retry_all_failed
 
@@ -84,3 +86,18 @@ def db_upgrade(data: Data = None) -> None:
     settings = settings_for(data)
     open_db(settings)
     typer.echo(f"database at {settings.db_url} is up to date")
+
+
+@deliveries_app.command("undo")
+def deliveries_undo(
+    delivery_id: int,
+    user: Annotated[str, typer.Option("--as", help="The user who undoes it (recorded).")],
+    data: Data = None,
+) -> None:
+    """Undo a filing: remove its note and what it created that nothing else uses."""
+    with store(data, write=True) as (_, session):
+        who = accounts.get_user(session, user)
+        result = undo_filing(session, who.account_id, who.id, delivery_id, now=datetime.now(UTC))
+    typer.echo(f"removed: {', '.join(result.removed) or 'nothing'}")
+    if result.kept:
+        typer.echo(f"kept (still used): {', '.join(result.kept)}")

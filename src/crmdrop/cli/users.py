@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
-from argon2 import PasswordHasher
 
 from crmdrop.cli.common import Data, JsonFlag, fail, print_user, store, user_shape
-from crmdrop.store import accounts
+from crmdrop.passwords import hash_password
+from crmdrop.store import accounts, users
+from crmdrop.store.models import Role
 
 users_app = typer.Typer(no_args_is_help=True, help="Users and their dropboxes.")
 addresses_app = typer.Typer(no_args_is_help=True, help="A user's additional addresses.")
@@ -26,7 +28,7 @@ def users_add(
     data: Data = None,
 ) -> None:
     """Sign a user up and print their six dropbox addresses."""
-    hashed = PasswordHasher().hash(password) if password else None
+    hashed = hash_password(password) if password else None
     with store(data, write=True) as (settings, session):
         user = accounts.add_user(
             session, email, name=name, account=account, timezone=timezone, password_hash=hashed
@@ -75,3 +77,51 @@ def dropbox_regenerate(user_email: str, as_json: JsonFlag = False, data: Data = 
     with store(data, write=True) as (settings, session):
         shown = user_shape(session, accounts.regenerate_token(session, user_email), settings.domain)
     print_user(shown, as_json)  # only once committed: the old addresses are dead now
+
+
+def _set_user(data: Path | None, email: str, change: str) -> None:
+    """Deactivate, activate, or set the role of a user (the same store functions as the
+    admin pages: a deactivated user's sessions end and their dropbox refuses mail)."""
+    with store(data, write=True) as (_, session):
+        user = accounts.get_user(session, email)
+        if change in ("deactivate", "activate"):
+            users.set_active(session, user.account_id, user.id, change == "activate")
+        else:
+            users.set_role(session, user.account_id, user.id, Role(change))
+    typer.echo(f"{email}: {change} done")
+
+
+@users_app.command("deactivate")
+def users_deactivate(email: str, data: Data = None) -> None:
+    """Sign the user out everywhere; their dropbox refuses mail at once (550 5.1.1)."""
+    _set_user(data, email, "deactivate")
+
+
+@users_app.command("activate")
+def users_activate(email: str, data: Data = None) -> None:
+    """Undo `deactivate`."""
+    _set_user(data, email, "activate")
+
+
+@users_app.command("role")
+def users_role(email: str, role: str, data: Data = None) -> None:
+    """`admin` or `member` (an account keeps at least one active admin)."""
+    if role not in (Role.ADMIN, Role.MEMBER):
+        fail(f"say admin or member, not {role!r}")
+    _set_user(data, email, role)
+
+
+@users_app.command("timezone")
+def users_timezone(email: str, timezone: str, data: Data = None) -> None:
+    """The zone the user's task due dates are read in (SPEC §1.5)."""
+    with store(data, write=True) as (_, session):
+        accounts.set_timezone(session, email, timezone)
+    typer.echo(f"time zone of {email} is {timezone}")
+
+
+@addresses_app.command("remove")
+def addresses_remove(user_email: str, address: str, data: Data = None) -> None:
+    """The address is no longer the user's."""
+    with store(data, write=True) as (_, session):
+        accounts.remove_user_address(session, user_email, address)
+    typer.echo(f"removed {address} from {user_email}")

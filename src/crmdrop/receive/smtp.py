@@ -97,7 +97,13 @@ class DropboxHandler:
             return TOO_MANY
         answer = self.receiver.cached_recipient(address)  # no thread hop when remembered
         if answer is None:
-            answer = await asyncio.to_thread(self.receiver.check_recipient, address)
+            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+            answer = await asyncio.to_thread(
+                self.receiver.check_recipient,
+                address,
+                mail_from=envelope.mail_from or "",
+                peer=peer,
+            )
         reply, rcpt = answer
         if rcpt is not None:
             accepted.append(rcpt)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
@@ -35,6 +35,7 @@ from crmdrop.store.models import (
     opportunity_contacts,
     task_contacts,
 )
+from crmdrop.store.search import index_contact
 
 
 def _link(
@@ -78,6 +79,24 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
     return int(session.execute(statement, values).scalar_one())
 
 
+_TOUCH = (
+    update(Contact)
+    .where(Contact.id.in_(bindparam("ids", expanding=True)))
+    .where(Contact.last_activity_at < bindparam("now"))
+    .values(last_activity_at=bindparam("now"))
+)
+
+
+def _touch_contacts(session: Session, contact_ids: list[int], now: datetime) -> None:
+    """A note filed under contacts is their latest activity (the contacts list's order)."""
+    if contact_ids:
+        session.execute(
+            _TOUCH,
+            {"ids": contact_ids, "now": now},
+            execution_options={"synchronize_session": False},
+        )
+
+
 def _next_ref(session: Session, account_id: int, kind: str) -> int:
     """The account's next case/opportunity number, taken atomically: a read-then-write
     would let two workers (PostgreSQL) take the same number."""
@@ -93,14 +112,15 @@ def _next_ref(session: Session, account_id: int, kind: str) -> int:
 
 
 def _new_record(
-    session: Session, account: Account, kind: str, title: str, user_id: int, now: datetime
+    session: Session, account: Account, kind: str, title: str, delivery: Delivery, now: datetime
 ) -> Case | Opportunity:
     model: type[Case] | type[Opportunity] = Case if kind == "case" else Opportunity
     record = model(
         account_id=account.id,
         ref_no=_next_ref(session, account.id, kind),
         title=title,
-        user_id=user_id,
+        user_id=delivery.user_id,
+        created_by_delivery_id=delivery.id,  # so that undoing the filing can remove it
         created_at=now,
     )
     session.add(record)
@@ -151,6 +171,7 @@ def apply_plan(
             opp_ids,
             fresh=plan.note_id is None,
         )
+        _touch_contacts(session, contact_ids, now)
         delivery.note_id = note_id
     if plan.task is not None:
         _apply_task(session, plan, plan.task, delivery, account, now, done, note_id, contact_ids)
@@ -207,10 +228,12 @@ def _create_contact(
         company_id=action.company_for_new,
         created_by_delivery_id=delivery.id,
         created_at=now,
+        last_activity_at=now,
     )
     _insert(
         session, ContactEmail, account_id=account.id, contact_id=contact_id, email=action.address
     )
+    index_contact(session, account.id, contact_id, action.name, [action.address])
     done.created.append(f"contact {action.name} <{action.address}>")
     return contact_id
 
@@ -237,7 +260,7 @@ def _apply_records(
         record_id = record.record_id
         if record.action == "create" or record_id is None:
             made = _new_record(
-                session, account, record.kind, record.title or "(no subject)", delivery.user_id, now
+                session, account, record.kind, record.title or "(no subject)", delivery, now
             )
             record_id = made.id
             prefix = "CA" if record.kind == "case" else "CO"

@@ -8,6 +8,7 @@ lookups are exact-match on an index, case-insensitive by construction.
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from itertools import chain
 from typing import Any
 
@@ -111,6 +112,21 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Role(StrEnum):
+    """What a user may do in their account (SPEC §7.3): the first user is its admin."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class TokenKind(StrEnum):
+    """What a one-time emailed link is for."""
+
+    RESET = "reset"  # set a new password
+    INVITE = "invite"  # an invited colleague sets their first password
+    ADDRESS = "address"  # validate an additional address
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -121,6 +137,10 @@ class User(Base):
     timezone: Mapped[str] = mapped_column(CleanString(64), default="UTC")
     token: Mapped[str] = mapped_column(CleanString(64), unique=True)
     accept_reply_all: Mapped[bool] = mapped_column(Boolean, default=True)
+    role: Mapped[str] = mapped_column(CleanString(16), default=Role.MEMBER)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped when the password changes or the user is deactivated: older sessions end.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -132,6 +152,52 @@ class DirectoryVersion(Base):
     __tablename__ = "directory_version"
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UserToken(Base):
+    """A one-time link's token: only its SHA-256 is kept; used once, before `expires_at`."""
+
+    __tablename__ = "user_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(CleanString(16))
+    token_hash: Mapped[str] = mapped_column(CleanString(64), unique=True)
+    address: Mapped[str | None] = mapped_column(CleanString(320), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LoginFailure(Base):
+    """One failed login, keyed by `ip:ADDR` or `user:EMAIL`: the throttle counts recent rows."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(CleanString(400))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevokedToken(Base):
+    """A dropbox token replaced by Regenerate (SPEC §2.3): refused, but known, at RCPT."""
+
+    __tablename__ = "revoked_tokens"
+    token: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevokedAttempt(Base):
+    """Someone sent to a revoked dropbox address; shown under Regenerate."""
+
+    __tablename__ = "revoked_attempts"
+    __table_args__ = (Index("ix_revoked_attempts_user_at", "user_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    rcpt_to: Mapped[str] = mapped_column(CleanString(320))
+    mail_from: Mapped[str] = mapped_column(CleanString(320))
+    peer: Mapped[str] = mapped_column(CleanString(100), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class UserAddress(Base):
@@ -182,6 +248,14 @@ class Contact(Base):
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), nullable=True)
     created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When a note was last filed under it (else its creation): the contacts list's order,
+    # kept here because a MAX over a million notes per page would be too slow.
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        Index("ix_contacts_account_activity", "account_id", "last_activity_at", "id"),
+        Index("ix_contacts_created_by", "created_by_delivery_id"),
+        Index("ix_contacts_company", "company_id"),
+    )
 
 
 class ContactEmail(Base):
@@ -193,11 +267,23 @@ class ContactEmail(Base):
     email: Mapped[str] = mapped_column(CleanString(320))
 
 
+contact_terms = Table(
+    "contact_terms",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id"), primary_key=True),
+    Column("term", CleanString(320), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_contact_terms_contact_term", "contact_id", "term"),
+)
+"""The contacts search index (see crmdrop.store.search)."""
+
 note_contacts = Table(
     "note_contacts",
     Base.metadata,
     Column("note_id", ForeignKey("notes.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True, index=True),
+    # A contact's timeline reads (contact, note) pairs from the index alone.
+    Index("ix_note_contacts_contact_note", "contact_id", "note_id"),
 )
 note_companies = Table(
     "note_companies",
@@ -222,18 +308,21 @@ case_contacts = Table(
     Base.metadata,
     Column("case_id", ForeignKey("cases.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_case_contacts_contact", "contact_id"),
 )
 opportunity_contacts = Table(
     "opportunity_contacts",
     Base.metadata,
     Column("opportunity_id", ForeignKey("opportunities.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_opportunity_contacts_contact", "contact_id"),
 )
 task_contacts = Table(
     "task_contacts",
     Base.metadata,
     Column("task_id", ForeignKey("tasks.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_task_contacts_contact", "contact_id"),
 )
 
 
@@ -244,6 +333,7 @@ class Note(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "message_key"),
         Index("ix_notes_account_message_id", "account_id", "message_id"),
+        Index("ix_notes_delivery", "delivery_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
@@ -281,6 +371,7 @@ class Case(Base):
     title: Mapped[str] = mapped_column(CleanText)
     status: Mapped[str] = mapped_column(CleanString(32), default="open")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -293,6 +384,7 @@ class Opportunity(Base):
     title: Mapped[str] = mapped_column(CleanText)
     status: Mapped[str] = mapped_column(CleanString(32), default="open")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -304,6 +396,9 @@ class Task(Base):
         UniqueConstraint(
             "account_id", "user_id", "message_key", "due_kind", name="uq_tasks_message"
         ),
+        Index("ix_tasks_user_done", "user_id", "done", "due_date"),
+        Index("ix_tasks_note", "note_id"),
+        Index("ix_tasks_delivery", "delivery_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -331,6 +426,8 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_status_due", "status", "next_attempt_at"),
         Index("ix_deliveries_account", "account_id", "id"),
+        Index("ix_deliveries_user", "user_id", "id"),
+        Index("ix_deliveries_note", "note_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
@@ -358,6 +455,19 @@ class Delivery(Base):
     note_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeliveryAction(Base):
+    """Something a user did to a delivery from its page (undo, never-a-contact, retry):
+    the processing record keeps what was decided *and* what was put right since."""
+
+    __tablename__ = "delivery_actions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    detail: Mapped[str] = mapped_column(CleanText)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Outbox(Base):
