@@ -46,6 +46,11 @@ class Rcpt:
     info: UserInfo
 
 
+def same_dropbox(a: Rcpt, b: Rcpt) -> bool:
+    """Two spellings of one dropbox (case, +tag): one delivery, not two."""
+    return a.owner.user_id == b.owner.user_id and a.kind == b.kind
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One reply line per recipient, in RCPT order (LMTP needs them all)."""

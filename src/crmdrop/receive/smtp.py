@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from crmdrop.config import Settings
 from crmdrop.receive.batch import GroupCommitter
-from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver, Verdict
+from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver, Verdict, same_dropbox
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,26 @@ class DropboxSMTP(_EnhancedReplies, SMTP):
 class DropboxLMTP(_EnhancedReplies, LMTP):
     line_length_limit = LINE_LIMIT
     per_recipient = True
+
+
+BAD_SENDER = "501 5.1.7 Bad sender address syntax (not UTF-8)"
+BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax (not UTF-8)"
+
+
+def _is_utf8(address: str) -> bool:
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _find_or_add(unique: list[Rcpt], rcpt: Rcpt) -> int:
+    for index, other in enumerate(unique):
+        if same_dropbox(rcpt, other):
+            return index
+    unique.append(rcpt)
+    return len(unique) - 1
 
 
 def _per_recipient(reply: str, count: int) -> str:
@@ -83,6 +103,10 @@ class DropboxHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if not _is_utf8(address):
+            # 8-bit bytes that are no UTF-8 (aiosmtpd hands them over surrogate-escaped):
+            # refused now, as the syntax error they are, not a 451 at every end of DATA.
+            return BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         self._rcpts[envelope] = []
@@ -92,13 +116,19 @@ class DropboxHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         accepted = self._rcpts.setdefault(envelope, [])
-        if len(accepted) >= self.max_recipients:
-            return TOO_MANY
+        if not _is_utf8(address):
+            return BAD_RECIPIENT
         reply, rcpt = await asyncio.to_thread(self.receiver.check_recipient, address)
-        if rcpt is not None:
-            accepted.append(rcpt)
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(options)
+        if rcpt is None:
+            return reply
+        dropboxes = {(r.owner.user_id, r.kind) for r in accepted}
+        if len(dropboxes) >= self.max_recipients and (rcpt.owner.user_id, rcpt.kind) not in (
+            dropboxes
+        ):
+            return TOO_MANY  # a dropbox named again is no further recipient
+        accepted.append(rcpt)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
         return reply
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -109,8 +139,13 @@ class DropboxHandler:
         rcpts = self._rcpts.pop(envelope, [])
         if not rcpts:
             return "503 5.5.1 No valid recipients"
+        # The same dropbox named twice (case, +tag, or simply again) is one delivery; LMTP
+        # still answers once per accepted RCPT, each with its dropbox's reply.
+        unique: list[Rcpt] = []
+        slot = [_find_or_add(unique, rcpt) for rcpt in rcpts]
         try:
-            replies = await self._accept(session, envelope, rcpts)
+            per_dropbox = await self._accept(session, envelope, unique)
+            replies = [per_dropbox[i] for i in slot]
         except Exception:  # our fault: temporary, and in LMTP once per recipient
             log.exception("%s: could not take a message", self.protocol)
             replies = [TEMPFAIL] * len(rcpts)
