@@ -11,17 +11,34 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from crmdrop.receive.service import Prepared, Receiver
+from crmdrop.receive.service import TEMPFAIL, Prepared, Receiver
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+# Raw bytes per group commit: 64 messages of 25 MB would be 1.6 GB in one transaction.
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+
+_Waiting = tuple[Prepared, "asyncio.Future[None]"]
+
+
+def take_batch(
+    pending: list[_Waiting], *, max_count: int = MAX_BATCH, max_bytes: int = MAX_BATCH_BYTES
+) -> tuple[list[_Waiting], list[_Waiting]]:
+    """(the next batch, the rest): at most `max_count` messages and, past the first,
+    `max_bytes` of raw message."""
+    size = 0
+    for index, (item, _) in enumerate(pending[:max_count]):
+        size += len(item.raw)
+        if index and size > max_bytes:
+            return pending[:index], pending[index:]
+    return pending[:max_count], pending[max_count:]
 
 
 class GroupCommitter:
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
-        self._pending: list[tuple[Prepared, asyncio.Future[None]]] = []
+        self._pending: list[_Waiting] = []
         self._task: asyncio.Task[None] | None = None
 
     async def store(self, prepared: Prepared) -> Prepared:
@@ -34,9 +51,27 @@ class GroupCommitter:
         return prepared
 
     async def _drain(self) -> None:
+        """Commit batches until none waits. Every waiting session is answered, whatever
+        happens: should the commit raise, that batch gets 451; should this task be
+        cancelled (shutdown), so does everyone still waiting."""
         while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            await asyncio.to_thread(self.receiver.commit, [item for item, _ in batch])
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            batch, self._pending = take_batch(self._pending)
+            try:
+                await asyncio.to_thread(self.receiver.commit, [item for item, _ in batch])
+            except Exception:
+                log.exception("a group commit of %d messages failed", len(batch))
+                _answer(batch, failed=True)
+            except BaseException:
+                _answer(batch + self._pending, failed=True)
+                self._pending = []
+                raise
+            else:
+                _answer(batch, failed=False)
+
+
+def _answer(batch: list[_Waiting], *, failed: bool) -> None:
+    for item, future in batch:
+        if failed:  # whatever a half-done commit wrote in them, the answer is 451
+            item.replies, item.ids = [TEMPFAIL] * len(item.rows), []
+        if not future.done():
+            future.set_result(None)

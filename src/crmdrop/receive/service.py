@@ -26,7 +26,7 @@ from crmdrop.mail.headers import HeaderSummary, read_header_summary
 from crmdrop.receive.authcheck import dns_verdict
 from crmdrop.store.accounts import Recipient, dropbox_owner
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import NewDelivery, add_delivery
+from crmdrop.store.inbound import NewDelivery, add_delivery, store_raw
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +205,12 @@ class Receiver:
         with self.db.write_connection() as conn:
             for item in batch:
                 item.replies, item.ids = [], []
+                digest = None
+                if any(refusal is None for _, refusal in item.rows):
+                    digest = store_raw(conn, item.raw, now=now)  # once per message
                 for new, refusal in item.rows:
                     if refusal is None:
-                        delivery_id = add_delivery(conn, new, item.raw, now=now)
+                        delivery_id = add_delivery(conn, new, item.raw, now=now, stored=digest)
                         item.ids.append(delivery_id)
                         item.replies.append(f"250 2.0.0 OK: queued as {delivery_id}")
                     else:
