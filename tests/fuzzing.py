@@ -103,3 +103,68 @@ def mutate(seed: bytes, rng: random.Random) -> bytes:
 def mutated(seeds: list[bytes], rng: random.Random) -> Iterator[bytes]:
     while True:
         yield mutate(rng.choice(seeds), rng)
+
+
+# --- SMTP dialogues ----------------------------------------------------------------
+
+_VERBS = [b"HELO", b"EHLO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP", b"VRFY"]
+_VERBS += [b"EXPN", b"HELP", b"QUIT", b"STARTTLS", b"AUTH PLAIN", b"BDAT 10", b"XYZZY", b""]
+# aiosmtpd's reply when a handler raises and nobody catches it (ours would be a 451).
+EXCEPTION_MARKERS = ("500 Error: (", "Temporary failure on our side")
+
+
+def smtp_dialogue(rng: random.Random, dropbox: str, sender: str) -> list[bytes]:
+    """Chunks to write to one SMTP session: commands valid and not, odd arguments, huge
+    lines, binary, several commands in one write (pipelining), and sometimes DATA."""
+    chunks: list[bytes] = []
+    for _ in range(rng.randint(1, 12)):
+        verb = rng.choice(_VERBS)
+        arg = rng.choice(
+            [
+                b"",
+                b" <" + dropbox.encode() + b">",
+                b" <" + sender.encode() + b">",
+                b" <>",
+                b" <\xff\xfe@x.org>",
+                b" " + bytes(rng.randrange(256) for _ in range(rng.randint(1, 64))),
+                b" " + b"A" * rng.choice([100, 1_000, 20_000]),
+                b" <a@b> SIZE=" + str(rng.randint(-5, 10**12)).encode(),
+                b" <a@b> BODY=8BITMIME SMTPUTF8",
+            ]
+        )
+        line = verb + arg + rng.choice([b"\r\n", b"\n", b"\r\n", b"\r\n\r\n"])
+        if chunks and rng.random() < 0.3:
+            chunks[-1] += line  # pipelined with the previous command
+        else:
+            chunks.append(line)
+        if verb == b"DATA" and rng.random() < 0.7:
+            body = mutate(
+                b"From: " + sender.encode() + b"\r\nSubject: fuzz\r\n\r\nhi\r\n", rng
+            ).replace(b"\r\n.\r\n", b"\r\n..\r\n")
+            chunks.append(body + b"\r\n.\r\n")
+    return chunks
+
+
+def run_dialogue(port: int, chunks: list[bytes], timeout: float = 20.0) -> list[str]:
+    """Write the chunks, collecting every reply line until the server closes or idles."""
+    import socket
+
+    replies: list[str] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.settimeout(0.15)
+        buffer = b""
+        for chunk in [b"", *chunks]:
+            try:
+                if chunk:
+                    sock.sendall(chunk)
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    buffer += data
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    replies.extend(line for line in buffer.decode("utf-8", "replace").split("\r\n") if line)
+    return replies
