@@ -5,11 +5,9 @@ PostgreSQL, real databases)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -22,24 +20,7 @@ from crmdrop.store import accounts
 from crmdrop.store.db import MIGRATIONS, Database
 from crmdrop.store.models import Delivery, Note, RawMessage
 from crmdrop.worker import process_one
-from tests.support import make_message, pg_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, Settings]]:
-    def open_db(url: str | None) -> tuple[Database, Settings]:
-        settings = load_settings(data_dir=tmp_path, domain="dropbox.test", database_url=url)
-        return Database(settings.db_url), settings
-
-    if request.param == "postgresql":
-        with pg_database() as url:
-            db, settings = open_db(url)
-            yield db, settings
-            db.dispose()
-    else:
-        db, settings = open_db(None)
-        yield db, settings
-        db.dispose()
+from tests.support import make_message
 
 
 def _boxes(db: Database, n: int) -> list[str]:
