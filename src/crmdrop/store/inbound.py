@@ -23,10 +23,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, undefer
 
 from crmdrop.store.models import Delivery, RawMessage
+from crmdrop.store.status import DeliveryStatus
 
-QUEUED = "queued"
-FAILED = "failed"
-REJECTED = "rejected"
+QUEUED, FAILED, REJECTED = DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.REJECTED
 
 
 @dataclass(frozen=True)
@@ -277,7 +276,13 @@ def retry_all_failed(session: Session, *, now: datetime) -> int:
 
 
 # Finished for good: a parked (failed) delivery keeps its bytes, it may be retried.
-_DONE = ("filed", "duplicate", "no_contact", "task_only", "rejected")
+_DONE = (
+    DeliveryStatus.FILED,
+    DeliveryStatus.DUPLICATE,
+    DeliveryStatus.NO_CONTACT,
+    DeliveryStatus.TASK_ONLY,
+    DeliveryStatus.REJECTED,
+)
 
 
 def purge_raw(session: Session, *, before: datetime, limit: int = 500) -> int:
