@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = Field(None, description="PEM certificate chain for STARTTLS.")
     tls_key: Path | None = Field(None, description="PEM private key for STARTTLS.")
+    delivery_time_budget: float = Field(
+        60.0, description="Seconds parse + decide of one delivery may take; past it: parked."
+    )
     raw_retention_days: int = Field(
         0, description="Delete raw bytes of filed deliveries after N days; 0 keeps them."
     )

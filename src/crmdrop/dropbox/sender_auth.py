@@ -73,3 +73,22 @@ def upstream_verdict(
     dkim_fail = not any(r == "pass" for r in dkim) and any(r == "fail" for r in dkim)
     detail = f"spf={','.join(spf) or 'none'} dkim={','.join(dkim) or 'none'} (from {authserv_id})"
     return AuthVerdict(spf_fail and dkim_fail, detail)
+
+
+_RECORDED_DMARC = re.compile(r"^dmarc=(\w+) for ")
+_RECORDED_SPF_DKIM = re.compile(r"^spf=([\w,]+) dkim=([\w,]+) ")
+
+
+def recorded_failure(detail: str) -> str | None:
+    """The failure an accept-time verdict (its recorded `detail`) states, else None: the
+    worker's authoritative sender check judges by the same verdict (SPEC §3.3)."""
+    dmarc = _RECORDED_DMARC.match(detail)
+    if dmarc is not None:
+        return detail if dmarc.group(1) == "fail" else None
+    both = _RECORDED_SPF_DKIM.match(detail)
+    if both is None:
+        return None
+    spf, dkim = both.group(1).split(","), both.group(2).split(",")
+    spf_fail = spf != ["none"] and all(r in ("fail", "softfail") for r in spf)
+    dkim_fail = "pass" not in dkim and "fail" in dkim
+    return detail if spf_fail and dkim_fail else None

@@ -207,6 +207,17 @@ def unclaim(session: Session, ids: list[int]) -> None:
         )
 
 
+def release_claim(session: Session, delivery_id: int, *, due: datetime) -> None:
+    """The least a failed attempt must leave behind: the delivery claimable again (when
+    recording the failure itself failed, it would otherwise wait for the lease)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status == QUEUED)
+        .values(claimed_at=None, next_attempt_at=due),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def release_claims(session: Session) -> int:
     """Free every claim: for a starting worker on SQLite, where only one ever runs, so
     any claim is the previous (crashed) one's. The attempts stay counted."""
@@ -226,6 +237,7 @@ def record_failure(
     *,
     summary: str,
     immediate: bool = False,
+    park: bool = False,
     now: datetime,
     max_attempts: int,
     retry_base: float,
@@ -241,7 +253,7 @@ def record_failure(
         return "gone"
     delivery.claimed_at = None  # the attempt was counted when it was claimed
     delivery.last_error = error[-4000:]
-    if delivery.attempts >= max_attempts:
+    if park or delivery.attempts >= max_attempts:  # park: trying again cannot help
         delivery.status = FAILED
         delivery.reason = f"parked after {delivery.attempts} attempts: {summary}"
         delivery.finished_at = now
