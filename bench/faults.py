@@ -71,13 +71,16 @@ def _smtp(port: int, owner: dict[str, object], raw: bytes, lmtp: bool) -> str:
 
 def _ingest(env: dict[str, str], owner: dict[str, object], raw: bytes) -> str:
     box = owner["dropbox"]["note"]  # type: ignore[index]
-    proc = subprocess.run(
-        [sys.executable, "-m", "crmdrop", "ingest", "--to", box, "--from", str(owner["email"])],
-        input=raw,
-        env={**os.environ, **env},
-        capture_output=True,
-        timeout=120,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "crmdrop", "ingest", "--to", box, "--from", str(owner["email"])],
+            input=raw,
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        return "temporary"  # no answer: the MTA keeps the message and retries
     if proc.returncode == 0:
         return "accepted"
     return "temporary" if proc.returncode == 75 else "permanent"
