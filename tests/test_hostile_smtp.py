@@ -52,6 +52,8 @@ def test_a_body_in_the_idna_charset_is_filed_not_rejected_as_without_a_from(crm:
     data = crm.settled(owner.account)
     assert [d["status"] for d in data["deliveries"]] == ["filed"], data["deliveries"]
     assert [c["emails"] for c in data["contacts"]] == [["jane@customer.example"]]
+    record = crm.cli.json("deliveries", "show", str(data["deliveries"][0]["id"]))
+    assert any("charset" in d for d in record["plan"]["defects"])  # recovered, recorded
 
 
 def test_an_encoded_word_in_an_undefined_charset_gets_a_250_and_is_filed(crm: Crm) -> None:

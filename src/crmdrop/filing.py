@@ -138,7 +138,8 @@ def apply_decision(
         account = cache.account(session, delivery.account_id)
         plan = _still_new(session, decision.plan, account)
         done = apply_plan(session, plan, delivery=delivery, parsed=parsed, account=account, now=now)
-        delivery.plan = {**plan.to_json(), "applied": done}
+        # MIME defects the parser recovered from are part of the record (SPEC §6.3).
+        delivery.plan = {**plan.to_json(), "applied": done, "defects": list(parsed.defects)}
         delivery.status = DeliveryStatus.of(plan.outcome)
         delivery.reason = "; ".join([plan.reason, *plan.notices])
         if plan.outcome is Outcome.NO_CONTACT:
