@@ -202,3 +202,29 @@ def test_the_worker_judges_the_sender_with_the_verdict_recorded_at_accept_time(
     [delivery] = _deliveries(db)
     assert delivery.status == "rejected"
     assert "dmarc=fail" in delivery.reason
+
+
+def test_a_failure_that_cannot_be_recorded_still_leaves_the_delivery_retryable(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _ = store
+    db.migrate()
+    settings = _settings(db, max_attempts=5)
+    user, box = _owner(db)
+    _queue(db, settings, box, make_message(from_=user.email, to=["j@c.example"]).as_bytes(), "")
+
+    def failing_parse(raw: bytes) -> ParsedMessage:
+        parsed = parse_message(b"")
+        parsed.failure = "parse failed: RuntimeError: a bug"
+        return parsed
+
+    def failing_record(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("the database went away while recording")
+
+    monkeypatch.setattr(crmdrop.worker, "parse_message", failing_parse)
+    monkeypatch.setattr(crmdrop.worker, "record_failure", failing_record)
+    process_one(db, settings)
+    [delivery] = _deliveries(db)
+    assert delivery.status == "queued"
+    assert delivery.claimed_at is None  # claimable again now, not after the 5-minute lease
+    assert delivery.attempts == 1
