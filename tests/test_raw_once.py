@@ -71,7 +71,7 @@ def test_migration_0007_moves_each_distinct_raw_message_once(
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with db.write_engine.connect() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+        command.upgrade(cfg, "0012")  # the revision before 0007
         conn.commit()
     boxes = _boxes(db, 1)
     assert boxes

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import typer
 
-from crmdrop.cli import accounts, deliveries, explain, records, server, tasks, users
+from crmdrop.cli import accounts, deliveries, explain, mta, records, server, tasks, users
 from crmdrop.cli.common import close_on_exit
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="crmdrop: the CRM email dropbox")
@@ -27,6 +27,7 @@ COMMANDS: list[Callable[..., None]] = [
     server.worker,
     server.ingest,
     deliveries.migrate,
+    mta.imap,
     accounts.export,
     explain.explain,
 ]
@@ -44,6 +45,7 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("tasks", tasks.tasks_app),
     ("companies", tasks.companies_app),
     ("preferences", accounts.preferences_app),
+    ("mta", mta.mta_app),
 ]
 
 for _command in COMMANDS:
