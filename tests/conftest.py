@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from crmdrop.config import Settings, load_settings
+from crmdrop.store.db import Database
 from tests.support import DOMAIN, Cli, Relay, ServerProcess, pg_database, wait_for
 
 SERVER_ENV = {
@@ -21,6 +24,10 @@ SERVER_ENV = {
     # Sign-in throttling, small so that its tests are short (tests/web/test_forms.py)
     "CRMDROP_LOGIN_MAX_FAILURES": "3",
     "CRMDROP_LOGIN_MAX_FAILURES_IP": "6",
+    # Every test talks from 127.0.0.1, and many try unknown dropboxes on purpose:
+    # the guesser's tarpit is tested on a server of its own (tests/test_port_limits.py).
+    "CRMDROP_SMTP_UNKNOWN_RCPT_TARPIT": "100000",
+    "CRMDROP_SMTP_UNKNOWN_RCPT_LIMIT": "100000",
 }
 
 
@@ -136,3 +143,22 @@ def _own(
         yield OwnServer(server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), url)
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, Settings]]:
+    """A database of the test's own (not migrated: the test decides), on both backends."""
+
+    def open_db(url: str | None) -> tuple[Database, Settings]:
+        settings = load_settings(data_dir=tmp_path, domain="dropbox.test", database_url=url)
+        return Database(settings.db_url), settings
+
+    if request.param == "postgresql":
+        with pg_database() as url:
+            db, settings = open_db(url)
+            yield db, settings
+            db.dispose()
+    else:
+        db, settings = open_db(None)
+        yield db, settings
+        db.dispose()

@@ -83,6 +83,33 @@ class Settings(BaseSettings):
         50, description="Failed sign-ins from one IP in login_lockout_minutes before refusal."
     )
     login_lockout_minutes: int = Field(15, description="The throttling window and lockout.")
+    smtp_max_sessions: int = Field(100, description="Concurrent SMTP sessions; more → 421.")
+    smtp_max_sessions_per_ip: int = Field(
+        10, description="Concurrent SMTP sessions per client IP; more → 421 4.7.0."
+    )
+    smtp_max_commands: int = Field(
+        200, description="Times one SMTP command may be given in a session; more → 421."
+    )
+    smtp_idle_timeout: float = Field(
+        300.0, description="Seconds an SMTP/LMTP session may wait between commands."
+    )
+    smtp_unknown_rcpt_tarpit: int = Field(
+        5, description="Unknown dropbox RCPTs per client IP per hour before each RCPT waits."
+    )
+    smtp_unknown_rcpt_limit: int = Field(
+        30, description="Unknown dropbox RCPTs per client IP per hour before 421 4.7.0."
+    )
+    smtp_tarpit_seconds: float = Field(
+        2.0, description="Added wait per unknown RCPT past the tarpit threshold (max 30 s)."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain for STARTTLS.")
+    tls_key: Path | None = Field(None, description="PEM private key for STARTTLS.")
+    delivery_time_budget: float = Field(
+        60.0, description="Seconds parse + decide of one delivery may take; past it: parked."
+    )
+    raw_retention_days: int = Field(
+        0, description="Delete raw bytes of filed deliveries after N days; 0 keeps them."
+    )
     log_level: str = "INFO"
     # Provider inbound webhooks (/inbound/*): an endpoint whose key is unset answers 404.
     inbound_max_age_seconds: float = Field(

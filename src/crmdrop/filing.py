@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from crmdrop.config import Settings
 from crmdrop.dropbox.decide import decide
 from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome, UserInfo
+from crmdrop.dropbox.sender_auth import recorded_failure
 from crmdrop.dropbox.senders import check_message_sender
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.outbound.replies import build_reply
@@ -77,6 +78,10 @@ class Decision:
     refused: str | None  # the sender check's reason when the author may not use the dropbox
 
 
+class ParseFailed(RuntimeError):
+    """The parser failed on a message (a bug of ours): never judged as the sender's."""
+
+
 def decide_delivery(
     session: Session,
     parsed: ParsedMessage,
@@ -87,14 +92,20 @@ def decide_delivery(
     settings: Settings,
     now: datetime,
     cache: BatchCache | None = None,
+    sender_auth: str = "",
 ) -> Decision:
-    """The authoritative decision for one message to one dropbox (no writes)."""
+    """The authoritative decision for one message to one dropbox (no writes).
+
+    `sender_auth`: the SPF/DKIM/DMARC verdict recorded when the message was accepted.
+    """
     cache = cache or BatchCache()
     account = cache.account(session, user.account_id)
     owner = cache.owners.get(user.id)
     if owner is None:
         owner = cache.owners[user.id] = user_info(session, user)
-    verdict = check_message_sender(parsed, owner)
+    if parsed.failure is not None:
+        raise ParseFailed(parsed.failure)  # our fault: retried, then parked — never rejected
+    verdict = check_message_sender(parsed, owner, auth_failure=recorded_failure(sender_auth))
     if not verdict.allowed:
         return Decision(None, verdict.detail)
     view = cache.views.get(account.id)
@@ -127,7 +138,8 @@ def apply_decision(
         account = cache.account(session, delivery.account_id)
         plan = _still_new(session, decision.plan, account)
         done = apply_plan(session, plan, delivery=delivery, parsed=parsed, account=account, now=now)
-        delivery.plan = {**plan.to_json(), "applied": done}
+        # MIME defects the parser recovered from are part of the record (SPEC §6.3).
+        delivery.plan = {**plan.to_json(), "applied": done, "defects": list(parsed.defects)}
         delivery.status = DeliveryStatus.of(plan.outcome)
         delivery.reason = "; ".join([plan.reason, *plan.notices])
         if plan.outcome is Outcome.NO_CONTACT:
@@ -145,6 +157,9 @@ def _still_new(session: Session, plan: FilingPlan, account: Account) -> FilingPl
         return plan
     return dataclasses.replace(
         plan,
+        # The note exists, and with it whatever case or opportunity its filing created:
+        # creating one again would make a second case for the same message.
+        records=[r for r in plan.records if r.action != "create"],
         outcome=Outcome.DUPLICATE,
         note_id=filed,
         reason=f"already filed as note #{filed}; only new links added",

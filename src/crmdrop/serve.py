@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import uvicorn
 
@@ -29,6 +30,7 @@ from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
 from crmdrop.store.directory import OwnerCache
+from crmdrop.store.inbound import purge_raw
 from crmdrop.store.signals import QUEUE, PgListener, WakeSocket, wake_path
 from crmdrop.web.app import create_app
 from crmdrop.worker import PollingThread, process_one, worker_started
@@ -78,6 +80,7 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
             wake,
         ),
         PollingThread("crmdrop-sender", lambda: send_one(db, settings), 0.5),
+        PollingThread("crmdrop-retention", lambda: purge_step(db, settings), RETENTION_POLL),
     ]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,6 +96,21 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
     for thread in threads:
         thread.join(timeout=30)
     stop_wake()
+
+
+RETENTION_POLL = 600.0  # seconds between looks for raw bytes past their retention
+
+
+def purge_step(db: Database, settings: Settings) -> bool:
+    """Delete one batch of raw bytes past `raw_retention_days`; False when none is due."""
+    if settings.raw_retention_days <= 0:
+        return False
+    before = datetime.now(UTC) - timedelta(days=settings.raw_retention_days)
+    with db.writing() as session:
+        purged = purge_raw(session, before=before)
+    if purged:
+        log.info("raw bytes of %d filed deliveries deleted (retention)", purged)
+    return purged > 0
 
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -13,8 +13,10 @@ is recorded, and is retried with backoff, then parked (cf. Mailman's runner).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from crmdrop.store.inbound import (
     claim_due,
     load_claimed,
     record_failure,
+    release_claim,
     release_claims,
     unclaim,
 )
@@ -41,6 +44,43 @@ from crmdrop.store.models import Delivery
 from crmdrop.store.status import DeliveryStatus
 
 log = logging.getLogger(__name__)
+
+
+class OverBudget(RuntimeError):
+    """One delivery took longer than `delivery_time_budget`: parked at once, so that the
+    queue moves on (it would take as long again on every retry)."""
+
+
+# Unique keys two workers can race for while filing the same thread or contact: the
+# loser retries at once and finds the winner's row. Any other IntegrityError is a bug.
+_RACE_TABLES = frozenset(
+    {
+        "notes",
+        "contact_emails",
+        "company_emails",
+        "cases",
+        "opportunities",
+        "tasks",
+        "note_contacts",
+        "note_companies",
+        "note_cases",
+        "note_opportunities",
+        "task_contacts",
+    }
+)
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (\w+)\.")
+
+
+def is_known_race(exc: BaseException) -> bool:
+    """A unique-key violation on a table that concurrent filings race for."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    orig = exc.orig
+    diag = getattr(orig, "diag", None)
+    if diag is not None:  # psycopg: SQLSTATE 23505 unique_violation
+        return getattr(orig, "sqlstate", None) == "23505" and diag.table_name in _RACE_TABLES
+    found = _SQLITE_UNIQUE.match(str(orig))
+    return found is not None and found.group(1) in _RACE_TABLES
 
 
 @dataclass(frozen=True)
@@ -51,13 +91,25 @@ class Failure:
     error: str  # the traceback
     summary: str  # one line for the processing record
     race: bool  # a unique key another worker took first: retry at once
+    park: bool = False  # over its time budget: retrying cannot help
 
     @classmethod
     def current(cls, delivery_id: int) -> Failure:
         exc = sys.exception()
         assert exc is not None
         summary = traceback.format_exception_only(exc)[-1].strip().splitlines()[0]
-        return cls(delivery_id, traceback.format_exc(), summary, isinstance(exc, IntegrityError))
+        return cls(
+            delivery_id,
+            traceback.format_exc(),
+            summary,
+            is_known_race(exc),
+            isinstance(exc, OverBudget),
+        )
+
+
+# Deliveries whose failure could not be recorded (the database was away): released
+# as soon as it is back, not after the 5-minute lease.
+_UNRECORDED: dict[int, Failure] = {}
 
 
 def _record_failure(db: Database, settings: Settings, failure: Failure) -> None:
@@ -67,17 +119,80 @@ def _record_failure(db: Database, settings: Settings, failure: Failure) -> None:
         failure.delivery_id,
         failure.error if not failure.race else failure.summary,
     )
-    with db.writing() as session:
-        record_failure(
-            session,
-            failure.delivery_id,
-            failure.error,
-            summary=failure.summary,
-            immediate=failure.race,
-            now=datetime.now(UTC),
-            max_attempts=settings.max_attempts,
-            retry_base=settings.retry_base_seconds,
+    now = datetime.now(UTC)
+    try:
+        with db.writing() as session:
+            record_failure(
+                session,
+                failure.delivery_id,
+                failure.error,
+                summary=failure.summary,
+                immediate=failure.race,
+                park=failure.park,
+                now=now,
+                max_attempts=settings.max_attempts,
+                retry_base=settings.retry_base_seconds,
+            )
+        _UNRECORDED.pop(failure.delivery_id, None)
+    except Exception:
+        log.exception("could not record the failure of delivery #%s", failure.delivery_id)
+        _UNRECORDED[failure.delivery_id] = failure
+        _release_unrecorded(db, settings)
+
+
+def _release_unrecorded(db: Database, settings: Settings) -> None:
+    """Make deliveries whose failure went unrecorded claimable again (with backoff)."""
+    for delivery_id in list(_UNRECORDED):
+        try:
+            with db.writing() as session:
+                due = datetime.now(UTC) + timedelta(seconds=settings.retry_base_seconds)
+                release_claim(session, delivery_id, due=due)
+            del _UNRECORDED[delivery_id]
+        except Exception:
+            log.warning("delivery #%s stays claimed until the database is back", delivery_id)
+            return
+
+
+def _parse(delivery: Delivery) -> tuple[ParsedMessage, float]:
+    """The delivery's message, parsed, and when its time budget started."""
+    started = time.monotonic()
+    return parse_message(delivery.raw or b""), started
+
+
+def _check_budget(started: float, settings: Settings, stage: str) -> None:
+    spent = time.monotonic() - started
+    if spent > settings.delivery_time_budget:
+        raise OverBudget(
+            f"took {spent:.1f} s to {stage}, over the budget of "
+            f"{settings.delivery_time_budget:g} s (CRMDROP_DELIVERY_TIME_BUDGET)"
         )
+
+
+def _decide(
+    session: Session,
+    delivery: Delivery,
+    parsed: ParsedMessage,
+    started: float,
+    settings: Settings,
+    now: datetime,
+    cache: BatchCache,
+) -> Decision:
+    """The decision for a parsed delivery, within its time budget (checked after the
+    parse and after the decision: both are bounded by budgets of their own inside)."""
+    _check_budget(started, settings, "parse")
+    decision = decide_delivery(
+        session,
+        parsed,
+        user=cache.user(session, delivery.user_id),
+        kind=DropboxKind(delivery.dropbox_kind),
+        mail_from=delivery.mail_from,
+        settings=settings,
+        now=now,
+        cache=cache,
+        sender_auth=delivery.sender_auth,
+    )
+    _check_budget(started, settings, "decide")
+    return decision
 
 
 BATCH = 32
@@ -115,22 +230,12 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> bool:
         keys: set[str] = set()
         for delivery in load_claimed(session, claimed):
             try:
-                parsed = parse_message(delivery.raw or b"")
+                parsed, started = _parse(delivery)
                 if _depends_on(parsed, keys):
                     deferred.append(delivery.id)  # next round, once the other is filed
                     continue
                 keys.add(message_key(parsed))
-                user = cache.user(session, delivery.user_id)
-                decision = decide_delivery(
-                    session,
-                    parsed,
-                    user=user,
-                    kind=DropboxKind(delivery.dropbox_kind),
-                    mail_from=delivery.mail_from,
-                    settings=settings,
-                    now=now,
-                    cache=cache,
-                )
+                decision = _decide(session, delivery, parsed, started, settings, now, cache)
                 decided.append((delivery.id, parsed, decision))
             except Exception:
                 failed.append(Failure.current(delivery.id))
@@ -197,6 +302,8 @@ def worker_started(db: Database) -> None:
 
 def process_one(db: Database, settings: Settings) -> bool:
     """Process the next due delivery; False when the queue has nothing due."""
+    if _UNRECORDED:
+        _release_unrecorded(db, settings)
     return _process_batch(db, settings, datetime.now(UTC))
 
 

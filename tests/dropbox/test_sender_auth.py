@@ -54,3 +54,12 @@ def test_only_the_topmost_header_of_the_trusted_server_counts() -> None:
     real = "mx.acme.net; spf=fail smtp.mailfrom=acme.com; dkim=fail"
     forged = "mx.acme.net; spf=pass smtp.mailfrom=acme.com; dkim=pass"
     assert verdict(real, forged)[0] is True  # the sender's own lower header changes nothing
+
+
+def test_an_unreadable_topmost_header_of_the_trusted_server_is_a_temperror() -> None:
+    # The sender wrote the lower one; the trusted MTA's own (on top) does not parse.
+    failed, detail = verdict(
+        "mx.acme.net; dmarc=((unbalanced", "mx.acme.net; dmarc=fail header.from=acme.com"
+    )
+    assert failed is False
+    assert detail.startswith("temperror") and "dmarc=fail" not in detail

@@ -1,4 +1,5 @@
-"""parse_message reads every email file of the shared corpora without raising."""
+"""parse_message reads every email file of the shared corpora without raising, and
+without falling back to the empty parse (our failure, flagged in `failure`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def test_it_parses_every_corpus_email_without_an_exception() -> None:
     read = with_address = 0
     for path, raw in iter_corpus_emails():
         parsed = parse_message(raw)  # must not raise
+        assert parsed.failure is None, f"{path}: {parsed.failure}"
         read_header_summary(raw)  # must not raise either
         assert parsed.content_hash, path
         read += 1

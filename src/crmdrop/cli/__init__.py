@@ -1,7 +1,8 @@
 """The `crmdrop` command. Users script it: the names and JSON shapes are a contract.
 
 Every command finds the database from `--data DIR` or `CRMDROP_DATABASE_URL`, as
-`serve` does, and brings the schema up to date first (cheap when it is).
+`serve` does. `crmdrop migrate` and `serve` (at start) bring the schema up to date; every
+other command checks it and stops, saying so, when it is behind.
 
 One module per area; each defines its commands or sub-apps and imports only
 `crmdrop.cli.common` (never this module), and they are put together here. To add a
@@ -35,6 +36,7 @@ COMMANDS: list[Callable[..., None]] = [
     server.serve,
     server.worker,
     server.ingest,
+    deliveries.migrate,
     mta.imap,
     accounts.export,
     explain.explain,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings, load_settings
 from crmdrop.store import accounts
-from crmdrop.store.db import Database
+from crmdrop.store.db import Database, SchemaBehind
 from crmdrop.store.models import Account, User
 from crmdrop.store.serialize import user_json
 
@@ -53,6 +53,9 @@ def settings_for(data: Path | None, **overrides: Any) -> Settings:
 _OPENED: ContextVar[list[Database] | None] = ContextVar("crmdrop_opened", default=None)
 
 
+EX_TEMPFAIL = 75  # sysexits(3): an MTA pipe retries; a script sees "not now"
+
+
 def close_on_exit(ctx: typer.Context) -> None:
     """Close every database a command opened when it ends (in-process callers run many)."""
     opened: list[Database] = []
@@ -65,13 +68,24 @@ def close_on_exit(ctx: typer.Context) -> None:
     ctx.call_on_close(close)
 
 
-def open_db(settings: Settings) -> Database:
-    """The database, migrated, and closed again when the command ends."""
+def open_db(settings: Settings, *, migrate: bool = False) -> Database:
+    """The database, closed again when the command ends.
+
+    Only `migrate` and `serve` (once, at start) upgrade the schema; every other command
+    stops with a clear message when it is behind (an upgrade is never raced, and a pipe
+    `ingest` per message does not try one each time). The check costs one small query.
+    """
     db = Database(settings.db_url)
     opened = _OPENED.get()
     if opened is not None:
         opened.append(db)
-    db.migrate()
+    if migrate:
+        db.migrate()
+    else:
+        try:
+            db.require_current()
+        except SchemaBehind as exc:
+            fail(str(exc), EX_TEMPFAIL)
     return db
 
 

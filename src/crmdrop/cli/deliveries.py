@@ -82,9 +82,14 @@ def deliveries_retry(
 
 @db_app.command("upgrade")
 def db_upgrade(data: Data = None) -> None:
-    """Bring the schema to the newest migration."""
+    """Bring the schema to the newest migration (the same as `crmdrop migrate`)."""
+    migrate(data)
+
+
+def migrate(data: Data = None) -> None:
+    """Bring the database schema to this crmdrop's newest migration (serve does it at start)."""
     settings = settings_for(data)
-    open_db(settings)
+    open_db(settings, migrate=True)
     typer.echo(f"database at {settings.db_url} is up to date")
 
 

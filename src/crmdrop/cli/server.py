@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import sys
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from crmdrop.cli.common import Data, fail, open_db, print_user, settings_for, user_shape
-from crmdrop.config import Settings
+from crmdrop.config import Settings, split_hostport
 from crmdrop.passwords import hash_password
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
@@ -65,7 +66,7 @@ def serve(
     settings = settings_for(data, smtp_listen=smtp, lmtp_listen=lmtp, http_listen=http)
     _log_to_stderr(settings)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
-    db = open_db(settings)
+    db = open_db(settings, migrate=True)  # once, here: other commands only check
     if not no_demo:
         _demo(db, settings)
     asyncio.run(run(db, settings, worker=not no_worker, acceptors=acceptors, acceptor_of=parent))
@@ -83,8 +84,31 @@ def worker(
     run_worker(open_db(settings), settings, parent=parent)
 
 
+def _public_listeners(settings: Settings) -> list[str]:
+    """The listening addresses that are not loopback (anyone could log in as demo there)."""
+    public = []
+    for listen in (settings.smtp_listen, settings.lmtp_listen, settings.http_listen):
+        host, _port = split_hostport(listen)
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            public.append(listen)
+    return public
+
+
 def _demo(db: Database, settings: Settings) -> None:
-    """Create the demo account once, and print how to use it every time."""
+    """Create the demo account once, and print how to use it every time — only while
+    every listener is on loopback: with a known password, it must not face a network."""
+    public = _public_listeners(settings)
+    if public:
+        typer.echo(
+            f"no demo account: {', '.join(public)} is not a loopback address, and the demo "
+            f"password is public (use --no-demo, or listen on 127.0.0.1 only)",
+            err=True,
+        )
+        return
     with db.writing() as session:
         user = accounts.find_user(session, DEMO_USER)
         if user is None:

@@ -396,18 +396,15 @@ def _lookup_ids(values: Iterable[str]) -> list[str]:
     `message_key` whatever case or brackets a client used; then the id as the parser gave
     it (no brackets), which matches a stored raw Message-ID. The store may match either.
     """
-    keys: list[str] = []
-    raw: list[str] = []
+    keys: dict[str, None] = {}  # ordered sets: linear in the number of ids
+    raw: dict[str, None] = {}
     for value in values:
         mid = normalize_message_id(value)
         if mid is None:
             continue
-        if mid not in keys:
-            keys.append(mid)
-        plain = value.strip().strip("<>").strip()
-        if plain not in raw:
-            raw.append(plain)
-    return keys + [r for r in raw if r not in keys]
+        keys[mid] = None
+        raw[value.strip().strip("<>").strip()] = None
+    return [*keys, *(r for r in raw if r not in keys)]
 
 
 def _thread_ids(parsed: ParsedMessage) -> list[str]:

@@ -8,6 +8,7 @@ the author: DMARC `fail` for the author's domain, or, with no DMARC result, SPF
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,15 @@ import authres
 class AuthVerdict:
     failed: bool
     detail: str  # recorded either way
+
+
+_AUTHSERV = re.compile(r"\s*(?:\([^()]*\)\s*)*([^\s;()]+)")
+
+
+def _authserv_of(value: str) -> str | None:
+    """The authserv-id a header starts with (before any parsing that could fail)."""
+    m = _AUTHSERV.match(value)
+    return m.group(1).lower() if m else None
 
 
 def upstream_verdict(
@@ -31,10 +41,16 @@ def upstream_verdict(
     domain = (author or "").rpartition("@")[2].lower()
     results: dict[str, list[tuple[str, dict[str, str]]]] = {}
     for value in headers.get("authentication-results", []):  # top first
+        if _authserv_of(value) != authserv_id.lower():
+            continue  # another server's (or a malformed one that names nobody)
         try:
             parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
-        except Exception:  # a malformed header from anyone: ignore it
-            continue
+        except Exception:
+            # The trusted MTA's own header, unreadable: we cannot tell, and must not
+            # fall through to a lower one that the sender could have written.
+            return AuthVerdict(
+                False, f"temperror: unreadable Authentication-Results of {authserv_id}"
+            )
         if str(parsed.authserv_id).lower() != authserv_id.lower():
             continue
         for result in parsed.results:
@@ -57,3 +73,22 @@ def upstream_verdict(
     dkim_fail = not any(r == "pass" for r in dkim) and any(r == "fail" for r in dkim)
     detail = f"spf={','.join(spf) or 'none'} dkim={','.join(dkim) or 'none'} (from {authserv_id})"
     return AuthVerdict(spf_fail and dkim_fail, detail)
+
+
+_RECORDED_DMARC = re.compile(r"^dmarc=(\w+) for ")
+_RECORDED_SPF_DKIM = re.compile(r"^spf=([\w,]+) dkim=([\w,]+) ")
+
+
+def recorded_failure(detail: str) -> str | None:
+    """The failure an accept-time verdict (its recorded `detail`) states, else None: the
+    worker's authoritative sender check judges by the same verdict (SPEC §3.3)."""
+    dmarc = _RECORDED_DMARC.match(detail)
+    if dmarc is not None:
+        return detail if dmarc.group(1) == "fail" else None
+    both = _RECORDED_SPF_DKIM.match(detail)
+    if both is None:
+        return None
+    spf, dkim = both.group(1).split(","), both.group(2).split(",")
+    spf_fail = spf != ["none"] and all(r in ("fail", "softfail") for r in spf)
+    dkim_fail = "pass" not in dkim and "fail" in dkim
+    return detail if spf_fail and dkim_fail else None

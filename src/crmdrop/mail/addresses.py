@@ -360,20 +360,31 @@ def _in_url_or_id(text: str, start: int, end: int) -> bool:
     return id_line is not None and id_line.end() > start
 
 
+# A budget for one text: each candidate is validated (about 1 ms), so 10,000 addresses
+# in a body took 7 s. Past these, the rest of the text is not looked at (a defect says so).
+MAX_TEXT_ADDRESSES = 200
+MAX_TEXT_CANDIDATES = 4 * MAX_TEXT_ADDRESSES
+
+
 def extract_addresses_from_text(text: str) -> list[tuple[str, str]]:
     """Addresses written in free text, each with a display-name guess (may be empty).
 
     Counts ``mailto:`` links; ignores strings inside other URLs, ``cid:`` references,
     and Message-ID / Content-ID / References values. Deduplicated, in order of appearance.
+    At most `MAX_TEXT_ADDRESSES`, from the first `MAX_TEXT_CANDIDATES` candidates.
     """
     if "@" not in text:
         return []
     found: dict[str, str] = {}
+    budget = MAX_TEXT_CANDIDATES
     mailto_spans: list[tuple[int, int]] = []
     if "mailto:" in text or "MAILTO:" in text or "Mailto:" in text:
         for m in _MAILTO.finditer(text):
             mailto_spans.append((m.start(), m.end()))
             a = unquote(m.group(1)).strip().strip(".")
+            budget -= 1
+            if budget < 0 or len(found) >= MAX_TEXT_ADDRESSES:
+                return list(found.items())
             if is_plausible_address(a):
                 key = normalize_address(a)
                 if key not in found:
@@ -385,6 +396,9 @@ def extract_addresses_from_text(text: str) -> list[tuple[str, str]]:
         local, _, domain = a.rpartition("@")
         if _looks_like_message_id(local, domain) or _in_url_or_id(text, m.start(), m.end()):
             continue
+        budget -= 1
+        if budget < 0 or len(found) >= MAX_TEXT_ADDRESSES:
+            break
         if not is_plausible_address(a):
             continue
         key = normalize_address(a)

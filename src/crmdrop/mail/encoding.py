@@ -43,18 +43,29 @@ _ALIASES = {
 }
 
 
+# Python codecs that are no mail charset: they fail on any byte (undefined), decode
+# something else than bytes of text (idna, punycode, escapes), or turn bytes into bytes
+# (base64, hex, zlib, rot13 — these are refused by `_is_text_encoding` below).
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "mbcs", "oem"}
+)
+
+
 @lru_cache(maxsize=256)
 def lookup_charset(name: str | None) -> str | None:
-    """A Python codec name for a MIME charset label, or None if unknown."""
+    """A Python codec name for a MIME charset label, or None if unknown or no text charset."""
     if not name:
         return None
     label = name.strip().strip("\"'").lower()
     label = label.split("*", 1)[0]  # RFC 2231 language suffix
     label = _ALIASES.get(label, label)
     try:
-        return codecs.lookup(label).name
-    except LookupError:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | None]:
@@ -66,14 +77,17 @@ def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | No
     if codec is not None:
         try:
             return data.decode(codec), None
-        except (UnicodeDecodeError, LookupError, ValueError):
+        except (LookupError, ValueError):  # UnicodeError is a ValueError
             defect = f"bytes not valid in charset {charset!r}"
     try:
         return data.decode("utf-8"), defect
     except UnicodeDecodeError:
         pass
     if codec is not None:
-        return data.decode(codec, errors="replace"), defect
+        try:
+            return data.decode(codec, errors="replace"), defect
+        except (LookupError, ValueError):
+            pass
     return data.decode("cp1252", errors="replace"), defect
 
 

@@ -96,14 +96,26 @@ def clean_message_id(value: str | None) -> str | None:
     return v
 
 
-def parse_id_list(value: str | None) -> list[str]:
-    """Message-IDs from an In-Reply-To / References value, without angle brackets."""
+# What one In-Reply-To / References header may contribute: its first id (the thread's
+# root) and the newest ones (RFC 5322 §3.6.4 lists them oldest first). A header of
+# 100,000 ids is an attack, not a thread, and every id costs a lookup.
+MAX_IDS = 100
+
+
+def parse_id_list(value: str | None, limit: int = MAX_IDS) -> list[str]:
+    """Message-IDs from an In-Reply-To / References value, without angle brackets.
+
+    Duplicates are dropped (first one kept) and at most `limit` ids are returned.
+    """
     if not value:
         return []
     ids = [i.strip() for i in _ID.findall(value) if i.strip()]
     if not ids:
         ids = [t.strip("<>") for t in value.split() if "@" in t]
-    return ids
+    unique = list(dict.fromkeys(ids))
+    if len(unique) > limit:
+        unique = [unique[0], *unique[len(unique) - limit + 1 :]]
+    return unique
 
 
 @dataclass(frozen=True)
@@ -140,11 +152,13 @@ def addresses_of(headers: dict[str, list[str]], name: str) -> list[Mailbox]:
 
 
 def read_header_summary(raw: bytes) -> HeaderSummary:
-    """Read only the header section of `raw`. Never raises."""
-    try:
-        raw_headers = read_raw_headers(split_header_section(raw))
-    except Exception:  # pragma: no cover - defensive: SMTP time must never crash
-        raw_headers = {}
+    """Read only the header section of `raw`.
+
+    Bad input never makes it raise (the decoders are total); should it raise all the
+    same, that is a bug of ours, and the caller must answer 451 — never read it as a
+    message without headers, whose sender check would refuse it for good.
+    """
+    raw_headers = read_raw_headers(split_header_section(raw))
     decoded = {k: [decode_header_str(v) for v in vs] for k, vs in raw_headers.items()}
 
     def first(name: str) -> str | None:

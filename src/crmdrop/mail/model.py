@@ -79,7 +79,8 @@ class ParsedMessage:
     block, with quoted history and signature trimmed; `forwarded` lists inline
     forwarded blocks outermost first; `attached` holds message/rfc822 parts,
     parsed recursively. `addresses` lists every address found anywhere, each
-    with where it was found. `defects` records MIME problems (never raised).
+    with where it was found. `defects` records MIME problems (never raised); `failure`
+    that the parser itself failed.
     """
 
     message_id: str | None
@@ -102,6 +103,9 @@ class ParsedMessage:
     addresses: list[FoundAddress]
     defects: list[str] = field(default_factory=list)
     content_hash: str = ""
+    # Set when our own code failed (never the message's fault): the rest is empty then,
+    # and the worker must retry and park the delivery, never judge it on this.
+    failure: str | None = None
 
     def header(self, name: str) -> str | None:
         """First value of a header (case-insensitive name), or None."""

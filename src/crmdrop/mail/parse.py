@@ -12,18 +12,20 @@ import email
 import email.message
 import email.utils
 import hashlib
+import re
 from datetime import datetime
 from email import policy as email_policy
 from email.message import Message
 
 from crmdrop.mail.addresses import (
+    MAX_TEXT_ADDRESSES,
     extract_addresses_from_text,
     is_plausible_address,
     normalize_address,
     parse_address_list,
 )
 from crmdrop.mail.encoding import decode_bytes, decode_header_str
-from crmdrop.mail.forwarded import split_own_text
+from crmdrop.mail.forwarded import MAX_BLOCKS, split_own_text
 from crmdrop.mail.headers import ADDRESS_HEADERS, clean_message_id, parse_id_list
 from crmdrop.mail.html import html_to_text, mailto_addresses
 from crmdrop.mail.model import Attachment, ForwardedBlock, FoundAddress, Mailbox, ParsedMessage
@@ -32,14 +34,78 @@ from crmdrop.mail.tnef import is_tnef, read_tnef
 __all__ = ["parse_message"]
 
 _MAX_DEPTH = 8  # attached messages within attached messages
+# MIME parts nested deeper than this are cut before the stdlib parser sees them: it
+# recurses once per level and hits RecursionError near 1,000. (`walk` stops there too.)
+MAX_MIME_NESTING = 50
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
-    """Parse one message. Problems go to `defects`; whatever can be read is returned."""
+    """Parse one message. Problems go to `defects`; whatever can be read is returned.
+
+    Never raises. Should our own code fail all the same, the result is empty and says
+    so in `failure`: a caller must not take it for a message without headers.
+    """
     try:
-        return _parse(raw, 0)
-    except Exception as exc:  # last line of defence (RecursionError included)
-        return _empty(raw, f"parse failed: {exc.__class__.__name__}: {exc}"[:300])
+        cut, defect = cap_mime_nesting(raw)
+        parsed = _parse(cut, 0)
+        if defect:
+            parsed.defects.insert(0, defect)
+        parsed.content_hash = hashlib.sha256(raw).hexdigest()
+        return parsed
+    except Exception as exc:  # last line of defence: a bug of ours, not the sender's
+        failure = f"parse failed: {exc.__class__.__name__}: {exc}"[:300]
+        parsed = _empty(raw, failure)
+        parsed.failure = failure
+        return parsed
+
+
+_NESTING_HINT = re.compile(rb"(?im)^content-type:[ \t]*(?:multipart|message)/")
+_BOUNDARY = re.compile(rb'(?i)boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))')
+
+
+def cap_mime_nesting(raw: bytes, limit: int = MAX_MIME_NESTING) -> tuple[bytes, str | None]:
+    """`raw` with MIME parts nested deeper than `limit` left out, and a defect saying so.
+
+    Cheap for ordinary mail (one regex count); otherwise one pass over the lines that
+    follows the boundaries: a part opened below `limit` is kept, deeper lines are dropped
+    until their enclosing boundary closes.
+    """
+    if len(_NESTING_HINT.findall(raw)) <= limit:
+        return raw, None
+    lines = raw.splitlines(keepends=True)
+    stack: list[bytes | None] = []  # boundary of each open multipart; None: message/*
+    kept: list[bytes] = []
+    dropped = 0
+    i = 0
+    while i < len(lines):
+        j = i + 1
+        if _NESTING_HINT.match(lines[i]):
+            while j < len(lines) and lines[j][:1] in (b" ", b"\t"):
+                j += 1  # the folded rest of the Content-Type header
+            header = b"".join(lines[i:j])
+            m = _BOUNDARY.search(header)
+            multipart = header.split(b":", 1)[1].strip().lower().startswith(b"multipart/")
+            stack.append((m.group(1) or m.group(2)) if m and multipart else None)
+            keep = len(stack) <= limit
+        else:
+            keep = len(stack) <= limit
+            if lines[i].startswith(b"--"):
+                _close(stack, lines[i].rstrip(b"\r\n"))
+        if keep:
+            kept.extend(lines[i:j])
+        else:
+            dropped += j - i
+        i = j
+    return b"".join(kept), f"MIME nesting deeper than {limit}: {dropped} lines left out"
+
+
+def _close(stack: list[bytes | None], mark: bytes) -> None:
+    """A closing boundary line ends its multipart and every part opened inside it."""
+    for depth in range(len(stack) - 1, -1, -1):
+        boundary = stack[depth]
+        if boundary is not None and mark == b"--" + boundary + b"--":
+            del stack[depth:]
+            return
 
 
 def _empty(raw: bytes, defect: str) -> ParsedMessage:
@@ -118,7 +184,7 @@ class _Collector:
         self.defects: list[str] = []
 
     def walk(self, part: Message, level: int = 0) -> None:
-        if level > 50:
+        if level > MAX_MIME_NESTING:
             self.defects.append("MIME nesting too deep")
             return
         for d in getattr(part, "defects", []):
@@ -222,6 +288,7 @@ def _from_message(msg: Message, depth: int) -> ParsedMessage:
         for key, values in address_values.items()
     }
     found = _found_addresses(addr_mailboxes, forwarded, text, text_from_html, html, col.attached)
+    defects.extend(_budget_defects(found, forwarded))
     return ParsedMessage(
         message_id=clean_message_id(first.get("message-id")),
         in_reply_to=parse_id_list(first.get("in-reply-to")),
@@ -243,6 +310,16 @@ def _from_message(msg: Message, depth: int) -> ParsedMessage:
         addresses=found,
         defects=defects,
     )
+
+
+def _budget_defects(found: list[FoundAddress], forwarded: list[ForwardedBlock]) -> list[str]:
+    """Say so when a budget stopped the reading (the rest of the message was not read)."""
+    defects = []
+    if sum(f.where.startswith("body:") for f in found) >= MAX_TEXT_ADDRESSES:
+        defects.append(f"more than {MAX_TEXT_ADDRESSES} addresses in the body: the rest not read")
+    if len(forwarded) >= MAX_BLOCKS:
+        defects.append(f"more than {MAX_BLOCKS} forwarded or quoted blocks: the rest not read")
+    return defects
 
 
 def _read_headers(msg: Message) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -12,11 +12,28 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from crmdrop.receive.service import Prepared, Receiver
+from crmdrop.receive.service import TEMPFAIL, Prepared, Receiver
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+# Raw bytes per group commit: 64 messages of 25 MB would be 1.6 GB in one transaction.
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+
+_Waiting = tuple[Prepared, "asyncio.Future[None]"]
+
+
+def take_batch(
+    pending: list[_Waiting], *, max_count: int = MAX_BATCH, max_bytes: int = MAX_BATCH_BYTES
+) -> tuple[list[_Waiting], list[_Waiting]]:
+    """(the next batch, the rest): at most `max_count` messages and, past the first,
+    `max_bytes` of raw message."""
+    size = 0
+    for index, (item, _) in enumerate(pending[:max_count]):
+        size += len(item.raw)
+        if index and size > max_bytes:
+            return pending[:index], pending[index:]
+    return pending[:max_count], pending[max_count:]
 
 
 class GroupCommitter:
@@ -24,7 +41,7 @@ class GroupCommitter:
         self.receiver = receiver
         # One writer thread: its connection stays warm, and SQLite has one writer anyway.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmdrop-commit")
-        self._pending: list[tuple[Prepared, asyncio.Future[None]]] = []
+        self._pending: list[_Waiting] = []
         self._task: asyncio.Task[None] | None = None
 
     async def store(self, prepared: Prepared) -> Prepared:
@@ -37,11 +54,29 @@ class GroupCommitter:
         return prepared
 
     async def _drain(self) -> None:
+        """Commit batches until none waits. Every waiting session is answered, whatever
+        happens: should the commit raise, that batch gets 451; should this task be
+        cancelled (shutdown), so does everyone still waiting."""
         while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            items = [item for item, _ in batch]
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._writer, self.receiver.commit, items)
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            batch, self._pending = take_batch(self._pending)
+            try:
+                items = [item for item, _ in batch]
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._writer, self.receiver.commit, items)
+            except Exception:
+                log.exception("a group commit of %d messages failed", len(batch))
+                _answer(batch, failed=True)
+            except BaseException:
+                _answer(batch + self._pending, failed=True)
+                self._pending = []
+                raise
+            else:
+                _answer(batch, failed=False)
+
+
+def _answer(batch: list[_Waiting], *, failed: bool) -> None:
+    for item, future in batch:
+        if failed:  # whatever a half-done commit wrote in them, the answer is 451
+            item.replies, item.ids = [TEMPFAIL] * len(item.rows), []
+        if not future.done():
+            future.set_result(None)

@@ -37,6 +37,7 @@ from crmdrop.store.inbound import (
     add_delivery,
     claim_intake_key,
     intake_key_seen,
+    store_raw,
 )
 from crmdrop.store.signals import QUEUE, notify, poke, wake_path
 
@@ -57,6 +58,11 @@ class Rcpt:
     kind: DropboxKind
     owner: Recipient
     info: UserInfo
+
+
+def same_dropbox(a: Rcpt, b: Rcpt) -> bool:
+    """Two spellings of one dropbox (case, +tag): one delivery, not two."""
+    return a.owner.user_id == b.owner.user_id and a.kind == b.kind
 
 
 @dataclass(frozen=True)
@@ -258,9 +264,12 @@ class Receiver:
                 if item.key is not None and not claim_intake_key(conn, *item.key, now=now):
                     item.replies = [DUPLICATE] * len(item.rows)
                     continue
+                digest = None
+                if any(refusal is None for _, refusal in item.rows):
+                    digest = store_raw(conn, item.raw, now=now)  # once per message
                 for new, refusal in item.rows:
                     if refusal is None:
-                        delivery_id = add_delivery(conn, new, item.raw, now=now)
+                        delivery_id = add_delivery(conn, new, item.raw, now=now, stored=digest)
                         item.ids.append(delivery_id)
                         item.replies.append(f"250 2.0.0 OK: queued as {delivery_id}")
                     else:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
+import time
 import weakref
 from typing import Any
 
@@ -20,7 +22,16 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from crmdrop.config import Settings
 from crmdrop.receive.batch import GroupCommitter
 from crmdrop.receive.data import BufferedData
-from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver, Verdict
+from crmdrop.receive.limits import GUESSING, PortGuard
+from crmdrop.receive.service import (
+    TEMPFAIL,
+    TOO_BIG,
+    UNKNOWN,
+    Rcpt,
+    Receiver,
+    Verdict,
+    same_dropbox,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +56,60 @@ class _EnhancedReplies:
 
 
 class DropboxSMTP(_EnhancedReplies, BufferedData):
+    """The public port: sessions counted and limited by the shared `PortGuard`."""
+
     line_length_limit = LINE_LIMIT
+    guard: PortGuard | None = None
+
+    async def _handle_client(self) -> None:
+        guard, ip = self.guard, _peer_ip(self.session)
+        refusal = guard.enter(ip, time.monotonic()) if guard is not None else None
+        if refusal is not None:
+            log.warning("SMTP session from %s refused: %s", ip, refusal)
+            await self.push(refusal)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            if guard is not None:
+                guard.leave(ip)
 
 
 class DropboxLMTP(_EnhancedReplies, BufferedData, LMTP):
     line_length_limit = LINE_LIMIT
     per_recipient = True
+
+
+def _peer_ip(session: Session | None) -> str:
+    peer = session.peer if session is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+BAD_SENDER = "501 5.1.7 Bad sender address syntax (not UTF-8)"
+BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax (not UTF-8)"
+
+
+def _is_utf8(address: str) -> bool:
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _close(server: SMTP) -> None:
+    if server.transport is not None:
+        server.transport.close()
+
+
+def _find_or_add(unique: list[Rcpt], rcpt: Rcpt) -> int:
+    for index, other in enumerate(unique):
+        if same_dropbox(rcpt, other):
+            return index
+    unique.append(rcpt)
+    return len(unique) - 1
 
 
 def _per_recipient(reply: str, count: int) -> str:
@@ -73,7 +132,9 @@ class DropboxHandler:
         *,
         protocol: str,
         max_recipients: int,
+        guard: PortGuard | None = None,
     ) -> None:
+        self.guard = guard
         self.receiver = receiver
         self.committer = committer
         self.protocol = protocol
@@ -84,6 +145,10 @@ class DropboxHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if not _is_utf8(address):
+            # 8-bit bytes that are no UTF-8 (aiosmtpd hands them over surrogate-escaped):
+            # refused now, as the syntax error they are, not a 451 at every end of DATA.
+            return BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         self._rcpts[envelope] = []
@@ -93,22 +158,38 @@ class DropboxHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         accepted = self._rcpts.setdefault(envelope, [])
-        if len(accepted) >= self.max_recipients:
-            return TOO_MANY
+        ip = _peer_ip(session)
+        if self.guard is not None:
+            penalty = self.guard.before_rcpt(ip, time.monotonic())
+            if penalty.refuse:
+                log.warning("RCPT from %s refused: too many unknown recipients", ip)
+                asyncio.get_running_loop().call_later(0.2, _close, server)
+                return GUESSING
+            if penalty.delay:
+                await asyncio.sleep(penalty.delay)  # the tarpit: guessing gets slow
+        if not _is_utf8(address):
+            return BAD_RECIPIENT
         answer = self.receiver.cached_recipient(address)  # no thread hop when remembered
         if answer is None:
-            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
             answer = await asyncio.to_thread(
                 self.receiver.check_recipient,
                 address,
                 mail_from=envelope.mail_from or "",
-                peer=peer,
+                peer=ip,
             )
         reply, rcpt = answer
-        if rcpt is not None:
-            accepted.append(rcpt)
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(options)
+        if rcpt is None:
+            if self.guard is not None and reply == UNKNOWN:
+                self.guard.unknown_rcpt(ip, time.monotonic())
+            return reply
+        dropboxes = {(r.owner.user_id, r.kind) for r in accepted}
+        if len(dropboxes) >= self.max_recipients and (rcpt.owner.user_id, rcpt.kind) not in (
+            dropboxes
+        ):
+            return TOO_MANY  # a dropbox named again is no further recipient
+        accepted.append(rcpt)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
         return reply
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -119,8 +200,13 @@ class DropboxHandler:
         rcpts = self._rcpts.pop(envelope, [])
         if not rcpts:
             return "503 5.5.1 No valid recipients"
+        # The same dropbox named twice (case, +tag, or simply again) is one delivery; LMTP
+        # still answers once per accepted RCPT, each with its dropbox's reply.
+        unique: list[Rcpt] = []
+        slot = [_find_or_add(unique, rcpt) for rcpt in rcpts]
         try:
-            replies = await self._accept(session, envelope, rcpts)
+            per_dropbox = await self._accept(session, envelope, unique)
+            replies = [per_dropbox[i] for i in slot]
         except Exception:  # our fault: temporary, and in LMTP once per recipient
             log.exception("%s: could not take a message", self.protocol)
             replies = [TEMPFAIL] * len(rcpts)
@@ -155,6 +241,17 @@ class DropboxHandler:
         return TEMPFAIL
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """STARTTLS for SMTP once a certificate and key are configured (off until then)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        if settings.tls_cert is not None or settings.tls_key is not None:
+            raise ValueError("STARTTLS needs both CRMDROP_TLS_CERT and CRMDROP_TLS_KEY")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 async def start_servers(
     receiver: Receiver,
     settings: Settings,
@@ -171,22 +268,34 @@ async def start_servers(
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     committer = GroupCommitter(receiver)
+    guard = PortGuard.from_settings(settings)  # SMTP only: LMTP's client is our own MTA
+    tls = tls_context(settings)
     for proto, where, cls in (("smtp", smtp, DropboxSMTP), ("lmtp", lmtp, DropboxLMTP)):
         if where is None:
             continue
         handler = DropboxHandler(
-            receiver, committer, protocol=proto, max_recipients=settings.max_recipients
+            receiver,
+            committer,
+            protocol=proto,
+            max_recipients=settings.max_recipients,
+            guard=guard if proto == "smtp" else None,
         )
 
         def factory(cls: type[SMTP] = cls, handler: DropboxHandler = handler) -> SMTP:
-            return cls(
+            server = cls(
                 handler,
                 data_size_limit=settings.max_message_size,
                 enable_SMTPUTF8=True,
                 decode_data=False,
                 hostname=settings.smtp_hostname,
                 ident="crmdrop ESMTP",
+                timeout=settings.smtp_idle_timeout,
+                command_call_limit=settings.smtp_max_commands if handler.guard else None,
+                tls_context=tls if handler.protocol == "smtp" else None,  # LMTP: no TLS
             )
+            if isinstance(server, DropboxSMTP):
+                server.guard = handler.guard
+            return server
 
         server = await loop.create_server(
             factory, host=where[0], port=where[1], reuse_port=reuse_port or None

@@ -30,6 +30,7 @@ from crmdrop.store.models import (
     DeliveryAction,
     Note,
     Opportunity,
+    RawMessage,
     Task,
     User,
     note_cases,
@@ -253,7 +254,7 @@ def get_delivery(session: Session, account_id: int, delivery_id: int) -> Deliver
             select(Contact.id, Contact.name).where(Contact.created_by_delivery_id == d.id)
         )
     ]
-    has_raw = session.scalar(select(Delivery.raw.is_not(None)).where(Delivery.id == d.id))
+    has_raw = d.raw_digest is not None
     return DeliveryDetail(
         id=d.id,
         received_at=d.received_at,
@@ -289,7 +290,11 @@ def raw_message_file(session: Session, account_id: int, delivery_id: int) -> Fil
 def note_original(session: Session, account_id: int, note_id: int) -> FileData:
     """A note's original email (`.eml`): the raw message of the delivery that filed it."""
     note = owned(session, Note, note_id, account_id, "note")
-    raw = session.scalar(select(Delivery.raw).where(Delivery.id == note.delivery_id))
+    raw = session.scalar(
+        select(RawMessage.data)
+        .join(Delivery, Delivery.raw_digest == RawMessage.digest)
+        .where(Delivery.id == note.delivery_id)
+    )
     if raw is None:
         raise NotFound(f"note #{note_id} has no original kept")
     return FileData(f"note-{note.id}.eml", "message/rfc822", raw)

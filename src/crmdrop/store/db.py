@@ -25,6 +25,21 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+class SchemaBehind(RuntimeError):
+    """The database is older (or newer) than this crmdrop: say how to fix it, touch nothing."""
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest migration this crmdrop knows."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for a bare postgresql:// URL."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -109,11 +124,26 @@ class Database:
         with self._read() as session, session.begin():
             yield session
 
+    def revision(self) -> str | None:
+        """The schema's migration, None for an empty database."""
+        with self.read_engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def require_current(self) -> None:
+        """Stop unless the schema is this crmdrop's: commands other than `migrate` and
+        `serve` never upgrade it, so two processes never race an upgrade."""
+        current, head = self.revision(), head_revision()
+        if current != head:
+            raise SchemaBehind(
+                f"the database schema is at {current or 'nothing (empty database)'}, this "
+                f"crmdrop needs {head}: run `crmdrop migrate` first (or start `crmdrop serve`, "
+                "which migrates once at start)"
+            )
+
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (cheap when it already is)."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(cfg).get_current_head()
+        cfg = _alembic_config()
+        head = head_revision()
         with self.write_engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
             if current == head:

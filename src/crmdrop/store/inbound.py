@@ -3,13 +3,26 @@ finished, retried with backoff, or parked as failed (SPEC §6.1, §6.3)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Insert,
+    Table,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, joinedload, undefer
 
-from crmdrop.store.models import Delivery, IntakeKey
+from crmdrop.store.models import Delivery, IntakeKey, RawMessage
 from crmdrop.store.status import DeliveryStatus
 
 QUEUED, FAILED, REJECTED = DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.REJECTED
@@ -36,6 +49,30 @@ class NewDelivery:
 _INSERT_DELIVERY = insert(Delivery.__table__).returning(Delivery.__table__.c.id)  # type: ignore[arg-type]
 
 
+_RAW = RawMessage.__table__
+assert isinstance(_RAW, Table)
+# Stored once: a second delivery of the same bytes (another dropbox, a retry by the
+# sender's MTA) finds the row there. ON CONFLICT waits for a concurrent insert of it.
+_INSERT_RAW: dict[str, Insert] = {
+    "sqlite": sqlite.insert(_RAW).on_conflict_do_nothing(index_elements=["digest"]),
+    "postgresql": postgresql.insert(_RAW).on_conflict_do_nothing(index_elements=["digest"]),
+}
+
+
+def raw_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def store_raw(conn: Connection | Session, raw: bytes, *, now: datetime) -> str:
+    """Keep the message's bytes once (keyed by their SHA-256); the key."""
+    digest = raw_digest(raw)
+    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    conn.execute(
+        _INSERT_RAW[dialect], dict(digest=digest, data=raw, size=len(raw), received_at=now)
+    )
+    return digest
+
+
 def add_delivery(
     conn: Connection | Session,
     new: NewDelivery,
@@ -43,11 +80,16 @@ def add_delivery(
     *,
     now: datetime,
     reason: str = "",
+    stored: str | None = None,
 ) -> int:
     """Queue the raw bytes (raw=None records a refusal at end of DATA, status rejected).
 
-    A Core INSERT, not an ORM object: this is on the SMTP accept path.
+    `stored`: the digest `store_raw` returned for these bytes in this transaction (the
+    bytes of a message to many dropboxes go to the database once). A Core INSERT, not
+    an ORM object: this is on the SMTP accept path.
     """
+    if raw is not None and stored is None:
+        stored = store_raw(conn, raw, now=now)
     values = dict(
         account_id=new.account_id,
         user_id=new.user_id,
@@ -56,7 +98,7 @@ def add_delivery(
         mail_from=new.mail_from,
         protocol=new.protocol,
         peer=new.peer,
-        raw=raw,
+        raw_digest=stored if raw is not None else None,
         size=len(raw) if raw is not None else 0,
         message_id=new.message_id or None,
         subject=new.subject[:2000],
@@ -169,7 +211,9 @@ def claim_due(
 def load_claimed(session: Session, ids: list[int]) -> list[Delivery]:
     """The claimed deliveries with their raw bytes, in claim order."""
     rows = session.scalars(
-        select(Delivery).options(undefer(Delivery.raw)).where(Delivery.id.in_(ids))
+        select(Delivery)
+        .options(joinedload(Delivery.raw_message).options(undefer(RawMessage.data)))
+        .where(Delivery.id.in_(ids))
     ).all()
     return sorted(rows, key=lambda d: ids.index(d.id))
 
@@ -183,6 +227,17 @@ def unclaim(session: Session, ids: list[int]) -> None:
             .values(claimed_at=None, attempts=Delivery.attempts - 1),
             execution_options={"synchronize_session": False},
         )
+
+
+def release_claim(session: Session, delivery_id: int, *, due: datetime) -> None:
+    """The least a failed attempt must leave behind: the delivery claimable again (when
+    recording the failure itself failed, it would otherwise wait for the lease)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status == QUEUED)
+        .values(claimed_at=None, next_attempt_at=due),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def release_claims(session: Session) -> int:
@@ -204,6 +259,7 @@ def record_failure(
     *,
     summary: str,
     immediate: bool = False,
+    park: bool = False,
     now: datetime,
     max_attempts: int,
     retry_base: float,
@@ -219,7 +275,7 @@ def record_failure(
         return "gone"
     delivery.claimed_at = None  # the attempt was counted when it was claimed
     delivery.last_error = error[-4000:]
-    if delivery.attempts >= max_attempts:
+    if park or delivery.attempts >= max_attempts:  # park: trying again cannot help
         delivery.status = FAILED
         delivery.reason = f"parked after {delivery.attempts} attempts: {summary}"
         delivery.finished_at = now
@@ -233,7 +289,7 @@ def record_failure(
 def retry(session: Session, delivery_id: int, *, now: datetime) -> Delivery:
     """Put a parked (or any finished) delivery back in the queue, due now."""
     delivery = session.get(Delivery, delivery_id)
-    if delivery is None or delivery.raw is None:
+    if delivery is None or delivery.raw_digest is None:
         raise LookupError(f"no retryable delivery #{delivery_id}")
     delivery.status = QUEUED
     delivery.attempts = 0
@@ -251,3 +307,44 @@ def retry_all_failed(session: Session, *, now: datetime) -> int:
         .values(status=QUEUED, attempts=0, claimed_at=None, next_attempt_at=now, finished_at=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# Finished for good: a parked (failed) delivery keeps its bytes, it may be retried.
+_DONE = (
+    DeliveryStatus.FILED,
+    DeliveryStatus.DUPLICATE,
+    DeliveryStatus.NO_CONTACT,
+    DeliveryStatus.TASK_ONLY,
+    DeliveryStatus.REJECTED,
+)
+
+
+def purge_raw(session: Session, *, before: datetime, limit: int = 500) -> int:
+    """Forget the raw bytes of up to `limit` deliveries finished before `before`.
+
+    The note, its links and the processing record stay; a raw message still referred
+    to by another delivery (queued, parked or recent) stays too. How many deliveries
+    let go of their bytes (call again until 0).
+    """
+    rows = session.execute(
+        select(Delivery.id, Delivery.raw_digest)
+        .where(
+            Delivery.raw_digest.is_not(None),
+            Delivery.status.in_(_DONE),
+            Delivery.finished_at < before,
+        )
+        .limit(limit)
+    ).all()
+    if not rows:
+        return 0
+    session.execute(
+        update(Delivery).where(Delivery.id.in_([r.id for r in rows])).values(raw_digest=None),
+        execution_options={"synchronize_session": False},
+    )
+    digests = {r.raw_digest for r in rows}
+    still_used = select(Delivery.id).where(Delivery.raw_digest == RawMessage.digest).exists()
+    session.execute(
+        delete(RawMessage).where(RawMessage.digest.in_(digests), ~still_used),
+        execution_options={"synchronize_session": False},
+    )
+    return len(rows)

@@ -29,7 +29,14 @@ from sqlalchemy import (
     event,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    deferred,
+    mapped_column,
+    relationship,
+)
 from sqlalchemy.types import TypeDecorator
 
 from crmdrop.store.signals import DIRECTORY, notify
@@ -415,11 +422,27 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class RawMessage(Base):
+    """The bytes of one accepted message, stored once however many dropboxes it reached.
+
+    Keyed by the SHA-256 of the bytes: a message to fifty dropboxes is one row (with
+    25 MB messages and 50 recipients, one per delivery would write 1.25 GB at once).
+    """
+
+    __tablename__ = "raw_messages"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    size: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Delivery(Base):
     """The inbound queue *and* the processing record of one message to one dropbox.
 
     status: queued → filed | duplicate | no_contact | task_only | failed (parked);
-    `rejected` rows record a message refused at end of DATA (no raw kept).
+    `rejected` rows record a message refused at end of DATA (no raw kept). The bytes
+    live in `raw_messages`, shared by the deliveries of one message; the retention
+    setting may delete them once filed (`raw_digest` is then None, the record stays).
     """
 
     __tablename__ = "deliveries"
@@ -437,7 +460,10 @@ class Delivery(Base):
     mail_from: Mapped[str] = mapped_column(CleanString(320))  # envelope sender; "" for <>
     protocol: Mapped[str] = mapped_column(CleanString(16))
     peer: Mapped[str] = mapped_column(CleanString(100), default="")
-    raw: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
+    raw_digest: Mapped[str | None] = mapped_column(
+        ForeignKey("raw_messages.digest"), nullable=True, index=True
+    )
+    raw_message: Mapped[RawMessage | None] = relationship(lazy="select")
     size: Mapped[int] = mapped_column(Integer)
     message_id: Mapped[str | None] = mapped_column(CleanString(512), nullable=True)
     subject: Mapped[str] = mapped_column(CleanText, default="")
@@ -455,6 +481,11 @@ class Delivery(Base):
     note_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def raw(self) -> bytes | None:
+        """The message as received; None for a refusal or once retention deleted it."""
+        return self.raw_message.data if self.raw_message is not None else None
 
 
 class DeliveryAction(Base):

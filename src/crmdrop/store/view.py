@@ -67,20 +67,22 @@ _THREAD_NOTES = select(Note.id).where(
     Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
 )
 _NOTES: BindParameter[list[int]] = bindparam("notes", expanding=True)
+# Scoped by account on both sides of each join: a link to another account's record
+# (which no code of ours writes) must never be followed (SPEC §1.1).
 _THREAD_CASES = (
-    select(Case.id, Case.ref_no)
+    select(Case.id, Case.ref_no, Case.account_id)
     .join(note_cases, note_cases.c.case_id == Case.id)
-    .where(note_cases.c.note_id.in_(_NOTES))
+    .where(note_cases.c.note_id.in_(_NOTES), Case.account_id == _ACCOUNT)
 )
 _THREAD_OPPS = (
-    select(Opportunity.id, Opportunity.ref_no)
+    select(Opportunity.id, Opportunity.ref_no, Opportunity.account_id)
     .join(note_opportunities, note_opportunities.c.opportunity_id == Opportunity.id)
-    .where(note_opportunities.c.note_id.in_(_NOTES))
+    .where(note_opportunities.c.note_id.in_(_NOTES), Opportunity.account_id == _ACCOUNT)
 )
 _THREAD_CONTACTS = (
     select(Contact.id, Contact.name, Contact.company_id)
     .join(note_contacts, note_contacts.c.contact_id == Contact.id)
-    .where(note_contacts.c.note_id.in_(_NOTES))
+    .where(note_contacts.c.note_id.in_(_NOTES), Contact.account_id == _ACCOUNT)
     .distinct()
 )
 _FILED_NOTE = select(Note.id).where(
@@ -155,10 +157,10 @@ class SqlAccountView:
             return []
         refs: dict[tuple[str, int], RecordRef] = {}
         for c in self._rows(_THREAD_CASES, notes=note_ids):
-            refs[("case", c.id)] = RecordRef("case", c.id, f"CA{c.ref_no}", self.account_id)
+            refs[("case", c.id)] = RecordRef("case", c.id, f"CA{c.ref_no}", c.account_id)
         for o in self._rows(_THREAD_OPPS, notes=note_ids):
             refs[("opportunity", o.id)] = RecordRef(
-                "opportunity", o.id, f"CO{o.ref_no}", self.account_id
+                "opportunity", o.id, f"CO{o.ref_no}", o.account_id
             )
         return list(refs.values())
 

@@ -1,0 +1,147 @@
+"""Limits of the public SMTP port, against a running `crmdrop serve` of its own: sessions in
+all and per client IP, commands per session, the idle timeout, and the token guesser's
+tarpit and refusal (issue #11). Other loopback addresses (127.0.0.2, …) stand in for
+other clients."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crmdrop.receive.limits import WINDOW, PortGuard
+from tests.conftest import SERVER_ENV, OwnServer, own_server
+
+LIMITS = {
+    **SERVER_ENV,
+    "CRMDROP_SMTP_MAX_SESSIONS": "3",
+    "CRMDROP_SMTP_MAX_SESSIONS_PER_IP": "2",
+    "CRMDROP_SMTP_MAX_COMMANDS": "5",
+    "CRMDROP_SMTP_IDLE_TIMEOUT": "2",
+    "CRMDROP_SMTP_UNKNOWN_RCPT_TARPIT": "2",
+    "CRMDROP_SMTP_UNKNOWN_RCPT_LIMIT": "4",
+    "CRMDROP_SMTP_TARPIT_SECONDS": "0.5",
+}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
+    yield from own_server("sqlite", Path(tmp_path_factory.mktemp("limits")), LIMITS)
+
+
+class Client:
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=30, source_address=(source, 0)
+        )
+        self.reader = self.sock.makefile("rb")
+        self.banner = self.reply()
+
+    def reply(self) -> str:
+        lines = []
+        while True:
+            line = self.reader.readline().decode("utf-8", "replace").rstrip("\r\n")
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return "\n".join(lines)
+
+    def cmd(self, line: str) -> str:
+        self.sock.sendall(line.encode() + b"\r\n")
+        return self.reply()
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_sessions_are_limited_in_all_and_per_client_ip(limited: OwnServer) -> None:
+    port = limited.server.smtp_port
+    first, second = Client(port), Client(port)
+    try:
+        assert first.banner.startswith("220") and second.banner.startswith("220")
+        third = Client(port)
+        assert third.banner.startswith("421 4.7.0") and "your address" in third.banner
+        assert third.closed()
+        other = Client(port, "127.0.0.2")
+        assert other.banner.startswith("220")
+        fourth = Client(port, "127.0.0.3")
+        assert fourth.banner.startswith("421 4.7.0 Too many connections")
+        other.close()
+        first.cmd("QUIT")
+        first.close()
+        time.sleep(0.3)  # the server sees the sessions end
+        again = Client(port, "127.0.0.3")
+        assert again.banner.startswith("220"), again.banner
+        again.close()
+    finally:
+        second.close()
+
+
+def test_a_command_given_too_often_ends_the_session_with_421(limited: OwnServer) -> None:
+    client = Client(limited.server.smtp_port, "127.0.0.4")
+    try:
+        replies = [client.cmd("NOOP") for _ in range(6)]
+        assert all(r.startswith("250") for r in replies[:5])
+        assert replies[5].startswith("421 4.7.0")
+        assert client.closed()
+    finally:
+        client.close()
+
+
+def test_an_idle_session_is_closed(limited: OwnServer) -> None:
+    client = Client(limited.server.smtp_port, "127.0.0.5")
+    try:
+        assert client.cmd("EHLO idle.example").startswith("250")
+        client.sock.settimeout(20)
+        assert client.closed()  # nothing sent: the server hangs up after 2 s
+    finally:
+        client.close()
+
+
+def test_a_token_guesser_is_slowed_down_then_refused(limited: OwnServer) -> None:
+    port = limited.server.smtp_port
+    client = Client(port, "127.0.0.6")
+    try:
+        assert client.cmd("EHLO guesser.example").startswith("250")
+        assert client.cmd("MAIL FROM:<g@guess.example>").startswith("250")
+        timings = []
+        for n in range(4):
+            started = time.monotonic()
+            reply = client.cmd(f"RCPT TO:<dropbox-guess{n}aaaaaaaaaaaaaaaa@dropbox.test>")
+            timings.append(time.monotonic() - started)
+            assert reply.startswith("550 5.1.1"), reply
+        assert timings[2] >= 0.45 and timings[3] >= 0.95  # the tarpit: 0.5 s, then 1 s
+        reply = client.cmd("RCPT TO:<dropbox-guess9aaaaaaaaaaaaaaaa@dropbox.test>")
+        assert reply.startswith("421 4.7.0"), reply
+        assert client.closed()
+    finally:
+        client.close()
+    refused = Client(port, "127.0.0.6")
+    assert refused.banner.startswith("421 4.7.0") and "unknown recipients" in refused.banner
+    refused.close()
+    other = Client(port, "127.0.0.7")
+    assert other.banner.startswith("220")
+    other.close()
+
+
+def test_unknown_recipients_count_for_an_hour_only() -> None:
+    guard = PortGuard(
+        max_sessions=10, max_per_ip=10, tarpit_after=1, refuse_after=2, tarpit_seconds=1.0
+    )
+    assert guard.before_rcpt("10.0.0.1", 0.0).delay == 0.0
+    guard.unknown_rcpt("10.0.0.1", 0.0)
+    assert guard.before_rcpt("10.0.0.1", 1.0).delay == 1.0
+    guard.unknown_rcpt("10.0.0.1", 1.0)
+    assert guard.before_rcpt("10.0.0.1", 2.0).refuse
+    assert guard.enter("10.0.0.1", 2.0) is not None
+    assert guard.enter("10.0.0.2", 2.0) is None
+    assert not guard.before_rcpt("10.0.0.1", WINDOW + 2.0).refuse
+    assert guard.enter("10.0.0.1", WINDOW + 2.0) is None

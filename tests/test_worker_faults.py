@@ -1,0 +1,230 @@
+"""The worker under faults of its own (issue #11), on SQLite and PostgreSQL: our failures
+are retried and parked as `failed` (never `rejected`), only known unique-key races are
+retried at once, a slow delivery is parked at its time budget, a late duplicate creates
+no second case, and the accept-time sender verdict is judged again."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+import crmdrop.worker
+from crmdrop.config import Settings, load_settings
+from crmdrop.dropbox.plan import DropboxKind
+from crmdrop.filing import BatchCache, apply_decision, decide_delivery
+from crmdrop.mail.model import ParsedMessage
+from crmdrop.mail.parse import parse_message
+from crmdrop.receive.service import Receiver
+from crmdrop.store import accounts
+from crmdrop.store.db import Database
+from crmdrop.store.inbound import NewDelivery, add_delivery
+from crmdrop.store.models import Case, ContactEmail, Delivery, User
+from crmdrop.worker import is_known_race, process_one
+from tests.support import make_message
+
+
+def _owner(db: Database, email: str = "olive@mycorp.example") -> tuple[User, str]:
+    with db.writing() as session:
+        user = accounts.add_user(session, email, name="O", account="acme")
+        return user, f"dropbox-{user.token}-case@dropbox.test"
+
+
+def _queue(db: Database, settings: Settings, box: str, raw: bytes, sender: str) -> None:
+    receiver = Receiver(db, settings)
+    _, rcpt = receiver.check_recipient(box)
+    assert rcpt is not None
+    verdict = receiver.accept(mail_from=sender, rcpts=[rcpt], raw=raw, protocol="smtp", peer="t")
+    assert verdict.replies[0].startswith("250"), verdict.replies
+
+
+def _drain(db: Database, settings: Settings) -> None:
+    for _ in range(100):
+        if not process_one(db, settings):
+            return
+
+
+def _deliveries(db: Database) -> list[Delivery]:
+    with db.reading() as session:
+        return list(session.scalars(sa.select(Delivery).order_by(Delivery.id)))
+
+
+def _settings(db: Database, **changes: object) -> Settings:
+    return load_settings(
+        domain="dropbox.test", database_url=db.url, retry_base_seconds=0, **changes
+    )
+
+
+def test_a_parser_failure_is_retried_then_parked_as_failed_never_rejected(
+    store: tuple[Database, Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    db, _ = store
+    db.migrate()
+    settings = _settings(db, max_attempts=3)
+    user, box = _owner(db)
+    _queue(db, settings, box, make_message(from_=user.email, to=["j@c.example"]).as_bytes(), "")
+
+    def failing_parse(raw: bytes) -> ParsedMessage:
+        parsed = parse_message(b"")  # the empty fallback, as a bug of ours would give it
+        parsed.failure = "parse failed: RuntimeError: a bug"
+        return parsed
+
+    monkeypatch.setattr(crmdrop.worker, "parse_message", failing_parse)
+    with caplog.at_level(logging.ERROR, logger="crmdrop.worker"):
+        _drain(db, settings)
+    [delivery] = _deliveries(db)
+    assert delivery.status == "failed", delivery.reason
+    assert delivery.attempts == 3
+    assert "parse failed" in delivery.reason and "a bug" in (delivery.last_error or "")
+    assert any("parse failed" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_only_unique_keys_that_workers_race_for_count_as_a_race(
+    store: tuple[Database, Settings],
+) -> None:
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    _queue(db, settings, box, make_message(from_=user.email, to=["j@c.example"]).as_bytes(), "")
+    _drain(db, settings)
+    with db.reading() as session:
+        existing = session.scalars(sa.select(ContactEmail)).one()
+        taken = {"account_id": user.account_id, "email": existing.email}
+    errors: list[IntegrityError] = []
+    for values in ({**taken, "contact_id": existing.contact_id}, {**taken, "contact_id": None}):
+        try:
+            with db.writing() as session:
+                session.execute(sa.insert(ContactEmail.__table__).values(**values))
+        except IntegrityError as exc:
+            errors.append(exc)
+    assert len(errors) == 2
+    race, not_null = errors
+    assert is_known_race(race)  # the same contact address twice: another worker won
+    assert not is_known_race(not_null)  # a NULL where none may be: a bug, backoff
+
+
+def test_a_delivery_over_its_time_budget_is_parked_at_once_with_its_reason(
+    store: tuple[Database, Settings],
+) -> None:
+    db, _ = store
+    db.migrate()
+    settings = _settings(db, delivery_time_budget=0.0)
+    user, box = _owner(db)
+    _queue(db, settings, box, make_message(from_=user.email, to=["j@c.example"]).as_bytes(), "")
+    _queue(db, settings, box, make_message(from_=user.email, to=["k@c.example"]).as_bytes(), "")
+    _drain(db, settings)
+    deliveries = _deliveries(db)
+    assert [d.status for d in deliveries] == ["failed", "failed"]
+    assert all(d.attempts == 1 for d in deliveries)
+    assert all("over the budget" in d.reason for d in deliveries)
+
+
+def test_a_plan_that_turns_out_a_duplicate_creates_no_second_case(
+    store: tuple[Database, Settings],
+) -> None:
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    alice, box_a = _owner(db, "alice@mycorp.example")
+    _bob, box_b = _owner(db, "bob@mycorp.example")
+    raw = make_message(
+        from_="buyer@client.example", to=["alice@mycorp.example", "bob@mycorp.example"]
+    ).as_bytes()
+    for box in (box_a, box_b):
+        _queue(db, settings, box, raw, "buyer@client.example")
+    now = datetime.now(UTC)
+    decisions = []
+    with db.reading() as session:  # both decided on one snapshot, before either is filed
+        cache = BatchCache()
+        for delivery in _deliveries(db):
+            parsed = parse_message(raw)
+            decision = decide_delivery(
+                session,
+                parsed,
+                user=cache.user(session, delivery.user_id),
+                kind=DropboxKind.CASE,
+                mail_from="buyer@client.example",
+                settings=settings,
+                now=now,
+                cache=cache,
+            )
+            assert decision.plan is not None
+            assert [r.action for r in decision.plan.records] == ["create"]
+            decisions.append((delivery.id, parsed, decision))
+    for delivery_id, parsed, decision in decisions:
+        with db.writing() as session:
+            delivery = session.get(Delivery, delivery_id)
+            assert delivery is not None
+            apply_decision(
+                session, delivery, parsed, decision, settings=settings, now=now, cache=BatchCache()
+            )
+    with db.reading() as session:
+        cases = session.scalars(sa.select(Case).where(Case.account_id == alice.account_id)).all()
+    assert len(cases) == 1
+    assert [d.status for d in _deliveries(db)] == ["filed", "duplicate"]
+
+
+def test_the_worker_judges_the_sender_with_the_verdict_recorded_at_accept_time(
+    store: tuple[Database, Settings],
+) -> None:
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    raw = make_message(from_=user.email, to=["j@c.example"]).as_bytes()
+    now = datetime.now(UTC)
+    with db.writing() as session:
+        add_delivery(
+            session,
+            NewDelivery(
+                account_id=user.account_id,
+                user_id=user.id,
+                dropbox_kind="note",
+                rcpt_to=box,
+                mail_from=user.email,
+                protocol="pipe",
+                peer="t",
+                message_id=None,
+                subject="",
+                author=user.email,
+                sender_auth="dmarc=fail for mycorp.example (from mx.mycorp.example)",
+            ),
+            raw,
+            now=now,
+        )
+    _drain(db, settings)
+    [delivery] = _deliveries(db)
+    assert delivery.status == "rejected"
+    assert "dmarc=fail" in delivery.reason
+
+
+def test_a_failure_that_cannot_be_recorded_still_leaves_the_delivery_retryable(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _ = store
+    db.migrate()
+    settings = _settings(db, max_attempts=5)
+    user, box = _owner(db)
+    _queue(db, settings, box, make_message(from_=user.email, to=["j@c.example"]).as_bytes(), "")
+
+    def failing_parse(raw: bytes) -> ParsedMessage:
+        parsed = parse_message(b"")
+        parsed.failure = "parse failed: RuntimeError: a bug"
+        return parsed
+
+    def failing_record(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("the database went away while recording")
+
+    monkeypatch.setattr(crmdrop.worker, "parse_message", failing_parse)
+    monkeypatch.setattr(crmdrop.worker, "record_failure", failing_record)
+    process_one(db, settings)
+    [delivery] = _deliveries(db)
+    assert delivery.status == "queued"
+    assert delivery.claimed_at is None  # claimable again now, not after the 5-minute lease
+    assert delivery.attempts == 1
