@@ -486,4 +486,4 @@ def main() -> None:
 
 # cases, opportunities, tasks, companies, preferences: they register on `app` themselves
 # and import the helpers above, hence last.
-from crmdrop import cli_records  # noqa: E402, F401
+from crmdrop import cli_integrations, cli_records  # noqa: E402, F401

@@ -21,6 +21,7 @@ import uvicorn
 
 from crmdrop.config import Settings, split_hostport
 from crmdrop.outbound.sender import send_one
+from crmdrop.outbound.webhooks import send_webhook
 from crmdrop.receive.authcheck import configure_resolver
 from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
@@ -47,6 +48,7 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
             "crmdrop-worker", lambda: process_one(db, settings), settings.worker_poll_seconds
         ),
         PollingThread("crmdrop-sender", lambda: send_one(db, settings), 0.5),
+        PollingThread("crmdrop-webhooks", lambda: send_webhook(db, settings), 0.2),
     ]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -41,6 +41,7 @@ from crmdrop.store.inbound import (
 from crmdrop.store.models import Account, Delivery, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.view import SqlAccountView
+from crmdrop.store.webhooks import Event, emit_delivery
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def _apply(
     if decision.plan is None:
         delivery.status = "rejected"
         delivery.reason = f"rejected by the worker: {decision.refused}"
+        emit_delivery(session, delivery, Event.DELIVERY_REJECTED, now=now)
         return
     plan = decision.plan
     account = cache.account(session, delivery.account_id)

@@ -34,6 +34,7 @@ from crmdrop.store.models import (
     opportunity_contacts,
     task_contacts,
 )
+from crmdrop.store.webhooks import Event, emit
 
 
 def _link(
@@ -120,6 +121,7 @@ def apply_plan(
     done: dict[str, list[str]] = {"created": [], "linked": []}
     if plan.outcome is Outcome.NO_CONTACT:
         return done
+    events: list[tuple[Event, dict[str, Any]]] = []  # queued at the end, same transaction
 
     contact_ids: list[int] = []
     company_ids: list[int] = []
@@ -153,6 +155,18 @@ def apply_plan(
                     email=action.address,
                 )
                 done["created"].append(f"contact {action.name} <{action.address}>")
+                events.append(
+                    (
+                        Event.CONTACT_CREATED,
+                        {
+                            "id": contact_id,
+                            "name": action.name,
+                            "email": action.address,
+                            "company_id": action.company_for_new,
+                            "delivery_id": delivery.id,
+                        },
+                    )
+                )
             else:
                 contact_id = existing
         else:
@@ -180,6 +194,18 @@ def apply_plan(
             record_id = made.id
             prefix = "CA" if record.kind == "case" else "CO"
             done["created"].append(f"{record.kind} {prefix}{made.ref_no}")
+            events.append(
+                (
+                    Event.CASE_CREATED if record.kind == "case" else Event.OPPORTUNITY_CREATED,
+                    {
+                        "id": made.id,
+                        "ref": f"{prefix}{made.ref_no}",
+                        "title": made.title,
+                        "user_id": made.user_id,
+                        "delivery_id": delivery.id,
+                    },
+                )
+            )
         else:
             done["linked"].append(f"{record.kind} {record.ref}")
         (case_ids if record.kind == "case" else opp_ids).append(record_id)
@@ -222,6 +248,7 @@ def apply_plan(
                 data=part.data,
             )
         done["created"].append(f"note #{note_id}")
+        events.append((Event.NOTE_FILED, {"id": note_id, "subject": draft.subject}))
     if note_id is not None:
         for table, column, ids in (
             (note_contacts, "contact_id", contact_ids),
@@ -260,4 +287,51 @@ def apply_plan(
             _link(session, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
             due = plan.task.due.isoformat() if plan.task.due else "no deadline"
             done["created"].append(f"task #{task_id} ({due})")
+            events.append(
+                (
+                    Event.TASK_CREATED,
+                    {
+                        "id": task_id,
+                        "title": plan.task.title,
+                        "due": plan.task.due.isoformat() if plan.task.due else None,
+                        "user_id": delivery.user_id,
+                        "note_id": note_id,
+                        "contact_ids": sorted(set(contact_ids)),
+                        "delivery_id": delivery.id,
+                    },
+                )
+            )
+    links = {
+        "contact_ids": sorted(set(contact_ids)),
+        "company_ids": sorted(set(company_ids)),
+        "case_ids": case_ids,
+        "opportunity_ids": opp_ids,
+    }
+    _emit_all(session, account.id, events, delivery, plan, links, now)
     return done
+
+
+def _emit_all(
+    session: Session,
+    account_id: int,
+    events: list[tuple[Event, dict[str, Any]]],
+    delivery: Delivery,
+    plan: FilingPlan,
+    links: dict[str, list[int]],
+    now: datetime,
+) -> None:
+    """Queue the webhook events of one filing (note.filed gets the note's whole story)."""
+    for event, data in events:
+        if event is Event.NOTE_FILED and plan.note is not None:
+            draft = plan.note
+            data = {
+                **data,
+                "author_name": draft.author_name,
+                "author_email": draft.author_email,
+                "sent_at": draft.date.isoformat() if draft.date else None,
+                "direction": draft.direction,
+                "user_id": delivery.user_id,
+                "delivery_id": delivery.id,
+                **links,
+            }
+        emit(session, account_id, event, data, now=now)

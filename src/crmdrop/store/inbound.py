@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, upd
 from sqlalchemy.orm import Session, undefer
 
 from crmdrop.store.models import Delivery
+from crmdrop.store.webhooks import Event, emit_delivery
 
 QUEUED = "queued"
 FAILED = "failed"
@@ -135,6 +136,8 @@ def claim_due(
             ),
             execution_options={"synchronize_session": False},
         )
+        for parked in session.scalars(select(Delivery).where(Delivery.id.in_(exhausted))):
+            emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
     if claimed:
         session.execute(
             update(Delivery)
@@ -202,6 +205,7 @@ def record_failure(
         delivery.status = FAILED
         delivery.reason = f"parked after {delivery.attempts} attempts: {summary}"
         delivery.finished_at = now
+        emit_delivery(session, delivery, Event.DELIVERY_FAILED, now=now)
     else:
         delay = 0.0 if immediate else retry_base * (2 ** (delivery.attempts - 1))
         delivery.next_attempt_at = now + timedelta(seconds=delay)
