@@ -355,3 +355,64 @@ class DnsServer:
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
+
+
+@dataclass
+class Received:
+    """One HTTP request a `WebhookReceiver` got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records what is POSTed to it.
+
+    `statuses` are answered in turn (then 200): `[500, 500]` fails twice, then accepts.
+    `always` answers every request with that status instead.
+    """
+
+    def __init__(self, statuses: list[int] | None = None, always: int | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[Received] = []
+        self.statuses = list(statuses or [])
+        self.always = always
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                with outer.lock:
+                    outer.received.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    status = outer.always or (outer.statuses.pop(0) if outer.statuses else 200)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def of_type(self, event: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if json.loads(r.body)["type"] == event]
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
