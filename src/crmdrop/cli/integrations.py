@@ -11,14 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
-from crmdrop.cli import Data, JsonFlag, _emit, _fail, _store, app
+from crmdrop.cli.common import Data, JsonFlag, emit, fail, store
 from crmdrop.store import tokens, webhooks
 from crmdrop.store.accounts import get_account, now
 
 tokens_app = typer.Typer(no_args_is_help=True, help="Personal API tokens (docs/api.md).")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Outbound webhooks (docs/webhooks.md).")
-app.add_typer(tokens_app, name="tokens")
-app.add_typer(webhooks_app, name="webhooks")
 
 
 def _jsonable(value: Any) -> dict[str, Any]:
@@ -36,10 +34,10 @@ def tokens_create(
     data: Data = None,
 ) -> None:
     """Make a token that acts as the user; it is shown this once only."""
-    with _store(data, write=True) as (_, session):
+    with store(data, write=True) as (_, session):
         token_id, token = tokens.create_token(session, user_email, name, now=now())
     if as_json:
-        _emit({"id": token_id, "token": token})
+        emit({"id": token_id, "token": token})
         return
     typer.echo(f"token #{token_id} for {user_email} (shown only now, keep it safe):")
     typer.echo(token)
@@ -48,10 +46,10 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(user_email: str, as_json: JsonFlag = False, data: Data = None) -> None:
     """The user's tokens (never the tokens themselves)."""
-    with _store(data) as (_, session):
+    with store(data) as (_, session):
         rows = [_jsonable(t) for t in tokens.list_tokens(session, user_email)]
     if as_json:
-        _emit(rows)
+        emit(rows)
         return
     if not rows:
         typer.echo(f"no tokens for {user_email}")
@@ -64,7 +62,7 @@ def tokens_list(user_email: str, as_json: JsonFlag = False, data: Data = None) -
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: int, data: Data = None) -> None:
     """Revoke a token at once: the next request with it gets 401."""
-    with _store(data, write=True) as (_, session):
+    with store(data, write=True) as (_, session):
         info = tokens.revoke_token(session, token_id, now=now())
     typer.echo(f"token #{info.id} ({info.name!r} of {info.user}) is revoked")
 
@@ -80,14 +78,14 @@ def webhooks_add(
     data: Data = None,
 ) -> None:
     """Register an endpoint; prints its signing secret (whsec_...)."""
-    with _store(data, write=True) as (_, session):
+    with store(data, write=True) as (_, session):
         acc = get_account(session, account)
         endpoint, secret = webhooks.add_endpoint(
             session, acc.id, url, events, user_id=None, now=now()
         )
         endpoint_id = endpoint.id
     if as_json:
-        _emit({"id": endpoint_id, "secret": secret})
+        emit({"id": endpoint_id, "secret": secret})
         return
     typer.echo(f"webhook endpoint #{endpoint_id} for {account}; its signing secret:")
     typer.echo(secret)
@@ -96,7 +94,7 @@ def webhooks_add(
 @webhooks_app.command("list")
 def webhooks_list(account: str, as_json: JsonFlag = False, data: Data = None) -> None:
     """The account's endpoints with their last attempts."""
-    with _store(data) as (_, session):
+    with store(data) as (_, session):
         acc = get_account(session, account)
         rows = []
         for e in webhooks.list_endpoints(session, acc.id):
@@ -106,7 +104,7 @@ def webhooks_list(account: str, as_json: JsonFlag = False, data: Data = None) ->
             ]
             rows.append(row)
     if as_json:
-        _emit(rows)
+        emit(rows)
         return
     if not rows:
         typer.echo(f"no webhook endpoints in {account}")
@@ -121,20 +119,20 @@ def webhooks_list(account: str, as_json: JsonFlag = False, data: Data = None) ->
 @webhooks_app.command("remove")
 def webhooks_remove(endpoint_id: int, data: Data = None) -> None:
     """Remove an endpoint with its queued messages and attempts log."""
-    with _store(data, write=True) as (_, session):
+    with store(data, write=True) as (_, session):
         try:
             webhooks.remove_endpoint(session, endpoint_id, None)
         except LookupError as exc:
-            _fail(str(exc).strip("'\""))
+            fail(str(exc).strip("'\""))
     typer.echo(f"webhook endpoint #{endpoint_id} removed")
 
 
 @webhooks_app.command("enable")
 def webhooks_enable(endpoint_id: int, data: Data = None) -> None:
     """Turn a disabled endpoint back on (its queued messages are sent again)."""
-    with _store(data, write=True) as (_, session):
+    with store(data, write=True) as (_, session):
         try:
             webhooks.enable_endpoint(session, endpoint_id, None)
         except LookupError as exc:
-            _fail(str(exc).strip("'\""))
+            fail(str(exc).strip("'\""))
     typer.echo(f"webhook endpoint #{endpoint_id} enabled")
