@@ -344,9 +344,9 @@ def test_malformed_mime_is_still_filed_and_its_raw_kept(crm: Crm) -> None:
     assert result.stdout_bytes == raw
 
 
-def test_the_status_page_says_the_service_is_up(crm: Crm) -> None:
+def test_the_service_says_it_is_up_and_sends_visitors_to_sign_in(crm: Crm) -> None:
     page = httpx.get(f"http://127.0.0.1:{crm.server.http_port}/", timeout=10)
-    assert page.status_code == 200 and "crmdrop is up" in page.text
+    assert page.status_code == 303 and page.headers["location"] == "/login"
     health = httpx.get(f"http://127.0.0.1:{crm.server.http_port}/healthz", timeout=10).json()
     assert health["status"] == "up"
 

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     upstream_authserv: str | None = Field(
         None, description="authserv-id whose Authentication-Results header is trusted."
     )
+    public_url: str | None = Field(
+        None,
+        description="Where users reach the web app (https://crm.example.com behind a TLS "
+        "proxy): links in emails use it; https makes the session cookie Secure.",
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Signs session cookies; default: generated once into data_dir/secret_key.",
+    )
     webhook_timeout_seconds: float = Field(10.0, description="HTTP timeout of one webhook POST.")
     webhook_retry_base_seconds: float = Field(
         10.0, description="First webhook retry delay; doubles each time, at most an hour."
@@ -94,6 +103,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crmdrop.db').resolve()}"
+
+    @property
+    def web_url(self) -> str:
+        """The web app's base URL, without a trailing slash (public_url or http_listen)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.http_listen}"
 
     @property
     def reply_sender(self) -> str:

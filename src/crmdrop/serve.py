@@ -118,7 +118,7 @@ async def serve(
     worker_task = asyncio.create_task(_supervise(settings, stop) if worker else stop.wait())
     print(
         f"crmdrop is up: SMTP {settings.smtp_listen}, LMTP {settings.lmtp_listen}, "
-        f"web http://{settings.http_listen}/",
+        f"web http://{settings.http_listen}/\nsign in at {settings.web_url}/",
         flush=True,
     )
     if ready is not None:

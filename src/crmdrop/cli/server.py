@@ -8,10 +8,10 @@ import sys
 from typing import Annotated
 
 import typer
-from argon2 import PasswordHasher
 
 from crmdrop.cli.common import Data, fail, open_db, print_user, settings_for, user_shape
 from crmdrop.config import Settings
+from crmdrop.passwords import hash_password
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
 
@@ -86,10 +86,12 @@ def _demo(db: Database, settings: Settings) -> None:
                 DEMO_USER,
                 name="Demo User",
                 account=DEMO_ACCOUNT,
-                password_hash=PasswordHasher().hash(DEMO_PASSWORD),
+                password_hash=hash_password(DEMO_PASSWORD),
             )
         shown = user_shape(session, user, settings.domain)
-    typer.echo(f"demo account: user {DEMO_USER}, password {DEMO_PASSWORD}")
+    typer.echo(
+        f"demo account: sign in at {settings.web_url}/ as {DEMO_USER}, password {DEMO_PASSWORD}"
+    )
     print_user(shown, as_json=False)
 
 

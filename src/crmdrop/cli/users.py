@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from argon2 import PasswordHasher
 
 from crmdrop.cli.common import Data, JsonFlag, fail, print_user, store, user_shape
+from crmdrop.passwords import hash_password
 from crmdrop.store import accounts
 
 users_app = typer.Typer(no_args_is_help=True, help="Users and their dropboxes.")
@@ -26,7 +26,7 @@ def users_add(
     data: Data = None,
 ) -> None:
     """Sign a user up and print their six dropbox addresses."""
-    hashed = PasswordHasher().hash(password) if password else None
+    hashed = hash_password(password) if password else None
     with store(data, write=True) as (settings, session):
         user = accounts.add_user(
             session, email, name=name, account=account, timezone=timezone, password_hash=hashed

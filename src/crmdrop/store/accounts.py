@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 from crmdrop.dropbox.address import new_token
 from crmdrop.dropbox.plan import UserInfo
 from crmdrop.mail.addresses import is_plausible_address, normalize_address, normalize_domain
-from crmdrop.store.models import Account, Company, CompanyEmail, Exclusion, User, UserAddress
+from crmdrop.store.models import (
+    Account,
+    Company,
+    CompanyEmail,
+    Exclusion,
+    Role,
+    User,
+    UserAddress,
+)
 
 
 class StoreError(ValueError):
@@ -75,7 +83,10 @@ def add_user(
     timezone: str = "UTC",
     password_hash: str | None = None,
 ) -> User:
-    """Sign a user up in `account` (created if new), with a fresh dropbox token."""
+    """Sign a user up in `account` (created if new), with a fresh dropbox token.
+
+    The first user of an account is its admin; later ones are members.
+    """
     address = _check_address(email)
     try:
         ZoneInfo(timezone)
@@ -84,8 +95,10 @@ def add_user(
     if _address_owner(session, address) is not None:
         raise StoreError(f"{address} already belongs to a user")
     acc = get_or_create_account(session, account)
+    first = session.scalar(select(User.id).where(User.account_id == acc.id).limit(1)) is None
     user = User(
         account_id=acc.id,
+        role=Role.ADMIN if first else Role.MEMBER,
         email=address,
         name=name,
         timezone=timezone,
@@ -212,7 +225,7 @@ _OWNER_BY_TOKEN = (
         UserAddress.verified,
     )
     .outerjoin(UserAddress, UserAddress.user_id == User.id)
-    .where(User.token == bindparam("token"))
+    .where(User.token == bindparam("token"), User.active.is_(True))
 )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from crmdrop.store.models import Delivery
@@ -233,3 +233,11 @@ def retry_all_failed(session: Session, *, now: datetime) -> int:
         .values(status=QUEUED, attempts=0, claimed_at=None, next_attempt_at=now, finished_at=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def queue_counts(session: Session) -> dict[str, int]:
+    """Deliveries per status, for the health check and the admin status page."""
+    rows = session.execute(
+        select(Delivery.status, func.count(Delivery.id)).group_by(Delivery.status)
+    ).all()
+    return {status: count for status, count in rows}

@@ -8,6 +8,7 @@ lookups are exact-match on an index, case-insensitive by construction.
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -106,6 +107,21 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Role(StrEnum):
+    """What a user may do in their account (SPEC §7.3): the first user is its admin."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class TokenKind(StrEnum):
+    """What a one-time emailed link is for."""
+
+    RESET = "reset"  # set a new password
+    INVITE = "invite"  # an invited colleague sets their first password
+    ADDRESS = "address"  # validate an additional address
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -116,7 +132,57 @@ class User(Base):
     timezone: Mapped[str] = mapped_column(CleanString(64), default="UTC")
     token: Mapped[str] = mapped_column(CleanString(64), unique=True)
     accept_reply_all: Mapped[bool] = mapped_column(Boolean, default=True)
+    role: Mapped[str] = mapped_column(CleanString(16), default=Role.MEMBER)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped when the password changes or the user is deactivated: older sessions end.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UserToken(Base):
+    """A one-time link's token: only its SHA-256 is kept; used once, before `expires_at`."""
+
+    __tablename__ = "user_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(CleanString(16))
+    token_hash: Mapped[str] = mapped_column(CleanString(64), unique=True)
+    address: Mapped[str | None] = mapped_column(CleanString(320), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LoginFailure(Base):
+    """One failed login, keyed by `ip:ADDR` or `user:EMAIL`: the throttle counts recent rows."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(CleanString(400))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevokedToken(Base):
+    """A dropbox token replaced by Regenerate (SPEC §2.3): refused, but known, at RCPT."""
+
+    __tablename__ = "revoked_tokens"
+    token: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevokedAttempt(Base):
+    """Someone sent to a revoked dropbox address; shown under Regenerate."""
+
+    __tablename__ = "revoked_attempts"
+    __table_args__ = (Index("ix_revoked_attempts_user_at", "user_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    rcpt_to: Mapped[str] = mapped_column(CleanString(320))
+    mail_from: Mapped[str] = mapped_column(CleanString(320))
+    peer: Mapped[str] = mapped_column(CleanString(100), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class UserAddress(Base):
