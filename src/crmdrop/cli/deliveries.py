@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from crmdrop.cli.common import Data, JsonFlag, emit, fail, open_db, settings_for, store
-from crmdrop.store.deliveries import list_deliveries, raw_message, show_delivery
+from crmdrop.store.deliveries import list_deliveries, raw_bytes, show_delivery
 from crmdrop.store.inbound import retry, retry_all_failed
 
 deliveries_app = typer.Typer(no_args_is_help=True, help="Processing records.")
@@ -48,7 +48,7 @@ def deliveries_show(delivery_id: int, data: Data = None) -> None:
 def deliveries_raw(delivery_id: int, data: Data = None) -> None:
     """Write the message exactly as it was received to stdout (an .eml)."""
     with store(data) as (_, session):
-        raw = raw_message(session, delivery_id)
+        raw = raw_bytes(session, delivery_id)
     sys.stdout.buffer.write(raw)
     sys.stdout.buffer.flush()
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import FilingPlan, Outcome
@@ -78,6 +78,24 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
     return int(session.execute(statement, values).scalar_one())
 
 
+_TOUCH = (
+    update(Contact)
+    .where(Contact.id.in_(bindparam("ids", expanding=True)))
+    .where(Contact.last_activity_at < bindparam("now"))
+    .values(last_activity_at=bindparam("now"))
+)
+
+
+def _touch_contacts(session: Session, contact_ids: list[int], now: datetime) -> None:
+    """A note filed under contacts is their latest activity (the contacts list's order)."""
+    if contact_ids:
+        session.execute(
+            _TOUCH,
+            {"ids": contact_ids, "now": now},
+            execution_options={"synchronize_session": False},
+        )
+
+
 def _next_ref(session: Session, account_id: int, kind: str) -> int:
     """The account's next case/opportunity number, taken atomically: a read-then-write
     would let two workers (PostgreSQL) take the same number."""
@@ -93,14 +111,15 @@ def _next_ref(session: Session, account_id: int, kind: str) -> int:
 
 
 def _new_record(
-    session: Session, account: Account, kind: str, title: str, user_id: int, now: datetime
+    session: Session, account: Account, kind: str, title: str, delivery: Delivery, now: datetime
 ) -> Case | Opportunity:
     model: type[Case] | type[Opportunity] = Case if kind == "case" else Opportunity
     record = model(
         account_id=account.id,
         ref_no=_next_ref(session, account.id, kind),
         title=title,
-        user_id=user_id,
+        user_id=delivery.user_id,
+        created_by_delivery_id=delivery.id,  # so that undoing the filing can remove it
         created_at=now,
     )
     session.add(record)
@@ -146,6 +165,7 @@ def apply_plan(
                     company_id=action.company_for_new,
                     created_by_delivery_id=delivery.id,
                     created_at=now,
+                    last_activity_at=now,
                 )
                 _insert(
                     session,
@@ -189,7 +209,7 @@ def apply_plan(
         record_id = record.record_id
         if record.action == "create" or record_id is None:
             made = _new_record(
-                session, account, record.kind, record.title or "(no subject)", delivery.user_id, now
+                session, account, record.kind, record.title or "(no subject)", delivery, now
             )
             record_id = made.id
             prefix = "CA" if record.kind == "case" else "CO"
@@ -250,6 +270,7 @@ def apply_plan(
         done["created"].append(f"note #{note_id}")
         events.append((Event.NOTE_FILED, {"id": note_id, "subject": draft.subject}))
     if note_id is not None:
+        _touch_contacts(session, contact_ids, now)
         for table, column, ids in (
             (note_contacts, "contact_id", contact_ids),
             (note_companies, "company_id", company_ids),

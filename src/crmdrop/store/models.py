@@ -233,6 +233,14 @@ class Contact(Base):
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), nullable=True)
     created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When a note was last filed under it (else its creation): the contacts list's order,
+    # kept here because a MAX over a million notes per page would be too slow.
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        Index("ix_contacts_account_activity", "account_id", "last_activity_at", "id"),
+        Index("ix_contacts_created_by", "created_by_delivery_id"),
+        Index("ix_contacts_company", "company_id"),
+    )
 
 
 class ContactEmail(Base):
@@ -249,6 +257,8 @@ note_contacts = Table(
     Base.metadata,
     Column("note_id", ForeignKey("notes.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True, index=True),
+    # A contact's timeline reads (contact, note) pairs from the index alone.
+    Index("ix_note_contacts_contact_note", "contact_id", "note_id"),
 )
 note_companies = Table(
     "note_companies",
@@ -273,18 +283,21 @@ case_contacts = Table(
     Base.metadata,
     Column("case_id", ForeignKey("cases.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_case_contacts_contact", "contact_id"),
 )
 opportunity_contacts = Table(
     "opportunity_contacts",
     Base.metadata,
     Column("opportunity_id", ForeignKey("opportunities.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_opportunity_contacts_contact", "contact_id"),
 )
 task_contacts = Table(
     "task_contacts",
     Base.metadata,
     Column("task_id", ForeignKey("tasks.id"), primary_key=True),
     Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_task_contacts_contact", "contact_id"),
 )
 
 
@@ -295,6 +308,7 @@ class Note(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "message_key"),
         Index("ix_notes_account_message_id", "account_id", "message_id"),
+        Index("ix_notes_delivery", "delivery_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
@@ -332,6 +346,7 @@ class Case(Base):
     title: Mapped[str] = mapped_column(CleanText)
     status: Mapped[str] = mapped_column(CleanString(32), default="open")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -344,6 +359,7 @@ class Opportunity(Base):
     title: Mapped[str] = mapped_column(CleanText)
     status: Mapped[str] = mapped_column(CleanString(32), default="open")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -355,6 +371,9 @@ class Task(Base):
         UniqueConstraint(
             "account_id", "user_id", "message_key", "due_kind", name="uq_tasks_message"
         ),
+        Index("ix_tasks_user_done", "user_id", "done", "due_date"),
+        Index("ix_tasks_note", "note_id"),
+        Index("ix_tasks_delivery", "delivery_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -382,6 +401,8 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_status_due", "status", "next_attempt_at"),
         Index("ix_deliveries_account", "account_id", "id"),
+        Index("ix_deliveries_user", "user_id", "id"),
+        Index("ix_deliveries_note", "note_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
@@ -409,6 +430,19 @@ class Delivery(Base):
     note_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeliveryAction(Base):
+    """Something a user did to a delivery from its page (undo, never-a-contact, retry):
+    the processing record keeps what was decided *and* what was put right since."""
+
+    __tablename__ = "delivery_actions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    detail: Mapped[str] = mapped_column(CleanText)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Outbox(Base):
