@@ -169,6 +169,30 @@ def add_exclusion(session: Session, account: str, pattern: str) -> Exclusion:
     return entry
 
 
+def exclusions(session: Session, account: str) -> list[str]:
+    """The account's exclusion list, domains first, each part sorted."""
+    acc = get_account(session, account)
+    patterns = session.scalars(select(Exclusion.pattern).where(Exclusion.account_id == acc.id))
+    return sorted(patterns, key=lambda p: (not p.startswith("@"), p))
+
+
+@dataclass(frozen=True)
+class AddressInfo:
+    """An additional address of a user and whether it is verified (SPEC §1.2)."""
+
+    email: str
+    verified: bool
+
+
+def user_addresses(session: Session, user_id: int) -> list[AddressInfo]:
+    rows = session.execute(
+        select(UserAddress.email, UserAddress.verified)
+        .where(UserAddress.user_id == user_id)
+        .order_by(UserAddress.id)
+    )
+    return [AddressInfo(email, verified) for email, verified in rows]
+
+
 def regenerate_token(session: Session, user_email: str) -> User:
     """A new token at once; the six old addresses stop working (SPEC §2.3)."""
     user = get_user(session, user_email)

@@ -83,20 +83,28 @@ class Bearer:
     token_id: int
     user_id: int
     account_id: int
+    epoch: int  # the user's session epoch: a token holds while its user is active
     stale: bool
 
 
 def authenticate(session: Session, token: str, *, now: datetime) -> Bearer | None:
     """The user a live token acts as, or None (unknown or revoked). Reads only."""
     row = session.execute(
-        select(ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at, User.id, User.account_id)
+        select(
+            ApiToken.id,
+            ApiToken.revoked_at,
+            ApiToken.last_used_at,
+            User.id,
+            User.account_id,
+            User.session_epoch,
+        )
         .join(User, User.id == ApiToken.user_id)
         .where(ApiToken.token_hash == hash_token(token))
     ).first()
     if row is None or row[1] is not None:
         return None
     stale = row[2] is None or now - row[2] > LAST_USED_GRANULARITY
-    return Bearer(token_id=row[0], user_id=row[3], account_id=row[4], stale=stale)
+    return Bearer(token_id=row[0], user_id=row[3], account_id=row[4], epoch=row[5], stale=stale)
 
 
 def touch_token(session: Session, token_id: int, *, now: datetime) -> None:

@@ -23,6 +23,7 @@ from crmdrop.store.db import Database
 from crmdrop.store.inbound import queue_counts
 from crmdrop.web import admin, auth
 from crmdrop.web import settings as settings_pages
+from crmdrop.web.api import create_api
 from crmdrop.web.common import (
     HERE,
     CsrfFailed,
@@ -115,4 +116,6 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
 
     for router in (auth.router, settings_pages.router, admin.router):
         app.include_router(router, dependencies=[Depends(check_csrf)])
+    # Bearer tokens, not cookies: no CSRF there; problem+json errors of its own.
+    app.mount("/api/v1", create_api(db, settings))
     return app
