@@ -55,6 +55,7 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
         signal.signal(sig, lambda *_: stop.set())
     for thread in threads:
         thread.start()
+    log.info("the worker is up (pid %d)", os.getpid())
     while not stop.wait(0.5):
         if parent is not None and os.getppid() != parent:
             log.warning("serve is gone; the worker stops")
