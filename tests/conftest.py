@@ -23,6 +23,8 @@ SERVER_ENV = {
     "CRMDROP_WEBHOOK_TIMEOUT_SECONDS": "5",
     "CRMDROP_API_RATE_LIMIT": "100000/minute",
     "CRMDROP_API_MAX_BODY_BYTES": "20000",
+    "CRMDROP_METRICS": "token",
+    "CRMDROP_METRICS_TOKEN": "metrics-secret",
 }
 
 

@@ -151,7 +151,11 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "serve.log"
 
-    def start(self) -> None:
+    def start_without_worker(self) -> None:
+        """`serve --no-worker`: accepted mail stays queued (nothing files it)."""
+        self.start(worker=False)
+
+    def start(self, *, worker: bool = True) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
@@ -170,6 +174,7 @@ class ServerProcess:
                 f"127.0.0.1:{self.lmtp_port}",
                 "--http",
                 f"127.0.0.1:{self.http_port}",
+                *([] if worker else ["--no-worker"]),
             ],
             env={**os.environ, **self.env},
             stdout=log,
@@ -188,7 +193,7 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.1)
                 continue
-            if self._worker_up(offset):
+            if not worker or self._worker_up(offset):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"crmdrop serve did not start: {self.log_path.read_text()[-3000:]}")

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from crmdrop.config import Settings
 from crmdrop.receive.batch import GroupCommitter
 from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver, Verdict
+from crmdrop.telemetry import REFUSALS, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class _EnhancedReplies:
             at_data = "Too much mail data" in status
             count = len(envelope.rcpt_tos) if at_data and envelope is not None else 1
             status = _per_recipient(TOO_BIG, count if self.per_recipient else 1)
+            REFUSALS.add(Refusal.TOO_LARGE)
         await super().push(status)  # type: ignore[misc]
 
 
@@ -93,8 +95,11 @@ class DropboxHandler:
     ) -> str:
         accepted = self._rcpts.setdefault(envelope, [])
         if len(accepted) >= self.max_recipients:
+            REFUSALS.add(Refusal.TOO_MANY_RECIPIENTS)
             return TOO_MANY
         reply, rcpt = await asyncio.to_thread(self.receiver.check_recipient, address)
+        if rcpt is None and reply.startswith("550"):
+            REFUSALS.add(Refusal.UNKNOWN_DROPBOX)
         if rcpt is not None:
             accepted.append(rcpt)
             envelope.rcpt_tos.append(address)

@@ -33,6 +33,7 @@ from crmdrop.web.common import (
     redirect,
     render,
 )
+from crmdrop.web.metrics import metrics_router
 
 SESSION_COOKIE = "crmdrop_session"
 SESSION_DAYS = 14
@@ -118,4 +119,5 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         app.include_router(router, dependencies=[Depends(check_csrf)])
     # Bearer tokens, not cookies: no CSRF there; problem+json errors of its own.
     app.mount("/api/v1", create_api(db, settings))
+    app.include_router(metrics_router(db, settings))
     return app
