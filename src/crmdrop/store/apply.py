@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from crmdrop.dropbox.plan import FilingPlan, Outcome
+from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.store.models import (
     Account,
@@ -175,18 +175,7 @@ def apply_plan(
                     email=action.address,
                 )
                 done["created"].append(f"contact {action.name} <{action.address}>")
-                events.append(
-                    (
-                        Event.CONTACT_CREATED,
-                        {
-                            "id": contact_id,
-                            "name": action.name,
-                            "email": action.address,
-                            "company_id": action.company_for_new,
-                            "delivery_id": delivery.id,
-                        },
-                    )
-                )
+                events.append(_contact_event(contact_id, action, delivery.id))
             else:
                 contact_id = existing
         else:
@@ -214,18 +203,7 @@ def apply_plan(
             record_id = made.id
             prefix = "CA" if record.kind == "case" else "CO"
             done["created"].append(f"{record.kind} {prefix}{made.ref_no}")
-            events.append(
-                (
-                    Event.CASE_CREATED if record.kind == "case" else Event.OPPORTUNITY_CREATED,
-                    {
-                        "id": made.id,
-                        "ref": f"{prefix}{made.ref_no}",
-                        "title": made.title,
-                        "user_id": made.user_id,
-                        "delivery_id": delivery.id,
-                    },
-                )
-            )
+            events.append(_record_event(record.kind, made, f"{prefix}{made.ref_no}", delivery.id))
         else:
             done["linked"].append(f"{record.kind} {record.ref}")
         (case_ids if record.kind == "case" else opp_ids).append(record_id)
@@ -308,20 +286,7 @@ def apply_plan(
             _link(session, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
             due = plan.task.due.isoformat() if plan.task.due else "no deadline"
             done["created"].append(f"task #{task_id} ({due})")
-            events.append(
-                (
-                    Event.TASK_CREATED,
-                    {
-                        "id": task_id,
-                        "title": plan.task.title,
-                        "due": plan.task.due.isoformat() if plan.task.due else None,
-                        "user_id": delivery.user_id,
-                        "note_id": note_id,
-                        "contact_ids": sorted(set(contact_ids)),
-                        "delivery_id": delivery.id,
-                    },
-                )
-            )
+            events.append(_task_event(task_id, plan, delivery, note_id, contact_ids))
     links = {
         "contact_ids": sorted(set(contact_ids)),
         "company_ids": sorted(set(company_ids)),
@@ -330,6 +295,49 @@ def apply_plan(
     }
     _emit_all(session, account.id, events, delivery, plan, links, now)
     return done
+
+
+def _contact_event(
+    contact_id: int, action: ContactAction, delivery_id: int
+) -> tuple[Event, dict[str, Any]]:
+    data = {
+        "id": contact_id,
+        "name": action.name,
+        "email": action.address,
+        "company_id": action.company_for_new,
+        "delivery_id": delivery_id,
+    }
+    return Event.CONTACT_CREATED, data
+
+
+def _record_event(
+    kind: str, made: Case | Opportunity, ref: str, delivery_id: int
+) -> tuple[Event, dict[str, Any]]:
+    event = Event.CASE_CREATED if kind == "case" else Event.OPPORTUNITY_CREATED
+    data = {
+        "id": made.id,
+        "ref": ref,
+        "title": made.title,
+        "user_id": made.user_id,
+        "delivery_id": delivery_id,
+    }
+    return event, data
+
+
+def _task_event(
+    task_id: int, plan: FilingPlan, delivery: Delivery, note_id: int | None, contact_ids: list[int]
+) -> tuple[Event, dict[str, Any]]:
+    assert plan.task is not None
+    data = {
+        "id": task_id,
+        "title": plan.task.title,
+        "due": plan.task.due.isoformat() if plan.task.due else None,
+        "user_id": delivery.user_id,
+        "note_id": note_id,
+        "contact_ids": sorted(set(contact_ids)),
+        "delivery_id": delivery.id,
+    }
+    return Event.TASK_CREATED, data
 
 
 def _emit_all(

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings
 from crmdrop.store.db import Database
+from crmdrop.store.deliveries import FileData
 from crmdrop.store.tokens import authenticate, touch_token
 from crmdrop.store.users import SessionUser, session_user
 
@@ -125,13 +126,19 @@ def admin_only(caller: Caller) -> None:
         raise ApiError(403, "only an admin of the account may do this")
 
 
-def not_found(what: str) -> HTTPException:
-    return HTTPException(404, f"no {what}")
-
-
 MAX_ID = 2_147_483_647  # PostgreSQL's integer: a larger id is no id at all, not our error
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 Cursor = Annotated[
     str | None,
     Query(max_length=200, description="The `next_cursor` of the previous page"),
 ]
+
+
+def file_response(data: FileData) -> Response:
+    """A download: the bytes under the name and type the store gives them."""
+    safe = data.filename.replace('"', "").replace("\\", "").replace("\r", "").replace("\n", "")
+    return Response(
+        data.data,
+        media_type=data.content_type or "application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+    )

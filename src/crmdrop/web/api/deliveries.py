@@ -12,11 +12,12 @@ from crmdrop.web.api.common import (
     CallerDep,
     IdPath,
     Page,
+    file_response,
     now,
     reading,
     writing,
 )
-from crmdrop.web.api.notes import RAW, _file
+from crmdrop.web.api.notes import RAW
 
 router = APIRouter(tags=["deliveries"])
 After = Annotated[
@@ -52,7 +53,7 @@ def get_delivery(
 )
 def delivery_raw(request: Request, caller: CallerDep, delivery_id: IdPath) -> Response:
     with reading(request) as session:
-        return _file(deliveries.raw_message(session, caller.account_id, delivery_id))
+        return file_response(deliveries.raw_message(session, caller.account_id, delivery_id))
 
 
 @router.post(

@@ -7,7 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from crmdrop.store import cases, companies, contacts, deliveries, records, timeline
-from crmdrop.web.api.common import MAX_ID, ApiError, CallerDep, Cursor, IdPath, Page, reading
+from crmdrop.web.api.common import (
+    MAX_ID,
+    ApiError,
+    CallerDep,
+    Cursor,
+    IdPath,
+    Page,
+    file_response,
+    reading,
+)
 
 router = APIRouter(tags=["notes"])
 Filter = Annotated[int | None, Query(ge=1, le=MAX_ID)]
@@ -49,15 +58,6 @@ def get_note(request: Request, caller: CallerDep, note_id: IdPath) -> timeline.T
         return timeline.get_note(session, caller.account_id, note_id)
 
 
-def _file(data: deliveries.FileData) -> Response:
-    safe = data.filename.replace('"', "").replace("\\", "")
-    return Response(
-        data.data,
-        media_type=data.content_type or "application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
-    )
-
-
 RAW: dict[int | str, dict[str, Any]] = {
     200: {"content": {"message/rfc822": {}}, "description": "The email as received"}
 }
@@ -74,7 +74,7 @@ FILE: dict[int | str, dict[str, Any]] = {
 )
 def note_raw(request: Request, caller: CallerDep, note_id: IdPath) -> Response:
     with reading(request) as session:
-        return _file(deliveries.note_original(session, caller.account_id, note_id))
+        return file_response(deliveries.note_original(session, caller.account_id, note_id))
 
 
 @router.get(
@@ -85,4 +85,4 @@ def note_raw(request: Request, caller: CallerDep, note_id: IdPath) -> Response:
 )
 def attachment(request: Request, caller: CallerDep, attachment_id: IdPath) -> Response:
     with reading(request) as session:
-        return _file(deliveries.attachment_file(session, caller.account_id, attachment_id))
+        return file_response(deliveries.attachment_file(session, caller.account_id, attachment_id))
