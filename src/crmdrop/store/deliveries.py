@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.address import redact
@@ -518,3 +518,11 @@ def raw_bytes(session: Session, delivery_id: int) -> bytes:
             f"no stored message for delivery #{delivery_id} (refused messages keep none)"
         )
     return delivery.raw
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    """How many deliveries are in each status (the status page, `/healthz`)."""
+    rows = session.execute(
+        select(Delivery.status, func.count(Delivery.id)).group_by(Delivery.status)
+    ).all()
+    return {status: count for status, count in rows}

@@ -9,7 +9,7 @@ short form of a note, case or task (`links`/`detail` left out) is what a list sh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from crmdrop.dropbox.address import dropbox_addresses, redact
 from crmdrop.store.models import (
@@ -38,6 +38,10 @@ __all__ = [
     "task_json",
     "user_json",
 ]
+
+
+# A record's contacts: their addresses (export, lists), or name/email pairs (show).
+RecordContacts: TypeAlias = list[str] | list[dict[str, str | None]]
 
 
 @dataclass(frozen=True)
@@ -106,14 +110,14 @@ class RecordDetail:
     """What `cases|opportunities list|show` add to export's short form of a record."""
 
     owner: str | None
-    notes: Any  # a count (list) or the notes themselves (show: `note_json` short forms)
+    notes: int | list[dict[str, Any]]  # a count (list), or the notes (show: `note_json`)
 
 
 def record_json(
     record: Case | Opportunity,
     prefix: str,
     *,
-    contacts: Any,
+    contacts: RecordContacts,
     detail: RecordDetail | None = None,
 ) -> dict[str, Any]:
     """A case or opportunity by its reference (`CA12`, `CO3`); `contacts` are addresses
@@ -135,12 +139,14 @@ def record_json(
     return row
 
 
-def case_json(case: Case, *, contacts: Any, detail: RecordDetail | None = None) -> dict[str, Any]:
+def case_json(
+    case: Case, *, contacts: RecordContacts, detail: RecordDetail | None = None
+) -> dict[str, Any]:
     return record_json(case, "CA", contacts=contacts, detail=detail)
 
 
 def opportunity_json(
-    opportunity: Opportunity, *, contacts: Any, detail: RecordDetail | None = None
+    opportunity: Opportunity, *, contacts: RecordContacts, detail: RecordDetail | None = None
 ) -> dict[str, Any]:
     return record_json(opportunity, "CO", contacts=contacts, detail=detail)
 
