@@ -25,6 +25,9 @@ SERVER_ENV = {
     "CRMDROP_API_MAX_BODY_BYTES": "20000",
     "CRMDROP_METRICS": "token",
     "CRMDROP_METRICS_TOKEN": "metrics-secret",
+    # Sign-in throttling, small so that its tests are short (tests/web/test_forms.py)
+    "CRMDROP_LOGIN_MAX_FAILURES": "3",
+    "CRMDROP_LOGIN_MAX_FAILURES_IP": "6",
 }
 
 
@@ -119,17 +122,19 @@ class OwnServer:
     url: str  # the database, for a test that reaches into it
 
 
-def own_server(backend: str, data_dir: Any, env: dict[str, str]) -> Iterator[OwnServer]:
+def own_server(
+    backend: str, data_dir: Any, env: dict[str, str], *, demo: bool = False
+) -> Iterator[OwnServer]:
     """Start one on `backend` ("sqlite" or "postgresql", in a fresh database)."""
     if backend == "postgresql":
         with pg_database() as url:
-            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url)
+            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url, demo)
     else:
-        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}")
+        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}", demo)
 
 
-def _own(data_dir: Any, env: dict[str, str], url: str) -> Iterator[OwnServer]:
-    server = ServerProcess(data_dir, env)
+def _own(data_dir: Any, env: dict[str, str], url: str, demo: bool = False) -> Iterator[OwnServer]:
+    server = ServerProcess(data_dir, env, demo=demo)
     server.start()
     try:
         yield OwnServer(server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), url)

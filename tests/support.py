@@ -142,7 +142,8 @@ class Cli:
 class ServerProcess:
     """`crmdrop serve` in a subprocess, as a user would run it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], *, demo: bool = False) -> None:
+        self.demo = demo
         self.data_dir = data_dir
         self.smtp_port = free_port()
         self.lmtp_port = free_port()
@@ -165,7 +166,7 @@ class ServerProcess:
                 "-m",
                 "crmdrop",
                 "serve",
-                "--no-demo",
+                *([] if self.demo else ["--no-demo"]),
                 "--data",
                 str(self.data_dir),
                 "--smtp",

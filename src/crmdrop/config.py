@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         None,
         description="Signs session cookies; default: generated once into data_dir/secret_key.",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated, or *).",
+    )
+    login_max_failures: int = Field(
+        10, description="Failed sign-ins per account in login_lockout_minutes before refusal."
+    )
+    login_max_failures_ip: int = Field(
+        50, description="Failed sign-ins from one IP in login_lockout_minutes before refusal."
+    )
+    login_lockout_minutes: int = Field(15, description="The throttling window and lockout.")
     webhook_timeout_seconds: float = Field(10.0, description="HTTP timeout of one webhook POST.")
     webhook_retry_base_seconds: float = Field(
         10.0, description="First webhook retry delay; doubles each time, at most an hour."

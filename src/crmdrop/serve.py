@@ -108,7 +108,12 @@ async def serve(
     http_host, http_port = split_hostport(settings.http_listen)
     web = _Server(
         uvicorn.Config(
-            create_app(db, settings), host=http_host, port=http_port, log_level="warning"
+            create_app(db, settings),
+            host=http_host,
+            port=http_port,
+            log_level="warning",
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     )
     stop = asyncio.Event()

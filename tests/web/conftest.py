@@ -11,16 +11,22 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import html
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import Crm
-from tests.support import REPO
+from tests.support import REPO, Relayed, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -75,6 +81,86 @@ class Web:
         )
 
 
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_FLASH = re.compile(r'class="flash flash-(\w+)"[^>]*>([^<]*)<')
+
+
+class WebClient:
+    """A browser without a browser: httpx with the session cookie, for form and status tests."""
+
+    def __init__(self, web: Web, *, ip: str | None = None) -> None:
+        headers = {"X-Forwarded-For": ip} if ip else {}
+        self.http = httpx.Client(base_url=web.base_url, timeout=30, headers=headers)
+        self.csrf = ""
+
+    def get(self, path: str) -> httpx.Response:
+        response = self.http.get(path)
+        found = _CSRF.search(response.text)
+        if found:
+            self.csrf = found.group(1)
+        return response
+
+    def post(
+        self, path: str, data: dict[str, str] | None = None, *, csrf: bool = True
+    ) -> httpx.Response:
+        """Post a form (with the page's CSRF token unless `csrf=False`), following redirects."""
+        form = dict(data or {})
+        if csrf:
+            form.setdefault("csrf_token", self.csrf or self._token())
+        response = self.http.post(path, data=form, follow_redirects=True)
+        found = _CSRF.search(response.text)
+        if found:
+            self.csrf = found.group(1)
+        return response
+
+    def _token(self) -> str:
+        self.get("/login")
+        return self.csrf
+
+    def login(
+        self, user: WebUser, password: str | None = None, *, next: str = "/settings/dropbox"
+    ) -> httpx.Response:
+        self.get("/login")
+        form = {"email": user.email, "password": password or user.password, "next": next}
+        return self.post("/login", form)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def link_in(message: Relayed, path: str) -> str:
+    """The first link in a relayed mail's text whose path starts with `path`."""
+    parsed = email.message_from_bytes(message.content, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    body = parsed.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()  # type: ignore[attr-defined]
+    found = re.search(r"https?://[^\s/]+(" + re.escape(path) + r"[^\s]*)", text)
+    assert found, f"no {path} link in: {text}"
+    return str(found.group(1))
+
+
+def mail_to(web: Web, address: str, count: int = 1) -> Relayed:
+    """The `count`-th mail the relay received for `address` (waits for it)."""
+    found = wait_for(
+        lambda: len(web.crm.relay.messages_to(address)) >= count, what=f"mail to {address}"
+    )
+    assert found
+    return web.crm.relay.messages_to(address)[count - 1]
+
+
+def flashes(response: httpx.Response) -> list[tuple[str, str]]:
+    """The (category, text) of each message shown on the page."""
+    return [(c, html.unescape(t)) for c, t in _FLASH.findall(response.text)]
+
+
+@pytest.fixture
+def client(web: Web) -> Iterator[WebClient]:
+    c = WebClient(web)
+    yield c
+    c.close()
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
@@ -104,9 +190,9 @@ def page(browser: Browser, web: Web) -> Iterator[Page]:
     context.close()
 
 
-def logged_in_page(page: Page, web: Web, user: WebUser) -> Page:
-    """Sign `user` in through the login form, as a person would."""
-    page.goto("/login")
+def logged_in_page(page: Page, web: Web, user: WebUser, next: str | None = None) -> Page:
+    """Sign `user` in through the login form, as a person would (then at `next`, if given)."""
+    page.goto(f"/login?next={next}" if next else "/login")
     page.get_by_label("Email").fill(user.email)
     page.get_by_label("Password").fill(user.password)
     page.get_by_role("button", name="Sign in").click()

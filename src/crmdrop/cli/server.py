@@ -110,7 +110,7 @@ def ingest(
     try:
         db = open_db(settings)
         receiver = Receiver(db, settings)
-        reply, rcpt = receiver.check_recipient(to)
+        reply, rcpt = receiver.check_recipient(to, mail_from=from_)
     except Exception as exc:  # our fault: the MTA must retry
         fail(f"temporary failure: {exc}", EX_TEMPFAIL)
     if rcpt is None:

@@ -26,18 +26,23 @@ def build_reply(
     to: str,
     in_reply_to: str | None,
     now: datetime,
+    auto_submitted: str = "auto-replied",
     **values: object,
 ) -> bytes:
-    """The bytes of one reply, CRLF line ends, ready for the relay."""
+    """The bytes of one reply, CRLF line ends, ready for the relay.
+
+    Account mail (a password-reset or invitation link) is `auto-generated`, not a reply.
+    """
     msg = EmailMessage(policy=SMTP)
     msg["From"] = f"crmdrop <{sender}>"
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
-    msg["Auto-Submitted"] = "auto-replied"
+    msg["Auto-Submitted"] = auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"
-    msg["Precedence"] = "auto_reply"
+    if auto_submitted == "auto-replied":
+        msg["Precedence"] = "auto_reply"
     if in_reply_to:
         msg["In-Reply-To"] = f"<{in_reply_to}>"
         msg["References"] = f"<{in_reply_to}>"

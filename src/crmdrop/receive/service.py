@@ -24,7 +24,12 @@ from crmdrop.dropbox.sender_auth import AuthVerdict, upstream_verdict
 from crmdrop.dropbox.senders import check_sender
 from crmdrop.mail.headers import HeaderSummary, read_header_summary
 from crmdrop.receive.authcheck import dns_verdict
-from crmdrop.store.accounts import Recipient, dropbox_owner
+from crmdrop.store.accounts import (
+    Recipient,
+    dropbox_owner,
+    record_revoked_attempt,
+    revoked_owner,
+)
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import NewDelivery, add_delivery
 
@@ -82,16 +87,27 @@ class Receiver:
         self.db = db
         self.settings = settings
 
-    def check_recipient(self, address: str) -> tuple[str, Rcpt | None]:
-        """RCPT time: is `address` a live dropbox? (SPEC §2.2, §2.3, §7.1)"""
+    def check_recipient(
+        self, address: str, *, mail_from: str = "", peer: str = ""
+    ) -> tuple[str, Rcpt | None]:
+        """RCPT time: is `address` a live dropbox? (SPEC §2.2, §2.3, §7.1)
+
+        A refused address whose token was regenerated is recorded for its owner to see.
+        """
         parsed = parse_dropbox_address(address, self.settings.domain)
         if parsed is None:
             return UNKNOWN, None
         token, kind = parsed
         with self.db.read_connection() as conn:
             found = dropbox_owner(conn, token)
+            revoked = revoked_owner(conn, token) if found is None else None
         if found is None:
             log.info("RCPT to unknown or revoked dropbox %s", redact(address))
+            if revoked is not None:
+                with self.db.write_connection() as conn:
+                    record_revoked_attempt(
+                        conn, revoked, rcpt_to=address, mail_from=mail_from, peer=peer
+                    )
             return UNKNOWN, None
         owner, info = found
         return OK_RCPT, Rcpt(address=address, kind=kind, owner=owner, info=info)

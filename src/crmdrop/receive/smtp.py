@@ -97,7 +97,13 @@ class DropboxHandler:
         if len(accepted) >= self.max_recipients:
             REFUSALS.add(Refusal.TOO_MANY_RECIPIENTS)
             return TOO_MANY
-        reply, rcpt = await asyncio.to_thread(self.receiver.check_recipient, address)
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+        reply, rcpt = await asyncio.to_thread(
+            self.receiver.check_recipient,
+            address,
+            mail_from=envelope.mail_from or "",
+            peer=peer,
+        )
         if rcpt is None and reply.startswith("550"):
             REFUSALS.add(Refusal.UNKNOWN_DROPBOX)
         if rcpt is not None:

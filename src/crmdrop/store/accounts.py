@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.address import new_token
@@ -17,6 +17,8 @@ from crmdrop.store.models import (
     Company,
     CompanyEmail,
     Exclusion,
+    RevokedAttempt,
+    RevokedToken,
     Role,
     User,
     UserAddress,
@@ -25,6 +27,10 @@ from crmdrop.store.models import (
 
 class StoreError(ValueError):
     """A request the store refuses, with a message meant for the person who asked."""
+
+
+class Missing(StoreError):
+    """The object is not there for whoever asked (deleted meanwhile, or another account's)."""
 
 
 def now() -> datetime:
@@ -116,8 +122,10 @@ def add_user_address(session: Session, user_email: str, address: str) -> UserAdd
     user = get_user(session, user_email)
     normalized = _check_address(address)
     owner = _address_owner(session, normalized)
+    if owner is not None and owner.id == user.id:
+        raise StoreError(f"{normalized} is already one of your addresses")
     if owner is not None:
-        raise StoreError(f"{normalized} already belongs to user {owner.email}")
+        raise StoreError(f"{normalized} already belongs to another user")
     extra = UserAddress(user_id=user.id, email=normalized, verified=False, created_at=now())
     session.add(extra)
     session.flush()
@@ -153,7 +161,7 @@ def add_exclusion(session: Session, account: str, pattern: str) -> Exclusion:
     raw = pattern.strip()
     if raw.startswith("@"):
         domain = normalize_domain(raw)
-        if "." not in domain:
+        if "." not in domain or not is_plausible_address("x@" + domain):
             raise StoreError(f"{pattern!r} is not a domain")
         value = "@" + domain
     else:
@@ -169,6 +177,32 @@ def add_exclusion(session: Session, account: str, pattern: str) -> Exclusion:
     return entry
 
 
+def regenerate_token(session: Session, user_email: str) -> User:
+    """A new token at once; the six old addresses stop working (SPEC §2.3).
+
+    The old token is kept as revoked, so attempts to use it can be shown to the user.
+    """
+    user = get_user(session, user_email)
+    session.add(RevokedToken(token=user.token, user_id=user.id, revoked_at=now()))
+    user.token = new_token()
+    session.flush()
+    return user
+
+
+def remove_user_address(session: Session, user_email: str, address: str) -> None:
+    """The address is no longer the user's; mail from it is a stranger's again."""
+    user = get_user(session, user_email)
+    extra = session.scalar(
+        select(UserAddress).where(
+            UserAddress.user_id == user.id, UserAddress.email == normalize_address(address)
+        )
+    )
+    if extra is None:
+        raise Missing(f"{address} is not one of your additional addresses (any more)")
+    session.delete(extra)
+    session.flush()
+
+
 def exclusions(session: Session, account: str) -> list[str]:
     """The account's exclusion list, domains first, each part sorted."""
     acc = get_account(session, account)
@@ -176,29 +210,45 @@ def exclusions(session: Session, account: str) -> list[str]:
     return sorted(patterns, key=lambda p: (not p.startswith("@"), p))
 
 
-@dataclass(frozen=True)
-class AddressInfo:
-    """An additional address of a user and whether it is verified (SPEC §1.2)."""
-
-    email: str
-    verified: bool
-
-
-def user_addresses(session: Session, user_id: int) -> list[AddressInfo]:
-    rows = session.execute(
-        select(UserAddress.email, UserAddress.verified)
-        .where(UserAddress.user_id == user_id)
-        .order_by(UserAddress.id)
+def remove_exclusion(session: Session, account: str, pattern: str) -> None:
+    acc = get_account(session, account)
+    entry = session.scalar(
+        select(Exclusion).where(Exclusion.account_id == acc.id, Exclusion.pattern == pattern)
     )
-    return [AddressInfo(email, verified) for email, verified in rows]
-
-
-def regenerate_token(session: Session, user_email: str) -> User:
-    """A new token at once; the six old addresses stop working (SPEC §2.3)."""
-    user = get_user(session, user_email)
-    user.token = new_token()
+    if entry is None:
+        raise Missing(f"{pattern} is not on the exclusion list (any more)")
+    session.delete(entry)
     session.flush()
+
+
+def set_timezone(session: Session, user_email: str, timezone: str) -> User:
+    """The zone that `-today`/`-tomorrow` tasks and task dates are read in (SPEC §5)."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise StoreError(f"unknown time zone {timezone!r}") from exc
+    user = get_user(session, user_email)
+    user.timezone = timezone
     return user
+
+
+def revoked_owner(conn: Connection, token: str) -> int | None:
+    """The user whose regenerated (revoked) token this is, or None (unknown, or live)."""
+    owner: int | None = conn.execute(
+        select(RevokedToken.user_id).where(RevokedToken.token == token)
+    ).scalar_one_or_none()
+    return owner
+
+
+def record_revoked_attempt(
+    conn: Connection, user_id: int, *, rcpt_to: str, mail_from: str, peer: str
+) -> None:
+    """Someone sent to one of `user_id`'s revoked addresses: shown under Regenerate."""
+    conn.execute(
+        insert(RevokedAttempt).values(
+            user_id=user_id, rcpt_to=rcpt_to, mail_from=mail_from, peer=peer, at=now()
+        )
+    )
 
 
 def set_preference(session: Session, account: str, name: str, value: bool) -> Account:

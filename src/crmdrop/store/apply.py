@@ -35,6 +35,7 @@ from crmdrop.store.models import (
     opportunity_contacts,
     task_contacts,
 )
+from crmdrop.store.search import index_contact
 from crmdrop.store.webhooks import Event, emit
 
 
@@ -242,6 +243,7 @@ def _create_contact(
     _insert(
         session, ContactEmail, account_id=account.id, contact_id=contact_id, email=action.address
     )
+    index_contact(session, account.id, contact_id, action.name, [action.address])
     done.created.append(f"contact {action.name} <{action.address}>")
     done.events.append(_contact_event(contact_id, action, delivery.id))
     return contact_id

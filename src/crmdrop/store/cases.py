@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crmdrop.store.accounts import StoreError
-from crmdrop.store.models import Case, Contact, Note, Opportunity
+from crmdrop.store.models import Case, Contact, Opportunity
 from crmdrop.store.records import CASES, OPPORTUNITIES, RecordKind
 from crmdrop.store.scope import NotFound
 from crmdrop.store.timeline import Ref, Timeline, read_timeline
@@ -130,11 +130,7 @@ def get_record(
             .order_by(Contact.name)
         )
     ]
-    query = (
-        select(Note.id)
-        .join(kind.notes, kind.notes.c.note_id == Note.id)
-        .where(kind.notes.c[kind.column] == record.id)
-    )
+    query = select(kind.notes.c.note_id).where(kind.notes.c[kind.column] == record.id)
     return RecordDetail(
         id=record.id,
         number=record.ref_no,
@@ -143,7 +139,7 @@ def get_record(
         status=record.status,
         statuses=statuses(kind),
         contacts=contacts,
-        timeline=read_timeline(session, query, after),
+        timeline=read_timeline(session, query, kind.notes.c.note_id, after),
     )
 
 

@@ -111,5 +111,5 @@ def get_company(
         emails=emails,
         people=people,
         includes_people_notes=with_people,
-        timeline=read_timeline(session, query, after),
+        timeline=read_timeline(session, query, Note.id, after),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from crmdrop.mail.addresses import is_plausible_address, normalize_address
@@ -19,13 +19,14 @@ from crmdrop.store.models import (
     CompanyEmail,
     Contact,
     ContactEmail,
-    Note,
     case_contacts,
+    contact_terms,
     note_contacts,
     opportunity_contacts,
     task_contacts,
 )
 from crmdrop.store.scope import NotFound, decode_cursor, encode_cursor, owned
+from crmdrop.store.search import CANDIDATES, candidates, matching, reindex_contact
 from crmdrop.store.timeline import Ref, Timeline, read_timeline
 from crmdrop.store.webhooks import Event, emit
 
@@ -78,18 +79,34 @@ class ContactEdit:
     company_id: int | None
 
 
-def _search(term: str) -> object:
-    """Name, any address or the company's name contains the term (case-insensitive)."""
-    t = term.strip().lower()
-    return or_(
-        func.lower(Contact.name).contains(t, autoescape=True),
-        exists().where(
-            ContactEmail.contact_id == Contact.id, ContactEmail.email.contains(t, autoescape=True)
-        ),
-        exists().where(
-            Company.id == Contact.company_id, func.lower(Company.name).contains(t, autoescape=True)
-        ),
+def _search(session: Session, account_id: int, text: str) -> tuple[ColumnElement[bool], bool]:
+    """Every word begins a word of the name, an address or its domain (the search
+    index, crmdrop.store.search), or the company's name contains the text.
+
+    Also whether the matches are few: then they are read by id and sorted, instead of
+    walking the whole list in activity order to find them."""
+    companies = list(
+        session.scalars(
+            select(Company.id).where(
+                Company.account_id == account_id,
+                func.lower(Company.name).contains(text.strip().lower(), autoescape=True),
+            )
+        )
     )
+    condition = or_(matching(text), Contact.company_id.in_(companies))
+    few = candidates(session, account_id, text)
+    if few is None:
+        return condition, False
+    members: list[int] = []
+    if companies:
+        members = list(
+            session.scalars(
+                select(Contact.id).where(Contact.company_id.in_(companies)).limit(CANDIDATES)
+            )
+        )
+    if len(few) + len(members) >= CANDIDATES:
+        return condition, False
+    return and_(Contact.id.in_(few + members), condition), True
 
 
 def list_contacts(
@@ -97,19 +114,16 @@ def list_contacts(
 ) -> ContactPage:
     """The account's contacts, most recent activity first, a page at a time (keyset),
     optionally only those whose name, address or company contains `search`."""
-    query = select(Contact.id, Contact.name, Contact.company_id, Contact.last_activity_at).where(
-        Contact.account_id == account_id
-    )
+    query = select(Contact.id, Contact.name, Contact.company_id, Contact.last_activity_at)
+    few = False
     if search.strip():
-        query = query.where(_search(search))  # type: ignore[arg-type]
+        condition, few = _search(session, account_id, search)
+        query = query.where(condition)
+    # `+ 0` keeps SQLite from walking the account's whole list in order for a few matches.
+    query = query.where((Contact.account_id + 0 if few else Contact.account_id) == account_id)
     if after:
         when, last = decode_cursor(after)
-        query = query.where(
-            or_(
-                Contact.last_activity_at < when,
-                and_(Contact.last_activity_at == when, Contact.id < last),
-            )
-        )
+        query = query.where(tuple_(Contact.last_activity_at, Contact.id) < tuple_(when, last))
     rows = session.execute(
         query.order_by(Contact.last_activity_at.desc(), Contact.id.desc()).limit(LIST_PAGE + 1)
     ).all()
@@ -161,18 +175,14 @@ def get_contact(
     """A contact with its addresses, company and a page of its timeline (newest first)."""
     contact = owned(session, Contact, contact_id, account_id, "contact")
     company = _company_refs(session, {contact.company_id}).get(contact.company_id)
-    query = (
-        select(Note.id)
-        .join(note_contacts, note_contacts.c.note_id == Note.id)
-        .where(note_contacts.c.contact_id == contact.id)
-    )
+    query = select(note_contacts.c.note_id).where(note_contacts.c.contact_id == contact.id)
     return ContactDetail(
         id=contact.id,
         name=contact.name,
         emails=_emails(session, contact.id),
         company=company,
         created_by_delivery_id=contact.created_by_delivery_id,
-        timeline=read_timeline(session, query, after),
+        timeline=read_timeline(session, query, note_contacts.c.note_id, after),
     )
 
 
@@ -228,6 +238,7 @@ def update_contact(
         if address not in have:
             session.add(ContactEmail(account_id=account_id, contact_id=contact.id, email=address))
     session.flush()
+    reindex_contact(session, contact.id)
     company = _company_refs(session, {contact.company_id}).get(contact.company_id)
     return ContactRow(
         contact.id, contact.name, emails[0] if emails else None, company, contact.last_activity_at
@@ -258,6 +269,7 @@ def create_contact(
     for address in emails:
         session.add(ContactEmail(account_id=account_id, contact_id=contact.id, email=address))
     session.flush()
+    reindex_contact(session, contact.id)
     first = emails[0] if emails else None
     data = {"id": contact.id, "name": name, "email": first}
     emit(
@@ -273,6 +285,7 @@ def remove_contact_rows(session: Session, contact_ids: list[int]) -> None:
     for table, _ in LINKS:
         session.execute(delete(table).where(table.c.contact_id.in_(contact_ids)))
     session.execute(delete(ContactEmail).where(ContactEmail.contact_id.in_(contact_ids)))
+    session.execute(delete(contact_terms).where(contact_terms.c.contact_id.in_(contact_ids)))
     session.execute(delete(Contact).where(Contact.id.in_(contact_ids)))
 
 
@@ -309,8 +322,9 @@ def merge_contacts(session: Session, account_id: int, keep_id: int, merge_id: in
     if keep.company_id is None:
         keep.company_id = other.company_id
     keep.last_activity_at = max(keep.last_activity_at, other.last_activity_at)
-    session.execute(delete(Contact).where(Contact.id == other.id))
+    remove_contact_rows(session, [other.id])
     session.flush()
+    reindex_contact(session, keep.id)
     company = _company_refs(session, {keep.company_id}).get(keep.company_id)
     emails = _emails(session, keep.id)
     return ContactRow(
@@ -331,3 +345,17 @@ __all__ = [
     "merge_contacts",
     "update_contact",
 ]
+
+
+def contact_by_address(session: Session, account_id: int, address: str) -> int:
+    """The id of the account's contact with this address (how a person names the contact
+    to merge in: by the address they know, not an id)."""
+    found = session.scalar(
+        select(ContactEmail.contact_id).where(
+            ContactEmail.account_id == account_id,
+            ContactEmail.email == normalize_address(address),
+        )
+    )
+    if found is None:
+        raise StoreError(f"no contact has the address {address.strip()!r}")
+    return int(found)

@@ -252,6 +252,16 @@ class ContactEmail(Base):
     email: Mapped[str] = mapped_column(CleanString(320))
 
 
+contact_terms = Table(
+    "contact_terms",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id"), primary_key=True),
+    Column("term", CleanString(320), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id"), primary_key=True),
+    Index("ix_contact_terms_contact_term", "contact_id", "term"),
+)
+"""The contacts search index (see crmdrop.store.search)."""
+
 note_contacts = Table(
     "note_contacts",
     Base.metadata,

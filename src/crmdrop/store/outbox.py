@@ -52,6 +52,45 @@ def queue_reply(
     return row
 
 
+def queue_account_mail(
+    session: Session,
+    *,
+    account_id: int,
+    user_id: int,
+    kind: str,
+    mail_to: str,
+    raw: bytes,
+    now: datetime,
+    per_hour: int,
+) -> Outbox:
+    """Queue a link mail (password reset, invite, address check): not counted against the
+    error-reply limit, but at most `per_hour` of one kind per user (else `suppressed`)."""
+    recent = session.scalar(
+        select(func.count(Outbox.id)).where(
+            Outbox.user_id == user_id,
+            Outbox.kind == kind,
+            Outbox.created_at >= now - timedelta(hours=1),
+        )
+    )
+    status = "queued" if (recent or 0) < per_hour else "suppressed"
+    row = Outbox(
+        account_id=account_id,
+        user_id=user_id,
+        delivery_id=None,
+        kind=kind,
+        mail_to=mail_to,
+        raw=raw,
+        status=status,
+        attempts=0,
+        next_attempt_at=now,
+        last_error=None if status == "queued" else f"limit of {per_hour} {kind} mails/hour",
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
 def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Outbox | None:
     query = (
         select(Outbox)

@@ -19,9 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from crmdrop.config import Settings
+from crmdrop.store.accounts import StoreError
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import queue_counts
-from crmdrop.web import admin, auth
+from crmdrop.store.scope import NotFound as StoreNotFound
+from crmdrop.web import activity, admin, auth, companies, contacts, records
 from crmdrop.web import settings as settings_pages
 from crmdrop.web.api import create_api
 from crmdrop.web.common import (
@@ -87,6 +89,16 @@ def _install_error_pages(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(CsrfFailed, csrf_failed)
     app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(StoreNotFound, not_found)  # another account's object, too
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        """A store refusal a page did not catch (a bad filter, a stale page link): 400."""
+        await run_in_threadpool(auth.optional_user, request)
+        return render(
+            request, "error.html", status_code=400, title="Not possible", message=str(exc)
+        )
+
+    app.add_exception_handler(StoreError, refused)
     app.add_exception_handler(StarletteHTTPException, not_found)
 
 
@@ -115,7 +127,8 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     def index(request: Request) -> Response:
         return redirect(auth.HOME if auth.optional_user(request) else "/login")
 
-    for router in (auth.router, settings_pages.router, admin.router):
+    pages = (contacts.router, companies.router, records.router, activity.router)
+    for router in (auth.router, settings_pages.router, admin.router, *pages):
         app.include_router(router, dependencies=[Depends(check_csrf)])
     # Bearer tokens, not cookies: no CSRF there; problem+json errors of its own.
     app.mount("/api/v1", create_api(db, settings))

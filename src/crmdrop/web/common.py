@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings
+from crmdrop.store.accounts import Missing, StoreError
 from crmdrop.store.db import Database
 from crmdrop.store.users import SessionUser
 
@@ -77,6 +81,33 @@ async def check_csrf(request: Request) -> None:
 def flash(request: Request, message: str, category: str = "info") -> None:
     """A message shown once, on the next page rendered for this session."""
     request.session.setdefault("flash", []).append([category, message])
+
+
+@contextmanager
+def store_change(
+    request: Request, done: str | None = None, *, missing_is_404: bool = False
+) -> Iterator[Session]:
+    """A write transaction for one form. A store refusal (`StoreError`) rolls it back and is
+    flashed as an error (nothing changed); `done` is flashed on success. With
+    `missing_is_404`, an object that is not there (`Missing`) is a 404 instead."""
+    try:
+        with database(request).writing() as session:
+            yield session
+    except Missing as exc:
+        if missing_is_404:
+            raise NotFound() from exc
+        flash(request, _sentence(str(exc)), "error")
+        return
+    except StoreError as exc:
+        flash(request, _sentence(str(exc)), "error")
+        return
+    if done:
+        flash(request, done, "success")
+
+
+def _sentence(message: str) -> str:
+    """A store message as a sentence on the page (it may start with an address: no capital)."""
+    return message if message.endswith((".", "!", "?")) else message + "."
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from crmdrop.store import accounts
+from crmdrop.store import accounts, users
 from crmdrop.web.api.common import CallerDep, Page, reading, writing
 
 router = APIRouter(tags=["addresses"])
@@ -23,7 +23,7 @@ class NewAddress(BaseModel):
 @router.get("/addresses", summary="The user's additional addresses")
 def list_addresses(request: Request, caller: CallerDep) -> Page[Address]:
     with reading(request) as session:
-        rows = accounts.user_addresses(session, caller.user.id)
+        rows = users.dropbox_settings(session, caller.user.id).addresses
     return Page[Address](items=[Address(email=a.email, verified=a.verified) for a in rows])
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from crmdrop.dropbox.address import dropbox_addresses
-from crmdrop.store import accounts
+from crmdrop.store import accounts, users
 from crmdrop.web.api.common import CallerDep, reading, settings_of, writing
 
 router = APIRouter(tags=["me"])
@@ -38,7 +38,7 @@ def _me(caller: CallerDep, token: str, domain: str) -> Me:
 @router.get("/me", summary="The token's user and their six dropbox addresses")
 def get_me(request: Request, caller: CallerDep) -> Me:
     with reading(request) as session:
-        token = accounts.get_user(session, caller.user.email).token
+        token = users.dropbox_settings(session, caller.user.id).token
     return _me(caller, token, settings_of(request).domain)
 
 

@@ -2,7 +2,7 @@
 taken on a delivery (undo, never-a-contact, retry), and the indexes the pages read by.
 
 Revision ID: 0011
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -41,6 +41,14 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "contact_terms",
+        sa.Column("account_id", sa.Integer(), sa.ForeignKey("accounts.id"), primary_key=True),
+        sa.Column("term", sa.String(length=320), primary_key=True),
+        sa.Column("contact_id", sa.Integer(), sa.ForeignKey("contacts.id"), primary_key=True),
+    )
+    op.create_index("ix_contact_terms_contact_term", "contact_terms", ["contact_id", "term"])
+    _index_existing_contacts()
     op.create_index("ix_delivery_actions_delivery_id", "delivery_actions", ["delivery_id"])
     op.create_index(
         "ix_contacts_account_activity", "contacts", ["account_id", "last_activity_at", "id"]
@@ -57,6 +65,28 @@ def upgrade() -> None:
     op.create_index("ix_opportunity_contacts_contact", "opportunity_contacts", ["contact_id"])
     op.create_index("ix_task_contacts_contact", "task_contacts", ["contact_id"])
     op.create_index("ix_contacts_company", "contacts", ["company_id"])
+
+
+def _index_existing_contacts() -> None:
+    """Fill the search index for the contacts filed before it existed."""
+    from crmdrop.store.search import terms_of
+
+    conn = op.get_bind()
+    emails: dict[int, list[str]] = {}
+    for contact_id, email in conn.execute(sa.text("SELECT contact_id, email FROM contact_emails")):
+        emails.setdefault(contact_id, []).append(email)
+    rows = [
+        {"a": account_id, "t": term, "c": contact_id}
+        for contact_id, account_id, name in conn.execute(
+            sa.text("SELECT id, account_id, name FROM contacts")
+        )
+        for term in terms_of(name, emails.get(contact_id, []))
+    ]
+    if rows:
+        conn.execute(
+            sa.text("INSERT INTO contact_terms (account_id, term, contact_id) VALUES (:a, :t, :c)"),
+            rows,
+        )
 
 
 def downgrade() -> None:
@@ -76,6 +106,8 @@ def downgrade() -> None:
         ("ix_contacts_account_activity", "contacts"),
     ):
         op.drop_index(name, table_name=table)
+    op.drop_index("ix_contact_terms_contact_term", table_name="contact_terms")
+    op.drop_table("contact_terms")
     op.drop_index("ix_delivery_actions_delivery_id", table_name="delivery_actions")
     op.drop_table("delivery_actions")
     for table in ("cases", "opportunities"):
