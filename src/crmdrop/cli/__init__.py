@@ -20,6 +20,7 @@ from crmdrop.cli import (
     deliveries,
     explain,
     integrations,
+    mta,
     records,
     server,
     tasks,
@@ -34,6 +35,7 @@ COMMANDS: list[Callable[..., None]] = [
     server.serve,
     server.worker,
     server.ingest,
+    mta.imap,
     accounts.export,
     explain.explain,
 ]
@@ -53,6 +55,7 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("preferences", accounts.preferences_app),
     ("tokens", integrations.tokens_app),
     ("webhooks", integrations.webhooks_app),
+    ("mta", mta.mta_app),
 ]
 
 for _command in COMMANDS:

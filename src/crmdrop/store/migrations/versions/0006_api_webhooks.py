@@ -1,7 +1,7 @@
 """API tokens, webhook endpoints, the webhook outbox and its attempts log.
 
 Revision ID: 0006
-Revises: 0011
+Revises: 0011, 0012
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0011"  # the newest head of the merged branches (i8 0005 → i8b 0011)
+down_revision = ("0011", "0012")  # merges main (0012) with i8 → i8b (0005 → 0011)
 branch_labels = None
 depends_on = None
 
