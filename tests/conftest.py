@@ -21,6 +21,13 @@ SERVER_ENV = {
     "CRMDROP_MAX_MESSAGE_SIZE": "1000000",
     "CRMDROP_MAX_RECIPIENTS": "5",
     "CRMDROP_REPLY_RATE_PER_HOUR": "3",
+    "CRMDROP_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+    "CRMDROP_WEBHOOK_DISABLE_AFTER_SECONDS": "2",
+    "CRMDROP_WEBHOOK_TIMEOUT_SECONDS": "5",
+    "CRMDROP_API_RATE_LIMIT": "100000/minute",
+    "CRMDROP_API_MAX_BODY_BYTES": "20000",
+    "CRMDROP_METRICS": "token",
+    "CRMDROP_METRICS_TOKEN": "metrics-secret",
     # Sign-in throttling, small so that its tests are short (tests/web/test_forms.py)
     "CRMDROP_LOGIN_MAX_FAILURES": "3",
     "CRMDROP_LOGIN_MAX_FAILURES_IP": "6",

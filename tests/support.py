@@ -153,8 +153,13 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "serve.log"
 
-    def start(self) -> None:
+    def start_without_worker(self) -> None:
+        """`serve --no-worker`: accepted mail stays queued (nothing files it)."""
+        self.start(worker=False)
+
+    def start(self, *, worker: bool = True) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -172,13 +177,14 @@ class ServerProcess:
                 "--http",
                 f"127.0.0.1:{self.http_port}",
                 *self.args,
+                *([] if worker else ["--no-worker"]),
             ],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"crmdrop serve exited: {self.log_path.read_text()[-3000:]}")
@@ -186,10 +192,21 @@ class ServerProcess:
                 with socket.create_connection(("127.0.0.1", self.http_port), timeout=1):
                     pass
                 with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.1)
+                continue
+            if not worker or self._worker_up(offset):
+                return
+            time.sleep(0.1)
         raise RuntimeError(f"crmdrop serve did not start: {self.log_path.read_text()[-3000:]}")
+
+    def _worker_up(self, offset: int) -> bool:
+        """Whether this start's worker process logged that it runs (a loaded machine may
+        take many seconds to start it; a test must not count that against filing)."""
+        with self.log_path.open("rb") as f:
+            f.seek(offset)
+            return b"the worker is up" in f.read()
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown of anything."""
@@ -358,3 +375,64 @@ class DnsServer:
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
+
+
+@dataclass
+class Received:
+    """One HTTP request a `WebhookReceiver` got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records what is POSTed to it.
+
+    `statuses` are answered in turn (then 200): `[500, 500]` fails twice, then accepts.
+    `always` answers every request with that status instead.
+    """
+
+    def __init__(self, statuses: list[int] | None = None, always: int | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[Received] = []
+        self.statuses = list(statuses or [])
+        self.always = always
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                with outer.lock:
+                    outer.received.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    status = outer.always or (outer.statuses.pop(0) if outer.statuses else 200)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def of_type(self, event: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if json.loads(r.body)["type"] == event]
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -110,6 +110,22 @@ class Settings(BaseSettings):
     raw_retention_days: int = Field(
         0, description="Delete raw bytes of filed deliveries after N days; 0 keeps them."
     )
+    webhook_timeout_seconds: float = Field(10.0, description="HTTP timeout of one webhook POST.")
+    webhook_retry_base_seconds: float = Field(
+        10.0, description="First webhook retry delay; doubles each time, at most an hour."
+    )
+    webhook_max_attempts: int = Field(30, description="Tries of one webhook message.")
+    webhook_disable_after_seconds: float = Field(
+        86400.0, description="An endpoint failing this long is disabled and its owner told."
+    )
+    api_rate_limit: str = Field(
+        "120/minute", description="Requests per API token (the `limits` notation)."
+    )
+    api_max_body_bytes: int = Field(1_048_576, description="Largest API request body.")
+    metrics: Literal["off", "loopback", "token"] = Field(
+        "off", description="/metrics: off; open to loopback clients; or bearer metrics_token."
+    )
+    metrics_token: str | None = Field(None, description="Bearer token for metrics = token.")
     log_level: str = "INFO"
     # Provider inbound webhooks (/inbound/*): an endpoint whose key is unset answers 404.
     inbound_max_age_seconds: float = Field(

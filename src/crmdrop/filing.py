@@ -35,6 +35,7 @@ from crmdrop.store.models import Account, Delivery, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.view import SqlAccountView
+from crmdrop.store.webhooks import Event, emit_delivery
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def apply_decision(
     if decision.plan is None:
         delivery.status = DeliveryStatus.REJECTED
         delivery.reason = f"rejected by the worker: {decision.refused}"
+        emit_delivery(session, delivery, Event.DELIVERY_REJECTED, now=now)
     else:
         account = cache.account(session, delivery.account_id)
         plan = _still_new(session, decision.plan, account)

@@ -24,6 +24,7 @@ import uvicorn
 from crmdrop.config import Settings, split_hostport
 from crmdrop.integrations.postfix import start_policy_server
 from crmdrop.outbound.sender import send_one
+from crmdrop.outbound.webhooks import send_webhook
 from crmdrop.receive.authcheck import configure_resolver
 from crmdrop.receive.http import inbound_router
 from crmdrop.receive.service import Receiver
@@ -81,12 +82,14 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
         ),
         PollingThread("crmdrop-sender", lambda: send_one(db, settings), 0.5),
         PollingThread("crmdrop-retention", lambda: purge_step(db, settings), RETENTION_POLL),
+        PollingThread("crmdrop-webhooks", lambda: send_webhook(db, settings), 0.2),
     ]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     for thread in threads:
         thread.start()
+    log.info("the worker is up (pid %d)", os.getpid())
     while not stop.wait(0.5):
         if parent is not None and os.getppid() != parent:
             log.warning("serve is gone; the worker stops")

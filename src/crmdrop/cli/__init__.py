@@ -21,6 +21,7 @@ from crmdrop.cli import (
     contacts,
     deliveries,
     explain,
+    integrations,
     mta,
     records,
     server,
@@ -56,6 +57,8 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("companies", tasks.companies_app),
     ("preferences", accounts.preferences_app),
     ("contacts", contacts.contacts_app),
+    ("tokens", integrations.tokens_app),
+    ("webhooks", integrations.webhooks_app),
     ("mta", mta.mta_app),
 ]
 

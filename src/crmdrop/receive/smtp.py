@@ -32,6 +32,7 @@ from crmdrop.receive.service import (
     Verdict,
     same_dropbox,
 )
+from crmdrop.telemetry import REFUSALS, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class _EnhancedReplies:
             at_data = "Too much mail data" in status
             count = len(envelope.rcpt_tos) if at_data and envelope is not None else 1
             status = _per_recipient(TOO_BIG, count if self.per_recipient else 1)
+            REFUSALS.add(Refusal.TOO_LARGE)
         await super().push(status)  # type: ignore[misc]
 
 
@@ -179,6 +181,8 @@ class DropboxHandler:
             )
         reply, rcpt = answer
         if rcpt is None:
+            if reply.startswith("550"):
+                REFUSALS.add(Refusal.UNKNOWN_DROPBOX)
             if self.guard is not None and reply == UNKNOWN:
                 self.guard.unknown_rcpt(ip, time.monotonic())
             return reply
@@ -186,6 +190,7 @@ class DropboxHandler:
         if len(dropboxes) >= self.max_recipients and (rcpt.owner.user_id, rcpt.kind) not in (
             dropboxes
         ):
+            REFUSALS.add(Refusal.TOO_MANY_RECIPIENTS)
             return TOO_MANY  # a dropbox named again is no further recipient
         accepted.append(rcpt)
         envelope.rcpt_tos.append(address)

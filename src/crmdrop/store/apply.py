@@ -36,6 +36,7 @@ from crmdrop.store.models import (
     task_contacts,
 )
 from crmdrop.store.search import index_contact
+from crmdrop.store.webhooks import Event, emit
 
 
 def _link(
@@ -134,6 +135,8 @@ class Applied:
 
     created: list[str] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)
+    # webhook events of what was created, queued at the end (same transaction)
+    events: list[tuple[Event, dict[str, Any]]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, list[str]]:
         return {"created": self.created, "linked": self.linked}
@@ -162,6 +165,7 @@ def apply_plan(
     case_ids, opp_ids = _apply_records(session, plan, delivery, account, now, done, contact_ids)
     note_id = _apply_note(session, plan, delivery, parsed, account, now, done)
     if note_id is not None:
+        _touch_contacts(session, contact_ids, now)
         _link_note(
             session,
             note_id,
@@ -175,6 +179,13 @@ def apply_plan(
         delivery.note_id = note_id
     if plan.task is not None:
         _apply_task(session, plan, plan.task, delivery, account, now, done, note_id, contact_ids)
+    links = {
+        "contact_ids": sorted(set(contact_ids)),
+        "company_ids": sorted(set(company_ids)),
+        "case_ids": case_ids,
+        "opportunity_ids": opp_ids,
+    }
+    _emit_all(session, account.id, done.events, delivery, plan, links, now)
     return done.to_json()
 
 
@@ -235,6 +246,7 @@ def _create_contact(
     )
     index_contact(session, account.id, contact_id, action.name, [action.address])
     done.created.append(f"contact {action.name} <{action.address}>")
+    done.events.append(_contact_event(contact_id, action, delivery.id))
     return contact_id
 
 
@@ -265,6 +277,7 @@ def _apply_records(
             record_id = made.id
             prefix = "CA" if record.kind == "case" else "CO"
             done.created.append(f"{record.kind} {prefix}{made.ref_no}")
+            done.events.append(_record_event(record.kind, made, f"{prefix}{made.ref_no}", delivery))
         else:
             done.linked.append(f"{record.kind} {record.ref}")
         (case_ids if record.kind == "case" else opp_ids).append(record_id)
@@ -317,6 +330,7 @@ def _apply_note(
             data=part.data,
         )
     done.created.append(f"note #{note_id}")
+    done.events.append((Event.NOTE_FILED, {"id": note_id, "subject": draft.subject}))
     return note_id
 
 
@@ -380,3 +394,72 @@ def _apply_task(
     _link(session, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
     due = task.due.isoformat() if task.due else "no deadline"
     done.created.append(f"task #{task_id} ({due})")
+    done.events.append(_task_event(task_id, task, delivery, note_id, contact_ids))
+
+
+def _contact_event(
+    contact_id: int, action: ContactAction, delivery_id: int
+) -> tuple[Event, dict[str, Any]]:
+    data = {
+        "id": contact_id,
+        "name": action.name,
+        "email": action.address,
+        "company_id": action.company_for_new,
+        "delivery_id": delivery_id,
+    }
+    return Event.CONTACT_CREATED, data
+
+
+def _record_event(
+    kind: str, made: Case | Opportunity, ref: str, delivery: Delivery
+) -> tuple[Event, dict[str, Any]]:
+    event = Event.CASE_CREATED if kind == "case" else Event.OPPORTUNITY_CREATED
+    data = {
+        "id": made.id,
+        "ref": ref,
+        "title": made.title,
+        "user_id": made.user_id,
+        "delivery_id": delivery.id,
+    }
+    return event, data
+
+
+def _task_event(
+    task_id: int, task: TaskAction, delivery: Delivery, note_id: int | None, contact_ids: list[int]
+) -> tuple[Event, dict[str, Any]]:
+    data = {
+        "id": task_id,
+        "title": task.title,
+        "due": task.due.isoformat() if task.due else None,
+        "user_id": delivery.user_id,
+        "note_id": note_id,
+        "contact_ids": sorted(set(contact_ids)),
+        "delivery_id": delivery.id,
+    }
+    return Event.TASK_CREATED, data
+
+
+def _emit_all(
+    session: Session,
+    account_id: int,
+    events: list[tuple[Event, dict[str, Any]]],
+    delivery: Delivery,
+    plan: FilingPlan,
+    links: dict[str, list[int]],
+    now: datetime,
+) -> None:
+    """Queue the webhook events of one filing (note.filed gets the note's whole story)."""
+    for event, data in events:
+        if event is Event.NOTE_FILED and plan.note is not None:
+            draft = plan.note
+            data = {
+                **data,
+                "author_name": draft.author_name,
+                "author_email": draft.author_email,
+                "sent_at": draft.date.isoformat() if draft.date else None,
+                "direction": draft.direction,
+                "user_id": delivery.user_id,
+                "delivery_id": delivery.id,
+                **links,
+            }
+        emit(session, account_id, event, data, now=now)

@@ -28,6 +28,7 @@ from crmdrop.store.models import (
 from crmdrop.store.scope import NotFound, decode_cursor, encode_cursor, owned
 from crmdrop.store.search import CANDIDATES, candidates, matching, reindex_contact
 from crmdrop.store.timeline import Ref, Timeline, read_timeline
+from crmdrop.store.webhooks import Event, emit
 
 LIST_PAGE = 50
 
@@ -244,6 +245,39 @@ def update_contact(
     )
 
 
+def create_contact(
+    session: Session, account_id: int, edit: ContactEdit, *, now: datetime
+) -> ContactRow:
+    """A contact made by hand (the API); queues `contact.created` like a filing does."""
+    name = edit.name.strip()
+    if not name:
+        raise StoreError("a contact needs a name")
+    emails = _clean_emails(session, account_id, 0, edit.emails)  # 0: no contact's id
+    company = None
+    if edit.company_id is not None:
+        owned(session, Company, edit.company_id, account_id, "company")
+        company = _company_refs(session, {edit.company_id}).get(edit.company_id)
+    contact = Contact(
+        account_id=account_id,
+        name=name,
+        company_id=edit.company_id,
+        created_at=now,
+        last_activity_at=now,
+    )
+    session.add(contact)
+    session.flush()
+    for address in emails:
+        session.add(ContactEmail(account_id=account_id, contact_id=contact.id, email=address))
+    session.flush()
+    reindex_contact(session, contact.id)
+    first = emails[0] if emails else None
+    data = {"id": contact.id, "name": name, "email": first}
+    emit(
+        session, account_id, Event.CONTACT_CREATED, {**data, "company_id": edit.company_id}, now=now
+    )
+    return ContactRow(contact.id, name, first, company, now)
+
+
 def remove_contact_rows(session: Session, contact_ids: list[int]) -> None:
     """Delete contacts, their addresses and every link to them (notes stay)."""
     if not contact_ids:
@@ -304,6 +338,7 @@ __all__ = [
     "ContactPage",
     "ContactRow",
     "NotFound",
+    "create_contact",
     "delete_contact",
     "get_contact",
     "list_contacts",

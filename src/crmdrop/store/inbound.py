@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, joinedload, undefer
 
 from crmdrop.store.models import Delivery, IntakeKey, RawMessage
 from crmdrop.store.status import DeliveryStatus
+from crmdrop.store.webhooks import Event, emit_delivery
 
 QUEUED, FAILED, REJECTED = DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.REJECTED
 
@@ -198,6 +199,8 @@ def claim_due(
             ),
             execution_options={"synchronize_session": False},
         )
+        for parked in session.scalars(select(Delivery).where(Delivery.id.in_(exhausted))):
+            emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
     if claimed:
         session.execute(
             update(Delivery)
@@ -279,6 +282,7 @@ def record_failure(
         delivery.status = FAILED
         delivery.reason = f"parked after {delivery.attempts} attempts: {summary}"
         delivery.finished_at = now
+        emit_delivery(session, delivery, Event.DELIVERY_FAILED, now=now)
     else:
         delay = 0.0 if immediate else retry_base * (2 ** (delivery.attempts - 1))
         delivery.next_attempt_at = now + timedelta(seconds=delay)

@@ -40,6 +40,7 @@ from crmdrop.store.serialize import (
     record_json,
     task_json,
 )
+from crmdrop.store.webhooks import Event, emit
 
 __all__ = [
     "PREFERENCES",
@@ -270,7 +271,10 @@ def create_company(
             raise StoreError(f"{address} already belongs to a contact or company of {account!r}")
         if address not in normalized:
             normalized.append(address)
-    return add_company(session, name.strip(), account=account, domain=dom, emails=normalized)
+    company = add_company(session, name.strip(), account=account, domain=dom, emails=normalized)
+    data = {"id": company.id, "name": company.name, "domain": dom, "emails": normalized}
+    emit(session, acc.id, Event.COMPANY_CREATED, data, now=company.created_at)
+    return company
 
 
 def list_companies(session: Session, account_name: str) -> list[dict[str, Any]]:

@@ -129,3 +129,8 @@ def set_task_done(session: Session, account_id: int, task_id: int, done: bool) -
     task.done = done
     session.flush()
     return _items(session, [task])[0]
+
+
+def get_task(session: Session, account_id: int, task_id: int) -> TaskItem:
+    """One task of the account (another account's: NotFound)."""
+    return _items(session, [owned(session, Task, task_id, account_id, "task")])[0]

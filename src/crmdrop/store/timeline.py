@@ -28,6 +28,7 @@ from crmdrop.store.models import (
     note_contacts,
     note_opportunities,
 )
+from crmdrop.store.scope import owned
 
 PAGE = 50
 
@@ -194,3 +195,9 @@ def load_notes(session: Session, ids: Sequence[int]) -> list[TimelineNote]:
             )
         )
     return out
+
+
+def get_note(session: Session, account_id: int, note_id: int) -> TimelineNote:
+    """One note of the account, as a timeline shows it (another account's: NotFound)."""
+    owned(session, Note, note_id, account_id, "note")
+    return load_notes(session, [note_id])[0]

@@ -25,6 +25,7 @@ from crmdrop.store.deliveries import status_counts
 from crmdrop.store.scope import NotFound as StoreNotFound
 from crmdrop.web import activity, admin, auth, companies, contacts, records
 from crmdrop.web import settings as settings_pages
+from crmdrop.web.api import create_api
 from crmdrop.web.common import (
     HERE,
     CsrfFailed,
@@ -34,6 +35,7 @@ from crmdrop.web.common import (
     redirect,
     render,
 )
+from crmdrop.web.metrics import metrics_router
 
 SESSION_COOKIE = "crmdrop_session"
 SESSION_DAYS = 14
@@ -128,4 +130,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     pages = (contacts.router, companies.router, records.router, activity.router)
     for router in (auth.router, settings_pages.router, admin.router, *pages):
         app.include_router(router, dependencies=[Depends(check_csrf)])
+    # Bearer tokens, not cookies: no CSRF there; problem+json errors of its own.
+    app.mount("/api/v1", create_api(db, settings))
+    app.include_router(metrics_router(db, settings))
     return app

@@ -3,7 +3,7 @@ invite, address validation) stored as hashes; failed logins for throttling; atte
 revoked dropbox addresses.
 
 Revision ID: 0005
-Revises: 0012
+Revises: 0008
 Create Date: 2026-11-30
 """
 

@@ -1,7 +1,7 @@
 """Raw messages stored once, keyed by their SHA-256; deliveries refer to them.
 
 Revision ID: 0007
-Revises: 0012
+Revises: 0011
 Create Date: 2026-11-30
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

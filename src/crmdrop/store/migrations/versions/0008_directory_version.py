@@ -2,7 +2,7 @@
 RCPT from memory and still see a regenerated token at once.
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0012
 Create Date: 2026-11-30
 """
 

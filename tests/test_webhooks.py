@@ -1,0 +1,183 @@
+"""Outbound webhooks end to end: mail over SMTP to a running `crmdrop serve`, signed
+events POSTed to a real HTTP receiver on loopback, verified with the `standardwebhooks`
+package (an implementation independent of ours). SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from tests.conftest import Crm, Owner
+from tests.support import WebhookReceiver, make_message, smtp_send, wait_for
+
+
+def register(crm: Crm, owner: Owner, url: str, events: str) -> dict[str, Any]:
+    data: dict[str, Any] = crm.cli.json(
+        "webhooks", "add", owner.account, url, "--events", events, "--json"
+    )
+    return data
+
+
+def endpoints(crm: Crm, owner: Owner) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = crm.cli.json("webhooks", "list", owner.account, "--json")
+    return rows
+
+
+def test_filing_posts_signed_events_that_verify_with_the_standard_library(crm: Crm) -> None:
+    owner = crm.new_owner()
+    with WebhookReceiver() as receiver:
+        hook = register(
+            crm, owner, receiver.url, "note.filed,contact.created,case.created,task.created"
+        )
+        assert hook["secret"].startswith("whsec_")
+        msg = make_message(
+            from_=owner.email, to=["Jane Roe <jane@client.example>"], subject="Hooked"
+        )
+        smtp_send(crm.smtp, owner.email, [owner.dropbox["case"]], msg)
+        data = crm.settled(owner.account)
+        wait_for(lambda: len(receiver.received) >= 3, what="three events")
+        time.sleep(0.5)  # nothing more is coming: no task was made
+        verifier = Webhook(hook["secret"])
+        events = {}
+        for request in receiver.received:
+            payload = verifier.verify(request.body, request.headers)  # raises when forged
+            events[payload["type"]] = payload["data"]
+            assert request.headers["webhook-id"].startswith("msg_")
+        assert sorted(events) == ["case.created", "contact.created", "note.filed"]
+    note = data["notes"][0]
+    assert events["note.filed"]["id"] == note["id"]
+    assert events["note.filed"]["subject"] == "Hooked"
+    assert events["contact.created"]["email"] == "jane@client.example"
+    assert events["contact.created"]["name"] == "Jane Roe"
+    assert events["note.filed"]["contact_ids"] == [events["contact.created"]["id"]]
+    assert events["case.created"]["ref"] == data["cases"][0]["ref"]
+    assert events["note.filed"]["case_ids"] == [events["case.created"]["id"]]
+
+
+def test_a_tampered_body_does_not_verify(crm: Crm) -> None:
+    owner = crm.new_owner()
+    with WebhookReceiver() as receiver:
+        hook = register(crm, owner, receiver.url, "note.filed")
+        smtp_send(
+            crm.smtp,
+            owner.email,
+            [owner.dropbox["note"]],
+            make_message(from_=owner.email, to=["x@client.example"], subject="Signed"),
+        )
+        request = wait_for(lambda: receiver.received and receiver.received[0], what="event")
+    verifier = Webhook(hook["secret"])
+    verifier.verify(request.body, request.headers)
+    forged = request.body.replace(b"Signed", b"Forged")
+    try:
+        verifier.verify(forged, request.headers)
+    except Exception as exc:
+        assert "signature" in str(exc).lower()
+    else:
+        raise AssertionError("a forged body verified")
+
+
+def test_an_endpoint_answering_500_is_retried_and_the_attempts_are_logged(crm: Crm) -> None:
+    owner = crm.new_owner()
+    with WebhookReceiver(statuses=[500, 503]) as receiver:
+        register(crm, owner, receiver.url, "note.filed")
+        smtp_send(
+            crm.smtp,
+            owner.email,
+            [owner.dropbox["note"]],
+            make_message(from_=owner.email, to=["y@client.example"], subject="Retry me"),
+        )
+        wait_for(lambda: len(receiver.received) >= 3, what="three tries")
+        ids = {r.headers["webhook-id"] for r in receiver.received}
+        assert len(ids) == 1  # the same message each time: the receiver can deduplicate
+    rows = wait_for(
+        lambda: (e := endpoints(crm, owner)) and len(e[0]["last_attempts"]) >= 3 and e,
+        what="the attempts log",
+    )
+    codes = [a["status_code"] for a in rows[0]["last_attempts"]]
+    assert codes == [200, 503, 500]  # newest first
+    assert rows[0]["enabled"] is True and rows[0]["failing_since"] is None
+
+
+def test_an_endpoint_failing_past_the_limit_is_disabled_and_its_owner_told_once(
+    crm: Crm,
+) -> None:
+    owner = crm.new_owner()
+    with WebhookReceiver(always=500) as receiver:
+        hook = register(crm, owner, receiver.url, "note.filed")
+        smtp_send(
+            crm.smtp,
+            owner.email,
+            [owner.dropbox["note"]],
+            make_message(from_=owner.email, to=["z@client.example"], subject="Failing"),
+        )
+        rows = wait_for(
+            lambda: (e := endpoints(crm, owner)) and not e[0]["enabled"] and e,
+            what="the endpoint to be disabled",
+        )
+        notice = f"webhook endpoint #{hook['id']} disabled"
+        told = wait_for(
+            lambda: [m for m in crm.relay.messages_to(owner.email) if notice.encode() in m.content],
+            what="the notice",
+        )
+        tries = len(receiver.received)
+        smtp_send(
+            crm.smtp,
+            owner.email,
+            [owner.dropbox["note"]],
+            make_message(from_=owner.email, to=["z2@client.example"], subject="After"),
+        )
+        crm.settled(owner.account, count=2)
+        time.sleep(1.0)
+        assert len(receiver.received) == tries  # a disabled endpoint gets nothing more
+    assert rows[0]["disabled_at"] is not None
+    assert len(told) == 1
+    again = [m for m in crm.relay.messages_to(owner.email) if notice.encode() in m.content]
+    assert len(again) == 1
+
+
+def test_an_unknown_event_or_a_bad_url_is_refused_and_nothing_is_added(crm: Crm) -> None:
+    owner = crm.new_owner()
+    for url, events, says in (
+        ("http://127.0.0.1:9/x", "note.filed,note.deleted", "unknown event 'note.deleted'"),
+        ("ftp://example.com/x", "note.filed", "is not an http(s) URL"),
+        ("http://127.0.0.1:9/x", " , ", "name at least one event"),
+    ):
+        out = crm.cli.run("webhooks", "add", owner.account, url, "--events", events, ok=False)
+        assert says in out
+    assert endpoints(crm, owner) == []
+
+
+def test_removing_an_endpoint_stops_its_events(crm: Crm) -> None:
+    owner = crm.new_owner()
+    with WebhookReceiver() as receiver:
+        hook = register(crm, owner, receiver.url, "note.filed")
+        assert "removed" in crm.cli.run("webhooks", "remove", str(hook["id"]))
+        smtp_send(
+            crm.smtp,
+            owner.email,
+            [owner.dropbox["note"]],
+            make_message(from_=owner.email, to=["w@client.example"], subject="Gone"),
+        )
+        crm.settled(owner.account)
+        time.sleep(0.5)
+        assert receiver.received == []
+    assert endpoints(crm, owner) == []
+    out = crm.cli.run("webhooks", "remove", str(hook["id"]), ok=False)
+    assert f"no webhook endpoint #{hook['id']}" in out
+
+
+def test_tokens_are_shown_once_listed_without_the_secret_and_revoked(crm: Crm) -> None:
+    owner = crm.new_owner()
+    made = crm.cli.json("tokens", "create", owner.email, "--name", "ci", "--json")
+    assert set(made) == {"id", "token"}
+    listed = crm.cli.json("tokens", "list", owner.email, "--json")
+    assert [t["name"] for t in listed] == ["ci"]
+    assert made["token"] not in json.dumps(listed)
+    assert listed[0]["revoked_at"] is None
+    crm.cli.run("tokens", "revoke", str(made["id"]))
+    assert crm.cli.json("tokens", "list", owner.email, "--json")[0]["revoked_at"] is not None
+    out = crm.cli.run("tokens", "create", owner.email, "--name", "  ", ok=False)
+    assert "needs a name" in out
