@@ -18,21 +18,26 @@ to the next block.
 from __future__ import annotations
 
 import html as html_lib
+import itertools
 import re
 from dataclasses import dataclass
 
 from crmdrop.mail.addresses import parse_address_list, parse_mailbox
-from crmdrop.mail.dates import parse_loose_date
+from crmdrop.mail.dates import parse_loose_date, time_of_day
 from crmdrop.mail.html import html_to_text
 from crmdrop.mail.labels import (
     END_MARKERS,
     FIELD_LABELS,
+    NOTES_FORWARDED_BY,
+    OUTLOOK_DATE_LABELS,
     SEPARATORS,
     SIGNATURE_MARKERS,
+    TIME_JOINERS,
     UNDERSCORE_SEPARATOR,
     WROTE_PATTERNS,
 )
 from crmdrop.mail.model import ForwardedBlock, Mailbox
+from crmdrop.mail.names import is_usable_name
 from crmdrop.mail.subjects import FORWARD_PREFIX_RE, REPLY_PREFIX_RE
 
 __all__ = [
@@ -108,9 +113,25 @@ _END = re.compile(
 _UNDERSCORE = re.compile(r"^[ \t]*" + UNDERSCORE_SEPARATOR + r"[ \t]*$")
 # Lotus/HCL Notes: "----- Forwarded by Jane Doe/ACME on 03/15/2021 10:22 AM -----"
 _NOTES_SEP = re.compile(
-    r"^[ \t]*-{3,}\s*(?:Forwarded by|Weitergeleitet von|Transféré par|Inoltrato da|Reenviado por)"
-    r"\s.*-{3,}[ \t]*$",
+    r"^[ \t]*-{3,}\s*(?:" + "|".join(map(re.escape, NOTES_FORWARDED_BY)) + r")\s.*-{3,}[ \t]*$",
     re.IGNORECASE,
+)
+# Yahoo writes a forwarded block's fields on one line: "From: A <a@x>To: b@yCc: …Sent: …".
+# Labels are found as the table spells them (case and all) wherever they are glued on.
+_GLUED = re.compile(
+    r"(?:\*{1,2})?(?P<label>"
+    + "|".join(
+        re.escape(lbl.rstrip(":")).replace(r"\ ", r"\s+")
+        for lbl in sorted(
+            {lbl.rstrip(":") for row in FIELD_LABELS.values() for ls in row.values() for lbl in ls},
+            key=len,
+            reverse=True,
+        )
+    )
+    + r")(?:\*{1,2})?[ \t]?[:：]"
+)
+_JOINERS = re.compile(
+    r"^(?:" + "|".join(re.escape(j) for j in TIME_JOINERS) + r")\s+", re.IGNORECASE
 )
 _ZOHO_WROTE = re.compile(r"^-{2,}\s*(?P<inner>.+?)\s*-{2,}$")
 
@@ -164,17 +185,18 @@ class _Wrote:
     anchored: bool  # starts with fixed words ("On …", "Am …"), not with {date}/{who}
 
 
-_WROTE_LIST: list[_Wrote] = [
-    _Wrote(_wrote_regex(t), lang, "{date}" in t, _required_literal(t), not t.startswith("{"))
-    for lang, ts in WROTE_PATTERNS.items()
-    for t in ts
-]
+# Patterns that name a date come first, in every language: a bare "{who} skrev:" (Swedish)
+# must not take "På <date>, <who> skrev:" (Norwegian) whole, the date becoming the name.
+_WROTE_LIST: list[_Wrote] = sorted(
+    (
+        _Wrote(_wrote_regex(t), lang, "{date}" in t, _required_literal(t), not t.startswith("{"))
+        for lang, ts in WROTE_PATTERNS.items()
+        for t in ts
+    ),
+    key=lambda w: not w.has_date,
+)
 _WROTE_MAX = 320  # longer lines are prose, not a wrote line
 _SIGNATURE = re.compile(r"^(?:" + "|".join(SIGNATURE_MARKERS) + r")$", re.IGNORECASE)
-_TIME = re.compile(
-    r"\d{1,2}[:.h]\d{2}(?::\d{2})?(?:\s*(?:[AaPp]\.?\s?[Mm]\.?|Uhr|h|ч\.?|น\.))?"
-    r"(?:\s*(?:\(?(?:GMT|UTC)\s*[+-]?\s*\d{0,2}:?\d{0,2}\)?|[+-]\d{4}|[A-Z]{2,5}T))?"
-)
 _DATE_END = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{2,4}|(?<!\d)(?:19|20)\d{2}(?!\d)")
 _QUOTE_PREFIX = re.compile(r"^((?:[ \t]*>)+)[ \t]?")
 _HAS_DIGIT = re.compile(r"\d")
@@ -192,11 +214,41 @@ class _Line:
     depth: int
     text: str  # quote markers removed, right-stripped
     raw: str
+    src: int  # the line's index in the text (a flattened line yields several _Lines)
+
+
+def _unglue(text: str) -> list[str]:
+    """Yahoo's flattened block as one line per field; any other line as it is.
+
+    Only a line that starts with a label and has at least two more glued on is split;
+    a field already seen is not split again (a subject may say "Re: …").
+    """
+    if text.count(":") + text.count("：") < 3 or not _LABEL_LINE.match(text.lstrip(" *")):
+        return [text]
+    cuts: list[int] = []
+    seen: set[str] = set()
+    for m in _GLUED.finditer(text):
+        field = _LABEL_FIELD.get(re.sub(r"\s+", " ", m.group("label")).casefold())
+        if field is None or (field in seen and field != "ignore"):
+            continue
+        if field == "subject" and cuts and m.start() == 0:
+            break
+        seen.add(field)
+        if m.start() > 0 and text[: m.start()].strip():
+            cuts.append(m.start())
+        if field == "subject" and m.start() > 0:
+            break  # the subject runs to the end of the line
+    if len(cuts) < 2:
+        return [text]
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b].strip() for a, b in itertools.pairwise(bounds)]
 
 
 def _split_lines(text: str) -> list[_Line]:
     out: list[_Line] = []
-    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    for src, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
         m = _QUOTE_PREFIX.match(raw)
         if m:
             depth = m.group(1).count(">")
@@ -204,7 +256,9 @@ def _split_lines(text: str) -> list[_Line]:
         else:
             depth = 0
             content = raw
-        out.append(_Line(depth, content.rstrip().replace("\u00a0", " "), raw))
+        content = content.rstrip().replace("\u00a0", " ").replace("\ufeff", "")
+        for part in _unglue(content):
+            out.append(_Line(depth, part, raw, src))
     return out
 
 
@@ -374,16 +428,16 @@ def _split_date_who(m: re.Match[str]) -> tuple[str | None, str]:
             if pos >= 0:
                 stop = min(stop, pos)
         last = None
-        for t in _TIME.finditer(combined, 0, stop):
+        for t in time_of_day().finditer(combined, 0, stop):
             last = t
         if last is None:  # no time of day: end the date after a numeric date or a year
             for t in _DATE_END.finditer(combined, 0, stop):
                 last = t
         if last is not None:
             date, who = combined[: last.end()], combined[last.end() :]
-    who = who.strip().lstrip(",，、:").strip()
-    who = re.sub(r"^(?:at|um|à|a las|alle|às|om|kl\.?|klo)\s+", "", who, flags=re.IGNORECASE)
-    return date.strip().rstrip(",，、").strip(), who
+    who = who.strip().lstrip(",，、:،").strip()
+    who = _JOINERS.sub("", who)
+    return date.strip().rstrip(",，、،").strip(), who
 
 
 def _who_ok(who: str) -> bool:
@@ -615,10 +669,7 @@ def _scan(lines: list[_Line], subject: str | None) -> list[_Found]:
                         line.depth,
                         kind,
                         "outlook"
-                        if any(
-                            lbl in ("sent", "gesendet", "envoyé", "enviado", "inviato", "verzonden")
-                            for _, lbl, _ in hdr.fields
-                        )
+                        if any(lbl in OUTLOOK_DATE_LABELS for _, lbl, _ in hdr.fields)
                         else "generic",
                         hdr.language,
                         hdr,
@@ -684,19 +735,21 @@ def _to_block(lines: list[_Line], f: _Found, stop: int, index: int) -> Forwarded
         date_text = next((v for fl, _, v in f.header.fields if fl == "date" and v), None)
     elif f.who:
         from_ = parse_mailbox(f.who)
+        if from_ is not None and from_.address and not is_usable_name(from_.name):
+            from_ = Mailbox("", from_.address)  # lead-in debris is no name (SPEC §4.3)
     return ForwardedBlock(
         depth=index,
         kind=f.kind,
         from_=from_,
         to=to,
         cc=cc,
-        date=parse_loose_date(date_text) if date_text else None,
+        date=parse_loose_date(date_text, f.language) if date_text else None,
         date_text=date_text,
         subject=subject,
         body=_body(lines, f.body_start, stop, f.depth),
         client=f.client,
         language=f.language,
-        line=f.marker,
+        line=lines[f.marker].src if f.marker < len(lines) else f.marker,
     )
 
 
