@@ -203,7 +203,9 @@ _HAS_DIGIT = re.compile(r"\d")
 
 _ADDRESS_FIELDS = ("from", "to", "cc")
 # "Errors-To: …", "X-BeenThere: …": a raw header line, never a wrapped value.
-_OTHER_HEADER = re.compile(r"^[A-Za-z][\w-]*:\s")
+# A label the table does not know, written with a full-width colon ("送信先：…"), is a field
+# of its own too: it must not leak into the subject above it.
+_OTHER_HEADER = re.compile(r"^(?:[A-Za-z][\w-]*:\s|[^\s：:]{1,12}\s?：)")
 
 
 # --- lines ------------------------------------------------------------------------------
@@ -231,8 +233,6 @@ def _unglue(text: str) -> list[str]:
         field = _LABEL_FIELD.get(re.sub(r"\s+", " ", m.group("label")).casefold())
         if field is None or (field in seen and field != "ignore"):
             continue
-        if field == "subject" and cuts and m.start() == 0:
-            break
         seen.add(field)
         if m.start() > 0 and text[: m.start()].strip():
             cuts.append(m.start())
@@ -374,15 +374,25 @@ def _parse_header(
             blank_run = 0
             j += 1
             continue
+        if (
+            fields
+            and blank_run == 0
+            and _OTHER_HEADER.match(s)
+            and j + 1 < n
+            and _label_match(lines[j + 1].text.strip()) is not None
+        ):
+            fields.append(("ignore", "", s))  # a field the table does not name: skip it
+            rows.append(j)
+            j += 1
+            continue
         if fields and blank_run == 0:
             f, lbl, v = fields[-1]
             next_is_label = j + 1 < n and _label_match(lines[j + 1].text.strip()) is not None
             next_is_blank = j + 1 >= n or not lines[j + 1].text.strip()
             wrapped_subject = f == "subject" and len(v) >= 50 and len(s) < 80 and next_is_blank
-            if (
-                _continues(f, v, s)
-                or wrapped_subject
-                or (f in ("subject", "date") and next_is_label)
+            if _continues(f, v, s) or (
+                (wrapped_subject or (f in ("subject", "date") and next_is_label))
+                and not _OTHER_HEADER.match(s)
             ):
                 fields[-1] = (f, lbl, (v + " " + s).strip())
                 j += 1

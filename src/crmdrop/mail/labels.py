@@ -506,6 +506,7 @@ SEPARATORS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
         ("Mesaj original", "outlook", "original"),
         ("Mesajul original", "generic", "original"),
         ("Începutul mesajului redirecționat", "apple", "forward"),
+        ("Început mesaj redirecționat", "apple", "forward"),
         ("Mesaj transmis", "generic", "forward"),
     ),
     "hr": (
