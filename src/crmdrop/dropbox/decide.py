@@ -41,7 +41,7 @@ from crmdrop.dropbox.plan import (
 )
 from crmdrop.dropbox.rules import KEPT, RULES, Rule, RuleContext, first_hit
 from crmdrop.dropbox.senders import auto_generated_reason, bulk_reason
-from crmdrop.dropbox.subjects import title_from_subject
+from crmdrop.dropbox.subjects import strip_prefixes, title_from_subject
 from crmdrop.mail.addresses import normalize_address
 from crmdrop.mail.model import Mailbox, ParsedMessage
 
@@ -478,9 +478,10 @@ def _records(
             notices.append(
                 f"reference {refs} matches no {wanted} of this account: created a new {wanted}"
             )
-        records.append(
-            RecordAction(wanted, "create", title=title_from_subject(original.subject), why=why)
-        )
+        # Titled from the subject the user sent (SPEC §5.1): their edit of "Fwd: …" wins;
+        # a bare "Fwd:" leaves the forwarded message's subject.
+        title = title_from_subject(strip_prefixes(parsed.subject) or original.subject)
+        records.append(RecordAction(wanted, "create", title=title, why=why))
     return records
 
 
