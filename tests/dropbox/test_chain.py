@@ -9,16 +9,16 @@ from crmdrop.dropbox.chain import ChainPerson, chain_of
 from crmdrop.mail.parse import parse_message
 
 RAW = (
-    "From: Owner <owner@ourco.example>\nTo: drop@crm.example\nSubject: Fwd: Re: Offer\n"
-    "Date: Wed, 24 Nov 2021 10:00:00 +0000\nContent-Type: text/plain; charset=utf-8\n\n"
-    "Please file the whole thread.\n\n"
-    "---------- Forwarded message ---------\n"
-    "From: Jane Doe <jane.doe@client.example>\nDate: Tue, Nov 23, 2021 at 9:26 AM\n"
-    "Subject: Re: Offer\nTo: Owner <owner@ourco.example>\nCc: Carla Copy <carla@client.example>\n\n"
-    "Yes, we accept.\n\n"
-    "On Mon, Nov 22, 2021 at 4:10 PM Paul Older <paul@vendor.example> wrote:\n"
-    "> Here is our offer.\n> Best, Paul\n"
-).encode()
+    b"From: Owner <owner@ourco.example>\nTo: drop@crm.example\nSubject: Fwd: Re: Offer\n"
+    b"Date: Wed, 24 Nov 2021 10:00:00 +0000\nContent-Type: text/plain; charset=utf-8\n\n"
+    b"Please file the whole thread.\n\n"
+    b"---------- Forwarded message ---------\n"
+    b"From: Jane Doe <jane.doe@client.example>\nDate: Tue, Nov 23, 2021 at 9:26 AM\n"
+    b"Subject: Re: Offer\nTo: Owner <owner@ourco.example>\nCc: Carla Copy <carla@client.example>\n\n"
+    b"Yes, we accept.\n\n"
+    b"On Mon, Nov 22, 2021 at 4:10 PM Paul Older <paul@vendor.example> wrote:\n"
+    b"> Here is our offer.\n> Best, Paul\n"
+)
 
 
 def test_every_message_of_a_forwarded_thread_is_kept_newest_first() -> None:
