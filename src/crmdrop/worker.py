@@ -1,4 +1,7 @@
-"""The worker: claim → parse → decide → apply → done | retry | park.
+"""The worker's loop: claim → parse → decide → apply → done | retry | park.
+
+The filing step itself (decide, apply) is `crmdrop.filing`; this module owns the queue
+around it: claiming, batching on SQLite, recording failures, retrying and parking.
 
 Filing and marking the delivery done commit in one transaction, so a crash at
 any point either leaves the delivery queued (and it is processed again after
@@ -14,22 +17,18 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings
-from crmdrop.dropbox.decide import decide, message_key, normalize_message_id
-from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome, UserInfo
-from crmdrop.dropbox.senders import check_message_sender
+from crmdrop.dropbox.decide import message_key, normalize_message_id
+from crmdrop.dropbox.plan import DropboxKind
+from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
-from crmdrop.outbound.replies import build_reply
-from crmdrop.store.accounts import user_info
-from crmdrop.store.apply import apply_plan
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
     claim_due,
@@ -38,169 +37,10 @@ from crmdrop.store.inbound import (
     release_claims,
     unclaim,
 )
-from crmdrop.store.models import Account, Delivery, User
-from crmdrop.store.outbox import queue_reply
-from crmdrop.store.view import SqlAccountView
+from crmdrop.store.models import Delivery
+from crmdrop.store.status import DeliveryStatus
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BatchCache:
-    """What the deliveries of one batch (one read snapshot) can share."""
-
-    views: dict[int, SqlAccountView] = field(default_factory=dict)
-    owners: dict[int, UserInfo] = field(default_factory=dict)
-    # The session's identity map holds objects weakly: without these, every
-    # delivery of a batch would load its user and account again.
-    users: dict[int, User] = field(default_factory=dict)
-    accounts: dict[int, Account] = field(default_factory=dict)
-
-    def user(self, session: Session, user_id: int) -> User:
-        return _kept(session, self.users, User, user_id)
-
-    def account(self, session: Session, account_id: int) -> Account:
-        return _kept(session, self.accounts, Account, account_id)
-
-
-_M = TypeVar("_M", User, Account)
-
-
-def _kept(session: Session, kept: dict[int, _M], model: type[_M], key: int) -> _M:
-    if key not in kept:
-        found = session.get(model, key)
-        assert found is not None, f"{model.__name__} #{key} is gone"
-        kept[key] = found
-    return kept[key]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A plan and the sender check behind it, as `explain` and the worker see it."""
-
-    plan: FilingPlan | None
-    refused: str | None  # the sender check's reason when the author may not use the dropbox
-
-
-def decide_delivery(
-    session: Session,
-    parsed: ParsedMessage,
-    *,
-    user: User,
-    kind: DropboxKind,
-    mail_from: str | None,
-    settings: Settings,
-    now: datetime,
-    cache: BatchCache | None = None,
-) -> Decision:
-    """The authoritative decision for one message to one dropbox (no writes)."""
-    cache = cache or BatchCache()
-    account = cache.account(session, user.account_id)
-    owner = cache.owners.get(user.id)
-    if owner is None:
-        owner = cache.owners[user.id] = user_info(session, user)
-    verdict = check_message_sender(parsed, owner)
-    if not verdict.allowed:
-        return Decision(None, verdict.detail)
-    view = cache.views.get(account.id)
-    if view is None:
-        view = cache.views[account.id] = SqlAccountView(session, account)
-    plan = decide(
-        parsed, kind, owner, view, dropbox_domain=settings.domain, now=now, envelope_from=mail_from
-    )
-    return Decision(plan, None)
-
-
-def _addresses_text(plan: FilingPlan) -> str:
-    lines = [
-        f"- {d.address}: {d.rule}{' (' + d.detail + ')' if d.detail else ''}"
-        for d in plan.addresses
-    ]
-    return "\n".join(lines) or "- (no email address at all)"
-
-
-def _decide_for(
-    session: Session,
-    delivery: Delivery,
-    parsed: ParsedMessage,
-    settings: Settings,
-    now: datetime,
-    cache: BatchCache,
-) -> Decision:
-    return decide_delivery(
-        session,
-        parsed,
-        user=cache.user(session, delivery.user_id),
-        kind=DropboxKind(delivery.dropbox_kind),
-        mail_from=delivery.mail_from,
-        settings=settings,
-        now=now,
-        cache=cache,
-    )
-
-
-def _apply(
-    session: Session,
-    delivery: Delivery,
-    parsed: ParsedMessage,
-    decision: Decision,
-    settings: Settings,
-    now: datetime,
-    cache: BatchCache,
-) -> None:
-    """Carry the decision out and finish the delivery, inside the caller's transaction."""
-    delivery.finished_at = now
-    delivery.claimed_at = None
-    delivery.last_error = None
-    if decision.plan is None:
-        delivery.status = "rejected"
-        delivery.reason = f"rejected by the worker: {decision.refused}"
-        return
-    plan = decision.plan
-    account = cache.account(session, delivery.account_id)
-    user = cache.user(session, delivery.user_id)
-    if plan.note is not None and plan.note_id is None:
-        # Decided on an earlier snapshot (SQLite batches): filed since? Then a duplicate.
-        filed = SqlAccountView(session, account).filed_note(plan.message_key)
-        if filed is not None:
-            plan.outcome, plan.note_id = Outcome.DUPLICATE, filed
-            plan.reason = f"already filed as note #{filed}; only new links added"
-    done = apply_plan(session, plan, delivery=delivery, parsed=parsed, account=account, now=now)
-    record = plan.to_json()
-    record["applied"] = done
-    delivery.plan = record
-    delivery.status = plan.outcome.value
-    delivery.reason = "; ".join([plan.reason, *plan.notices])
-    if plan.outcome is not Outcome.NO_CONTACT:
-        return
-    if not plan.reply_to:
-        delivery.reason += f"; no reply ({plan.auto_generated or 'no address to reply to'})"
-        return
-    raw = build_reply(
-        template="no_contact",
-        subject=f"Not filed: {parsed.subject or '(no subject)'}",
-        sender=settings.reply_sender,
-        to=plan.reply_to,
-        in_reply_to=parsed.message_id,
-        now=now,
-        user_name=user.name,
-        original_subject=parsed.subject or "(no subject)",
-        reason=plan.reason,
-        addresses=_addresses_text(plan),
-        rate=settings.reply_rate_per_hour,
-    )
-    row = queue_reply(
-        session,
-        account_id=account.id,
-        user_id=user.id,
-        delivery_id=delivery.id,
-        kind="no_contact",
-        mail_to=plan.reply_to,
-        raw=raw,
-        now=now,
-        per_hour=settings.reply_rate_per_hour,
-    )
-    delivery.reason += f"; error reply {row.status} to {plan.reply_to}"
 
 
 @dataclass(frozen=True)
@@ -276,13 +116,18 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
                     deferred.append(delivery.id)  # next round, once the other is filed
                     continue
                 keys.add(message_key(parsed))
-                decided.append(
-                    (
-                        delivery.id,
-                        parsed,
-                        _decide_for(session, delivery, parsed, settings, now, cache),
-                    )
+                user = cache.user(session, delivery.user_id)
+                decision = decide_delivery(
+                    session,
+                    parsed,
+                    user=user,
+                    kind=DropboxKind(delivery.dropbox_kind),
+                    mail_from=delivery.mail_from,
+                    settings=settings,
+                    now=now,
+                    cache=cache,
                 )
+                decided.append((delivery.id, parsed, decision))
             except Exception:
                 failed.append(Failure.current(delivery.id))
     try:
@@ -290,7 +135,7 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
             unclaim(session, deferred)
             loaded = BatchCache()
             for delivery_id, parsed, decision in decided:
-                _apply_one(session, delivery_id, parsed, decision, settings, now, loaded)
+                _apply_queued(session, delivery_id, parsed, decision, settings, now, loaded)
     except Exception:
         log.warning("a batch of %d failed; applying one at a time", len(decided))
         with db.writing() as session:
@@ -298,7 +143,9 @@ def _process_sqlite(db: Database, settings: Settings, now: datetime) -> bool:
         for delivery_id, parsed, decision in decided:
             try:
                 with db.writing() as session:
-                    _apply_one(session, delivery_id, parsed, decision, settings, now, BatchCache())
+                    _apply_queued(
+                        session, delivery_id, parsed, decision, settings, now, BatchCache()
+                    )
             except Exception:
                 failed.append(Failure.current(delivery_id))
     for failure in failed:
@@ -319,7 +166,7 @@ def _depends_on(parsed: ParsedMessage, keys: set[str]) -> bool:
     return any(key in keys for key in thread if key)
 
 
-def _apply_one(
+def _apply_queued(
     session: Session,
     delivery_id: int,
     parsed: ParsedMessage,
@@ -328,11 +175,10 @@ def _apply_one(
     now: datetime,
     cache: BatchCache,
 ) -> None:
+    """Apply a decision taken on an earlier snapshot, unless another worker finished it."""
     delivery = session.get(Delivery, delivery_id)
-    if delivery is None or delivery.status != "queued":
-        return  # finished meanwhile (another worker)
-    _apply(session, delivery, parsed, decision, settings, now, cache)
-    log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
+    if delivery is not None and delivery.status == DeliveryStatus.QUEUED:
+        apply_decision(session, delivery, parsed, decision, settings=settings, now=now, cache=cache)
 
 
 def _process_locked(db: Database, settings: Settings, now: datetime) -> bool:
@@ -345,13 +191,23 @@ def _process_locked(db: Database, settings: Settings, now: datetime) -> bool:
     try:
         with db.writing() as session:
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
-            if delivery is None or delivery.status != "queued":
+            if delivery is None or delivery.status != DeliveryStatus.QUEUED:
                 return True
             parsed = parse_message(delivery.raw or b"")
             cache = BatchCache()
-            decision = _decide_for(session, delivery, parsed, settings, now, cache)
-            _apply(session, delivery, parsed, decision, settings, now, cache)
-            log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
+            decision = decide_delivery(
+                session,
+                parsed,
+                user=cache.user(session, delivery.user_id),
+                kind=DropboxKind(delivery.dropbox_kind),
+                mail_from=delivery.mail_from,
+                settings=settings,
+                now=now,
+                cache=cache,
+            )
+            apply_decision(
+                session, delivery, parsed, decision, settings=settings, now=now, cache=cache
+            )
         return True
     except Exception:
         _record_failure(db, settings, Failure.current(delivery_id))

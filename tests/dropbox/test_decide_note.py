@@ -335,7 +335,7 @@ def test_a_message_forwarded_as_an_attachment_is_filed_as_that_message(
         "Signed copy attached.",
         "jane@customer.io",
     )
-    assert plan.forwarded[-1]["kind"] == "attached"
+    assert plan.forwarded[-1].kind == "attached"
 
 
 def test_the_plan_lists_every_forwarded_block_outermost_first(
@@ -343,12 +343,12 @@ def test_the_plan_lists_every_forwarded_block_outermost_first(
 ) -> None:
     blocks = [forward_block(), forward_block(("Bob", "bob@partner.io"), depth=2, kind="reply")]
     plan = run(make_message(to=[], forwarded=blocks), owner, account)
-    assert [(b["depth"], b["kind"], b["from"]) for b in plan.forwarded] == [
+    assert [(b.depth, b.kind, b.from_) for b in plan.forwarded] == [
         (1, "forward", "Jane Doe <jane@customer.io>"),
         (2, "reply", "Bob <bob@partner.io>"),
     ]
-    assert plan.forwarded[0]["client"] == "gmail"
-    assert plan.forwarded[0]["to"] == ["Olivia Owner <olivia@acme.com>"]
+    assert plan.forwarded[0].client == "gmail"
+    assert plan.forwarded[0].to_json()["to"] == ["Olivia Owner <olivia@acme.com>"]
     assert plan.to_json()["forwarded"][0]["date"] == "2026-03-02T09:15:00+00:00"
 
 

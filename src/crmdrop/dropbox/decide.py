@@ -21,7 +21,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crmdrop.dropbox.address import redact, redact_text
@@ -33,6 +32,7 @@ from crmdrop.dropbox.plan import (
     ContactMatch,
     DropboxKind,
     FilingPlan,
+    ForwardedEntry,
     NoteDraft,
     Outcome,
     RecordAction,
@@ -339,38 +339,38 @@ def _mailbox_text(mailbox: Mailbox | None) -> str | None:
     return redact_text(mailbox.address or mailbox.name)
 
 
-def _forwarded_dicts(parsed: ParsedMessage, original: _Original) -> list[dict[str, Any]]:
+def _forwarded_entries(parsed: ParsedMessage, original: _Original) -> list[ForwardedEntry]:
     """The forwarded/quoted blocks found, outermost first, for the record and `explain`."""
-    blocks: list[dict[str, Any]] = [
-        {
-            "depth": b.depth,
-            "kind": b.kind,
-            "from": _mailbox_text(b.from_),
-            "to": [_mailbox_text(m) for m in b.to],
-            "cc": [_mailbox_text(m) for m in b.cc],
-            "date": b.date,
-            "date_text": b.date_text,
-            "subject": b.subject,
-            "client": b.client,
-            "language": b.language,
-        }
+    blocks = [
+        ForwardedEntry(
+            depth=b.depth,
+            kind=b.kind,
+            from_=_mailbox_text(b.from_),
+            to=tuple(_mailbox_text(m) for m in b.to),
+            cc=tuple(_mailbox_text(m) for m in b.cc),
+            date=b.date,
+            date_text=b.date_text,
+            subject=b.subject,
+            client=b.client,
+            language=b.language,
+        )
         for b in parsed.forwarded
     ]
     inner = original.attached
     if inner is not None:
         blocks.append(
-            {
-                "depth": 1,
-                "kind": "attached",
-                "from": _mailbox_text(inner.from_[0]) if inner.from_ else None,
-                "to": [_mailbox_text(m) for m in inner.to],
-                "cc": [_mailbox_text(m) for m in inner.cc],
-                "date": inner.date,
-                "date_text": inner.header("date"),
-                "subject": inner.subject,
-                "client": "message/rfc822",
-                "language": "",
-            }
+            ForwardedEntry(
+                depth=1,
+                kind="attached",
+                from_=_mailbox_text(inner.from_[0]) if inner.from_ else None,
+                to=tuple(_mailbox_text(m) for m in inner.to),
+                cc=tuple(_mailbox_text(m) for m in inner.cc),
+                date=inner.date,
+                date_text=inner.header("date"),
+                subject=inner.subject,
+                client="message/rfc822",
+                language="",
+            )
         )
     return blocks
 
@@ -635,36 +635,47 @@ def decide(
         records=records,
         task=task,
         notices=notices,
-        forwarded=_forwarded_dicts(parsed, original),
+        forwarded=_forwarded_entries(parsed, original),
         auto_generated=auto,
     )
+    return _conclude(plan, parsed, owner, existing)
 
+
+def _conclude(
+    plan: FilingPlan, parsed: ParsedMessage, owner: UserInfo, existing: int | None
+) -> FilingPlan:
+    """The outcome and its one-line reason: filed, a duplicate, a task only, or nothing to
+    file under (then no note and no records, and maybe an error reply)."""
     if existing is not None:
-        plan.outcome = Outcome.DUPLICATE
-        plan.note_id = existing
-        plan.reason = (
-            f"already filed as note {existing}; {_plural(len(contacts), 'contact')} and "
-            f"{_plural(len(records), 'record')} to link if new"
+        return dataclasses.replace(
+            plan,
+            outcome=Outcome.DUPLICATE,
+            note_id=existing,
+            reason=f"already filed as note {existing}; "
+            f"{_plural(len(plan.contacts), 'contact')} and "
+            f"{_plural(len(plan.records), 'record')} to link if new",
         )
-    elif contacts:
-        plan.reason = _filed_summary(contacts, records, task)
-    elif task is not None:
-        plan.outcome = Outcome.TASK_ONLY
-        plan.note = None
-        plan.records = []
-        plan.reason = f"task created with no contact: {_discard_summary(decisions)}"
-        if task.due:
-            plan.reason += f"; due {task.due.isoformat()}"
+    if plan.contacts:
+        return dataclasses.replace(
+            plan, reason=_filed_summary(plan.contacts, plan.records, plan.task)
+        )
+    discarded = _discard_summary(plan.addresses)
+    if plan.task is not None:
+        reason = f"task created with no contact: {discarded}"
+        if plan.task.due:
+            reason += f"; due {plan.task.due.isoformat()}"
+        return dataclasses.replace(
+            plan, outcome=Outcome.TASK_ONLY, note=None, records=[], reason=reason
+        )
+    reason = f"no contact found: {discarded}"
+    reply_to = None
+    if plan.auto_generated is None:
+        reply_to = _reply_address(parsed, owner)
     else:
-        plan.outcome = Outcome.NO_CONTACT
-        plan.note = None
-        plan.records = []
-        plan.reason = f"no contact found: {_discard_summary(decisions)}"
-        if auto is None:
-            plan.reply_to = _reply_address(parsed, owner)
-        else:
-            plan.reason += f"; no reply (auto-generated: {auto})"
-    return plan
+        reason += f"; no reply (auto-generated: {plan.auto_generated})"
+    return dataclasses.replace(
+        plan, outcome=Outcome.NO_CONTACT, note=None, records=[], reason=reason, reply_to=reply_to
+    )
 
 
 def _reply_address(parsed: ParsedMessage, owner: UserInfo) -> str:

@@ -7,9 +7,9 @@ explain` prints it. The plan *is* the processing record (SPEC §4.6, §6.3).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Protocol
 
 
@@ -24,8 +24,8 @@ class DropboxKind(str, Enum):  # noqa: UP042 - lead's choice; StrEnum changes st
     TOMORROW = "tomorrow"
 
 
-class Outcome(str, Enum):  # noqa: UP042 - see DropboxKind
-    """How a delivery ended, once decided."""
+class Outcome(StrEnum):
+    """How a delivery ended, once decided (also the delivery's stored status)."""
 
     FILED = "filed"  # a note (and maybe case/opp/task) was filed
     DUPLICATE = "duplicate"  # the same message was filed before: only new links added
@@ -94,9 +94,45 @@ class NoteDraft:
     attachment_names: tuple[str, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
+class ForwardedEntry:
+    """A forwarded/quoted block (or an attached message) as the record and `explain` show it.
+
+    Addresses are already redacted (a dropbox address loses its token). The JSON keys are
+    those of the processing records stored so far (`from`, not `from_`).
+    """
+
+    depth: int
+    kind: str  # "forward" | "reply" | "attached"
+    from_: str | None
+    to: tuple[str | None, ...]
+    cc: tuple[str | None, ...]
+    date: datetime | None
+    date_text: str | None
+    subject: str | None
+    client: str
+    language: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "depth": self.depth,
+            "kind": self.kind,
+            "from": self.from_,
+            "to": list(self.to),
+            "cc": list(self.cc),
+            "date": self.date.isoformat() if self.date else None,
+            "date_text": self.date_text,
+            "subject": self.subject,
+            "client": self.client,
+            "language": self.language,
+        }
+
+
+@dataclass(frozen=True)
 class FilingPlan:
-    """Every decision taken for one delivery, in order."""
+    """Every decision taken for one delivery, in order. Frozen: once `decide` returns, a
+    correction (a duplicate found at apply time) is a new plan (`dataclasses.replace`), and
+    nobody appends to its lists."""
 
     outcome: Outcome
     dropbox: DropboxKind
@@ -109,7 +145,7 @@ class FilingPlan:
     notices: list[str] = field(
         default_factory=list
     )  # e.g. "reference #CA9 is of another account: ignored"
-    forwarded: list[dict[str, Any]] = field(default_factory=list)  # blocks found, outermost first
+    forwarded: list[ForwardedEntry] = field(default_factory=list)  # blocks found, outermost first
     reason: str = ""  # one line for the processing record
     note_id: int | None = None  # the existing note, when outcome is DUPLICATE
     reply_to: str | None = None  # where the error reply goes (SPEC §4.5, §6.4); None: no reply
@@ -119,6 +155,10 @@ class FilingPlan:
         """A JSON-ready dict (dates as ISO strings, enums as values)."""
 
         def convert(value: Any) -> Any:
+            if isinstance(value, ForwardedEntry):
+                return value.to_json()
+            if is_dataclass(value) and not isinstance(value, type):
+                return {f.name: convert(getattr(value, f.name)) for f in fields(value)}
             if isinstance(value, Enum):
                 return value.value
             if isinstance(value, datetime | date):
@@ -129,7 +169,7 @@ class FilingPlan:
                 return [convert(v) for v in value]
             return value
 
-        result: dict[str, Any] = convert(asdict(self))
+        result: dict[str, Any] = convert(self)
         return result
 
 

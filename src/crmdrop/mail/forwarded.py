@@ -20,7 +20,7 @@ from __future__ import annotations
 import html as html_lib
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from crmdrop.mail.addresses import parse_address_list, parse_mailbox
 from crmdrop.mail.dates import parse_loose_date, time_of_day
@@ -572,145 +572,127 @@ def _header_value(hdr: _Header, name: str) -> str | None:
 
 
 def _scan(lines: list[_Line], subject: str | None) -> list[_Found]:
-    found: list[_Found] = []
-    # The subject of the message that contains the next block decides forward vs reply.
-    container_subject = subject
-    # Lines a wrote line can end on: ":" (or none, when it names an address), Zoho's "----".
-    colon_ends = {
+    """Every block in `lines`, outermost first: at each line a separator, else a header
+    block without one, else a wrote line."""
+    scan = _Scan(lines, subject, _colon_ends(lines))
+    i = 0
+    while i < len(lines):
+        s = lines[i].text.strip()
+        if not s:
+            i += 1
+            continue
+        nxt = scan.separator(i, s)
+        if nxt is None and _LABEL_LINE.match(s):
+            nxt = scan.header_block(i)
+        if nxt is None:
+            nxt = scan.wrote(i)
+        i = nxt if nxt is not None else i + 1
+    return scan.found
+
+
+def _colon_ends(lines: list[_Line]) -> set[int]:
+    """Lines a wrote line can end on: ":" (or none, when it names an address), Zoho's "----"."""
+    return {
         k
         for k, ln in enumerate(lines)
         if ln.text.endswith((":", "：", "---")) or ("@" in ln.text and len(ln.text) < _WROTE_MAX)
     }
-    i = 0
-    n = len(lines)
-    while i < n:
-        line = lines[i]
-        s = line.text.strip()
-        if not s:
-            i += 1
-            continue
-        # 1. separator line
-        sep: tuple[str, str, str] | None = None
-        if len(s) < 120:
-            if _SEP_ANY.match(s):
-                for rx, client, kind, lang in _SEP_LIST:
-                    if rx.match(s):
-                        sep = (client, kind, lang)
-                        break
-            elif _UNDERSCORE.match(s):
-                sep = ("outlook", "underscore", "")
-            elif _NOTES_SEP.match(s):
-                sep = ("notes", "forward", "en")
-        if sep is not None:
-            client, kind, lang = sep
-            k = _next_nonblank(lines, i + 1)
-            hdr = (
-                _parse_header(lines, k, after_separator=True, prefer=lang)
-                if k is not None
-                else None
+
+
+def _separator_kind(s: str) -> tuple[str, str, str] | None:
+    """(client, kind, language) when the stripped line `s` is a separator line."""
+    if len(s) >= 120:
+        return None
+    if _SEP_ANY.match(s):
+        for rx, client, kind, lang in _SEP_LIST:
+            if rx.match(s):
+                return (client, kind, lang)
+        return None
+    if _UNDERSCORE.match(s):
+        return ("outlook", "underscore", "")
+    if _NOTES_SEP.match(s):
+        return ("notes", "forward", "en")
+    return None
+
+
+@dataclass
+class _Scan:
+    """The state of one scan: the subject of the message that contains the next block
+    (it decides forward vs reply) and the blocks found so far. Each step returns the
+    line to go on from, or None when it found nothing at line `i`."""
+
+    lines: list[_Line]
+    container_subject: str | None
+    colon_ends: set[int]
+    found: list[_Found] = field(default_factory=list)
+
+    def separator(self, i: int, s: str) -> int | None:
+        """1. a separator line, with the header fields (or the wrote line) under it."""
+        sep = _separator_kind(s)
+        if sep is None:
+            return None
+        lines, line = self.lines, self.lines[i]
+        client, kind, lang = sep
+        k = _next_nonblank(lines, i + 1)
+        hdr = _parse_header(lines, k, after_separator=True, prefer=lang) if k is not None else None
+        decorated = kind == "underscore" or any(c in s for c in "-_=*:：")
+        if hdr is None and (kind == "underscore" or not decorated):
+            return i + 1  # a bare "Original message" in prose is not a separator
+        if hdr is not None:
+            if kind in ("original", "underscore"):
+                kind = _subject_kind(self.container_subject)
+            self.container_subject = _header_value(hdr, "subject") or self.container_subject
+            # the labels say more than the separator about the language
+            depth = lines[k or i].depth
+            self.found.append(
+                _Found(i, hdr.end, depth, kind, client, hdr.language, hdr, None, None)
             )
-            decorated = kind == "underscore" or any(c in s for c in "-_=*:：")
-            if hdr is None and (kind == "underscore" or not decorated):
-                i += 1  # a bare "Original message" in prose is not a separator
-                continue
-            if hdr is not None:
-                if kind in ("original", "underscore"):
-                    kind = _subject_kind(container_subject)
-                container_subject = _header_value(hdr, "subject") or container_subject
-                found.append(
-                    _Found(
-                        i,
-                        hdr.end,
-                        lines[k or i].depth,
-                        kind,
-                        client,
-                        hdr.language,  # the labels say more than the separator
-                        hdr,
-                        None,
-                        None,
-                    )
-                )
-                i = hdr.end
-                continue
-            # Yandex / Mail.ru: the separator is followed by "<date>, <who>:" instead of fields.
-            w = _match_wrote(lines, k) if k is not None else None
-            if w is not None and k is not None:
-                consumed, who, date = w.consumed, w.who, w.date
-                found.append(
-                    _Found(
-                        i,
-                        k + consumed,
-                        line.depth,
-                        "forward" if kind == "forward" else "reply",
-                        client,
-                        lang,
-                        None,
-                        who,
-                        date,
-                    )
-                )
-                i = k + consumed
-                continue
-            found.append(
-                _Found(
-                    i,
-                    i + 1,
-                    line.depth,
-                    "forward" if kind == "forward" else "reply",
-                    client,
-                    lang,
-                    None,
-                    None,
-                    None,
-                )
-            )
-            i += 1
-            continue
-        # 2. header block without separator
-        if _LABEL_LINE.match(s):
-            hdr = _parse_header(lines, i, after_separator=False)
-            if hdr is not None:
-                kind = _subject_kind(container_subject)
-                container_subject = _header_value(hdr, "subject") or container_subject
-                found.append(
-                    _Found(
-                        i,
-                        hdr.end,
-                        line.depth,
-                        kind,
-                        "outlook"
-                        if any(lbl in OUTLOOK_DATE_LABELS for _, lbl, _ in hdr.fields)
-                        else "generic",
-                        hdr.language,
-                        hdr,
-                        None,
-                        None,
-                    )
-                )
-                i = hdr.end
-                continue
-        # 3. wrote line (it ends with ":" on this line or one of the next three)
-        if any(i + k in colon_ends for k in range(4)):
-            w = _match_wrote(lines, i)
-            if w is not None and w.consumed > 1 and not w.anchored:
-                # "Hello" + "On … wrote:": the wrote line starts on the next line.
-                later = _match_wrote(lines, i + 1)
-                complete = later is not None and (later.date is not None or w.date is None)
-                if later is not None and complete and 1 + later.consumed == w.consumed:
-                    i += 1
-                    continue
-            if w is not None:
-                consumed, who, date, lang = w.consumed, w.who, w.date, w.language
-                # the block's level is that of the quoted text under the wrote line
-                k = _next_nonblank(lines, i + consumed)
-                depth = max(line.depth, lines[k].depth if k is not None else 0)
-                found.append(
-                    _Found(i, i + consumed, depth, "reply", "generic", lang, None, who, date)
-                )
-                i += consumed
-                continue
-        i += 1
-    return found
+            return hdr.end
+        kind = "forward" if kind == "forward" else "reply"
+        # Yandex / Mail.ru: the separator is followed by "<date>, <who>:" instead of fields.
+        w = _match_wrote(lines, k) if k is not None else None
+        if w is not None and k is not None:
+            end = k + w.consumed
+            self.found.append(_Found(i, end, line.depth, kind, client, lang, None, w.who, w.date))
+            return end
+        self.found.append(_Found(i, i + 1, line.depth, kind, client, lang, None, None, None))
+        return i + 1
+
+    def header_block(self, i: int) -> int | None:
+        """2. a header block without a separator."""
+        hdr = _parse_header(self.lines, i, after_separator=False)
+        if hdr is None:
+            return None
+        kind = _subject_kind(self.container_subject)
+        self.container_subject = _header_value(hdr, "subject") or self.container_subject
+        outlook = any(lbl in OUTLOOK_DATE_LABELS for _, lbl, _ in hdr.fields)
+        client = "outlook" if outlook else "generic"
+        depth = self.lines[i].depth
+        self.found.append(_Found(i, hdr.end, depth, kind, client, hdr.language, hdr, None, None))
+        return hdr.end
+
+    def wrote(self, i: int) -> int | None:
+        """3. a wrote line (it ends with ":" on this line or one of the next three)."""
+        if not any(i + k in self.colon_ends for k in range(4)):
+            return None
+        lines = self.lines
+        w = _match_wrote(lines, i)
+        if w is None:
+            return None
+        if w.consumed > 1 and not w.anchored:
+            # "Hello" + "On … wrote:": the wrote line starts on the next line.
+            later = _match_wrote(lines, i + 1)
+            complete = later is not None and (later.date is not None or w.date is None)
+            if later is not None and complete and 1 + later.consumed == w.consumed:
+                return i + 1
+        # the block's level is that of the quoted text under the wrote line
+        k = _next_nonblank(lines, i + w.consumed)
+        depth = max(lines[i].depth, lines[k].depth if k is not None else 0)
+        end = i + w.consumed
+        self.found.append(
+            _Found(i, end, depth, "reply", "generic", w.language, None, w.who, w.date)
+        )
+        return end
 
 
 def _body(lines: list[_Line], start: int, stop: int, depth: int) -> str:

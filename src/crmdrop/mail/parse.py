@@ -26,7 +26,7 @@ from crmdrop.mail.encoding import decode_bytes, decode_header_str
 from crmdrop.mail.forwarded import split_own_text
 from crmdrop.mail.headers import ADDRESS_HEADERS, clean_message_id, parse_id_list
 from crmdrop.mail.html import html_to_text, mailto_addresses
-from crmdrop.mail.model import Attachment, FoundAddress, Mailbox, ParsedMessage
+from crmdrop.mail.model import Attachment, ForwardedBlock, FoundAddress, Mailbox, ParsedMessage
 from crmdrop.mail.tnef import is_tnef, read_tnef
 
 __all__ = ["parse_message"]
@@ -207,23 +207,7 @@ class _Collector:
 
 def _from_message(msg: Message, depth: int) -> ParsedMessage:
     defects: list[str] = []
-    headers: dict[str, list[str]] = {}
-    address_values: dict[str, list[str]] = {}
-    for name, value in msg.raw_items():
-        key = name.strip().lower()
-        val = value if isinstance(value, str) else str(value)
-        if key in ADDRESS_HEADERS:
-            address_values.setdefault(key, []).append(decode_header_str(val, rfc2047=False))
-            headers.setdefault(key, []).append(decode_header_str(val))
-        else:
-            headers.setdefault(key, []).append(decode_header_str(val))
-
-    def mailboxes(key: str) -> list[Mailbox]:
-        out: list[Mailbox] = []
-        for v in address_values.get(key, ()):
-            out.extend(parse_address_list(v))
-        return out
-
+    headers, address_values = _read_headers(msg)
     first = {k: v[0] for k, v in headers.items() if v}
     subject = first.get("subject", "")
     col = _Collector(depth)
@@ -231,20 +215,74 @@ def _from_message(msg: Message, depth: int) -> ParsedMessage:
     defects.extend(col.defects)
 
     html = "\n".join(col.html) if col.html else None
-    if col.plain:
-        text = "\n\n".join(t.strip("\n") for t in col.plain)
-        text_from_html = False
+    text, text_from_html = _body_text(col.plain, html)
+    own_text, forwarded = split_own_text(text, subject)
+    addr_mailboxes = {
+        key: [mb for v in values for mb in parse_address_list(v)]
+        for key, values in address_values.items()
+    }
+    found = _found_addresses(addr_mailboxes, forwarded, text, text_from_html, html, col.attached)
+    return ParsedMessage(
+        message_id=clean_message_id(first.get("message-id")),
+        in_reply_to=parse_id_list(first.get("in-reply-to")),
+        references=parse_id_list(" ".join(headers.get("references", []))),
+        subject=subject,
+        date=_date(first.get("date"), defects),
+        from_=addr_mailboxes.get("from", []),
+        sender=addr_mailboxes.get("sender", []),
+        reply_to=addr_mailboxes.get("reply-to", []),
+        to=addr_mailboxes.get("to", []),
+        cc=addr_mailboxes.get("cc", []),
+        headers=headers,
+        text=text,
+        html=html,
+        own_text=own_text,
+        forwarded=forwarded,
+        attachments=col.attachments,
+        attached=col.attached,
+        addresses=found,
+        defects=defects,
+    )
+
+
+def _read_headers(msg: Message) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Every header decoded, by lowercase name; and the address headers decoded without
+    RFC 2047 (an encoded word may hide a comma or an address: it is decoded per mailbox)."""
+    headers: dict[str, list[str]] = {}
+    address_values: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        key = name.strip().lower()
+        val = value if isinstance(value, str) else str(value)
+        if key in ADDRESS_HEADERS:
+            address_values.setdefault(key, []).append(decode_header_str(val, rfc2047=False))
+        headers.setdefault(key, []).append(decode_header_str(val))
+    return headers, address_values
+
+
+def _body_text(plain: list[str], html: str | None) -> tuple[str, bool]:
+    """The text to read (the plain parts, else the HTML as text), and whether from HTML."""
+    if plain:
+        text = "\n\n".join(t.strip("\n") for t in plain)
+        from_html = False
     elif html is not None:
         text = html_to_text(html)
-        text_from_html = True
+        from_html = True
     else:
         text = ""
-        text_from_html = False
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+        from_html = False
+    return text.replace("\r\n", "\n").replace("\r", "\n"), from_html
 
-    own_text, forwarded = split_own_text(text, subject)
 
-    addr_mailboxes = {k: mailboxes(k) for k in address_values}
+def _found_addresses(
+    addr_mailboxes: dict[str, list[Mailbox]],
+    forwarded: list[ForwardedBlock],
+    text: str,
+    text_from_html: bool,
+    html: str | None,
+    attached: list[ParsedMessage],
+) -> list[FoundAddress]:
+    """Every address in the message with where it was seen, each (address, where) once:
+    headers, forwarded blocks, the body, mailto links, attached messages."""
     found: list[FoundAddress] = []
     seen: set[tuple[str, str]] = set()
 
@@ -274,30 +312,8 @@ def _from_message(msg: Message, depth: int) -> ParsedMessage:
     if html is not None:
         for address, label in mailto_addresses(html):
             if is_plausible_address(address):
-                name = "" if "@" in label else label
-                add(normalize_address(address), name, "body:html")
-    for idx, sub in enumerate(col.attached, start=1):
+                add(normalize_address(address), "" if "@" in label else label, "body:html")
+    for idx, sub in enumerate(attached, start=1):
         for fa in sub.addresses:
             add(fa.address, fa.name, f"attached[{idx}]:{fa.where}")
-
-    return ParsedMessage(
-        message_id=clean_message_id(first.get("message-id")),
-        in_reply_to=parse_id_list(first.get("in-reply-to")),
-        references=parse_id_list(" ".join(headers.get("references", []))),
-        subject=subject,
-        date=_date(first.get("date"), defects),
-        from_=addr_mailboxes.get("from", []),
-        sender=addr_mailboxes.get("sender", []),
-        reply_to=addr_mailboxes.get("reply-to", []),
-        to=addr_mailboxes.get("to", []),
-        cc=addr_mailboxes.get("cc", []),
-        headers=headers,
-        text=text,
-        html=html,
-        own_text=own_text,
-        forwarded=forwarded,
-        attachments=col.attachments,
-        attached=col.attached,
-        addresses=found,
-        defects=defects,
-    )
+    return found

@@ -16,6 +16,7 @@ from crmdrop.config import Settings, split_hostport
 from crmdrop.store.db import Database
 from crmdrop.store.models import Outbox
 from crmdrop.store.outbox import next_due
+from crmdrop.store.status import ReplyStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,13 @@ def _relay(settings: Settings, mail_to: str, raw: bytes) -> str | None:
 def _record(row: Outbox, error: str | None, now: datetime) -> None:
     row.attempts += 1
     if error is None:
-        row.status = "sent"
+        row.status = ReplyStatus.SENT
         row.sent_at = now
         log.info("reply #%s sent", row.id)
         return
     row.last_error = error
     if row.attempts >= MAX_ATTEMPTS:
-        row.status = "failed"
+        row.status = ReplyStatus.FAILED
     else:
         row.next_attempt_at = now + timedelta(seconds=2**row.attempts)
     log.warning("reply #%s to the relay failed: %s", row.id, error)
@@ -69,6 +70,6 @@ def send_one(db: Database, settings: Settings) -> bool:
     error = _relay(settings, mail_to, raw)
     with db.writing() as session:
         fresh = session.get(Outbox, row_id)
-        if fresh is not None and fresh.status == "queued":
+        if fresh is not None and fresh.status == ReplyStatus.QUEUED:
             _record(fresh, error, datetime.now(UTC))
     return True

@@ -39,8 +39,13 @@ def get_or_create_account(session: Session, name: str) -> Account:
     return account
 
 
+def find_user(session: Session, email: str) -> User | None:
+    """The user with this signup address, or None."""
+    return session.scalar(select(User).where(User.email == normalize_address(email)))
+
+
 def get_user(session: Session, email: str) -> User:
-    user = session.scalar(select(User).where(User.email == normalize_address(email)))
+    user = find_user(session, email)
     if user is None:
         raise StoreError(f"no user with signup address {email!r}")
     return user

@@ -7,13 +7,14 @@ message filed before, only links that are new are added (SPEC §6.2).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
-from crmdrop.dropbox.plan import FilingPlan, Outcome
+from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.store.models import (
     Account,
@@ -107,6 +108,17 @@ def _new_record(
     return record
 
 
+@dataclass
+class Applied:
+    """What applying a plan created and linked, for the processing record (`applied`)."""
+
+    created: list[str] = field(default_factory=list)
+    linked: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"created": self.created, "linked": self.linked}
+
+
 def apply_plan(
     session: Session,
     plan: FilingPlan,
@@ -116,59 +128,109 @@ def apply_plan(
     account: Account,
     now: datetime,
 ) -> dict[str, list[str]]:
-    """File what the plan says; return what was created and linked, for the record."""
-    done: dict[str, list[str]] = {"created": [], "linked": []}
-    if plan.outcome is Outcome.NO_CONTACT:
-        return done
+    """File what the plan says; return what was created and linked, for the record.
 
+    The steps, in order: contacts (found or created), their companies, cases and
+    opportunities (linked to the contacts), the note with its links, the task.
+    """
+    done = Applied()
+    if plan.outcome is Outcome.NO_CONTACT:
+        return done.to_json()
+    contact_ids, company_ids = _apply_contacts(session, plan, delivery, account, now, done)
+    if account.file_under_companies and contact_ids:
+        company_ids.extend(_companies_of(session, contact_ids))
+    case_ids, opp_ids = _apply_records(session, plan, delivery, account, now, done, contact_ids)
+    note_id = _apply_note(session, plan, delivery, parsed, account, now, done)
+    if note_id is not None:
+        _link_note(
+            session,
+            note_id,
+            contact_ids,
+            company_ids,
+            case_ids,
+            opp_ids,
+            fresh=plan.note_id is None,
+        )
+        delivery.note_id = note_id
+    if plan.task is not None:
+        _apply_task(session, plan, plan.task, delivery, account, now, done, note_id, contact_ids)
+    return done.to_json()
+
+
+def _apply_contacts(
+    session: Session,
+    plan: FilingPlan,
+    delivery: Delivery,
+    account: Account,
+    now: datetime,
+    done: Applied,
+) -> tuple[list[int], list[int]]:
+    """The contacts to file under (created when new) and companies matched by address."""
     contact_ids: list[int] = []
     company_ids: list[int] = []
     for action in plan.contacts:
         if action.action == "link_company" and action.company_id is not None:
             company_ids.append(action.company_id)
-            done["linked"].append(f"company {action.address}")
+            done.linked.append(f"company {action.address}")
             continue
         contact_id = action.contact_id
         if action.action == "create_contact":
-            existing = session.scalar(
-                select(ContactEmail.contact_id).where(
-                    ContactEmail.account_id == account.id, ContactEmail.email == action.address
-                )
-            )
-            if existing is None:
-                contact_id = _insert(
-                    session,
-                    Contact,
-                    account_id=account.id,
-                    name=action.name,
-                    company_id=action.company_for_new,
-                    created_by_delivery_id=delivery.id,
-                    created_at=now,
-                )
-                _insert(
-                    session,
-                    ContactEmail,
-                    account_id=account.id,
-                    contact_id=contact_id,
-                    email=action.address,
-                )
-                done["created"].append(f"contact {action.name} <{action.address}>")
-            else:
-                contact_id = existing
+            contact_id = _create_contact(session, action, delivery, account, now, done)
         else:
-            done["linked"].append(f"contact {action.address}")
+            done.linked.append(f"contact {action.address}")
         if contact_id is not None:
             contact_ids.append(contact_id)
+    return contact_ids, company_ids
 
-    if account.file_under_companies and contact_ids:
-        company_ids.extend(
-            cid
-            for cid in session.scalars(
-                select(Contact.company_id).where(Contact.id.in_(contact_ids))
-            ).all()
-            if cid is not None
+
+def _create_contact(
+    session: Session,
+    action: ContactAction,
+    delivery: Delivery,
+    account: Account,
+    now: datetime,
+    done: Applied,
+) -> int:
+    """A new contact, unless one with the address exists by now (decided on a snapshot)."""
+    existing = session.scalar(
+        select(ContactEmail.contact_id).where(
+            ContactEmail.account_id == account.id, ContactEmail.email == action.address
         )
+    )
+    if existing is not None:
+        return int(existing)
+    contact_id = _insert(
+        session,
+        Contact,
+        account_id=account.id,
+        name=action.name,
+        company_id=action.company_for_new,
+        created_by_delivery_id=delivery.id,
+        created_at=now,
+    )
+    _insert(
+        session, ContactEmail, account_id=account.id, contact_id=contact_id, email=action.address
+    )
+    done.created.append(f"contact {action.name} <{action.address}>")
+    return contact_id
 
+
+def _companies_of(session: Session, contact_ids: list[int]) -> list[int]:
+    """The companies the contacts belong to (the account files under companies)."""
+    found = session.scalars(select(Contact.company_id).where(Contact.id.in_(contact_ids))).all()
+    return [cid for cid in found if cid is not None]
+
+
+def _apply_records(
+    session: Session,
+    plan: FilingPlan,
+    delivery: Delivery,
+    account: Account,
+    now: datetime,
+    done: Applied,
+    contact_ids: list[int],
+) -> tuple[list[int], list[int]]:
+    """The cases and opportunities (created or linked), each linked to the contacts."""
     case_ids: list[int] = []
     opp_ids: list[int] = []
     for record in plan.records:
@@ -179,85 +241,119 @@ def apply_plan(
             )
             record_id = made.id
             prefix = "CA" if record.kind == "case" else "CO"
-            done["created"].append(f"{record.kind} {prefix}{made.ref_no}")
+            done.created.append(f"{record.kind} {prefix}{made.ref_no}")
         else:
-            done["linked"].append(f"{record.kind} {record.ref}")
+            done.linked.append(f"{record.kind} {record.ref}")
         (case_ids if record.kind == "case" else opp_ids).append(record_id)
     for case_id in case_ids:
         _link(session, case_contacts, "case_id", case_id, "contact_id", contact_ids)
     for opp_id in opp_ids:
         _link(session, opportunity_contacts, "opportunity_id", opp_id, "contact_id", contact_ids)
+    return case_ids, opp_ids
 
-    note_id: int | None = plan.note_id
-    fresh_note = False
-    if note_id is None and plan.note is not None:
-        draft = plan.note
-        note_id = _insert(
+
+def _apply_note(
+    session: Session,
+    plan: FilingPlan,
+    delivery: Delivery,
+    parsed: ParsedMessage,
+    account: Account,
+    now: datetime,
+    done: Applied,
+) -> int | None:
+    """The note: the one filed before (a duplicate), or a new one with its attachments."""
+    if plan.note_id is not None or plan.note is None:
+        return plan.note_id
+    draft = plan.note
+    note_id = _insert(
+        session,
+        Note,
+        account_id=account.id,
+        user_id=delivery.user_id,
+        delivery_id=delivery.id,
+        message_key=plan.message_key,
+        message_id=parsed.message_id,
+        subject=draft.subject,
+        body=draft.body,
+        own_text=draft.own_text,
+        author_name=draft.author_name,
+        author_email=draft.author_email,
+        sent_at=draft.date,
+        direction=draft.direction,
+        is_forward=draft.is_forward,
+        created_at=now,
+    )
+    for part in parsed.attachments:
+        _insert(
             session,
-            Note,
-            account_id=account.id,
-            user_id=delivery.user_id,
-            delivery_id=delivery.id,
-            message_key=plan.message_key,
-            message_id=parsed.message_id,
-            subject=draft.subject,
-            body=draft.body,
-            own_text=draft.own_text,
-            author_name=draft.author_name,
-            author_email=draft.author_email,
-            sent_at=draft.date,
-            direction=draft.direction,
-            is_forward=draft.is_forward,
-            created_at=now,
+            Attachment,
+            note_id=note_id,
+            filename=part.filename,
+            content_type=part.content_type,
+            size=len(part.data),
+            data=part.data,
         )
-        fresh_note = True
-        for part in parsed.attachments:
-            _insert(
-                session,
-                Attachment,
-                note_id=note_id,
-                filename=part.filename,
-                content_type=part.content_type,
-                size=len(part.data),
-                data=part.data,
-            )
-        done["created"].append(f"note #{note_id}")
-    if note_id is not None:
-        for table, column, ids in (
-            (note_contacts, "contact_id", contact_ids),
-            (note_companies, "company_id", company_ids),
-            (note_cases, "case_id", case_ids),
-            (note_opportunities, "opportunity_id", opp_ids),
-        ):
-            _link(session, table, "note_id", note_id, column, ids, fresh=fresh_note)
-        delivery.note_id = note_id
+    done.created.append(f"note #{note_id}")
+    return note_id
 
-    if plan.task is not None:
-        exists = session.scalar(
-            select(Task.id).where(
-                Task.account_id == account.id,
-                Task.user_id == delivery.user_id,
-                Task.message_key == plan.message_key,
-                Task.due_kind == plan.task.due_kind,
-            )
+
+def _link_note(
+    session: Session,
+    note_id: int,
+    contact_ids: list[int],
+    company_ids: list[int],
+    case_ids: list[int],
+    opp_ids: list[int],
+    *,
+    fresh: bool,
+) -> None:
+    """File the note under everything (`fresh`: created just now, so no link exists)."""
+    for table, column, ids in (
+        (note_contacts, "contact_id", contact_ids),
+        (note_companies, "company_id", company_ids),
+        (note_cases, "case_id", case_ids),
+        (note_opportunities, "opportunity_id", opp_ids),
+    ):
+        _link(session, table, "note_id", note_id, column, ids, fresh=fresh)
+
+
+def _apply_task(
+    session: Session,
+    plan: FilingPlan,
+    task: TaskAction,
+    delivery: Delivery,
+    account: Account,
+    now: datetime,
+    done: Applied,
+    note_id: int | None,
+    contact_ids: list[int],
+) -> None:
+    """The task, once per user, message and due kind (a retry makes none twice)."""
+    exists = session.scalar(
+        select(Task.id).where(
+            Task.account_id == account.id,
+            Task.user_id == delivery.user_id,
+            Task.message_key == plan.message_key,
+            Task.due_kind == task.due_kind,
         )
-        if exists is None:
-            task_id = _insert(
-                session,
-                Task,
-                account_id=account.id,
-                user_id=delivery.user_id,
-                delivery_id=delivery.id,
-                note_id=note_id,
-                message_key=plan.message_key,
-                title=plan.task.title,
-                description=plan.task.description,
-                due_date=plan.task.due,
-                due_kind=plan.task.due_kind,
-                timezone=plan.task.timezone,
-                created_at=now,
-            )
-            _link(session, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
-            due = plan.task.due.isoformat() if plan.task.due else "no deadline"
-            done["created"].append(f"task #{task_id} ({due})")
-    return done
+    )
+    if exists is not None:
+        return
+    task_id = _insert(
+        session,
+        Task,
+        account_id=account.id,
+        user_id=delivery.user_id,
+        delivery_id=delivery.id,
+        note_id=note_id,
+        message_key=plan.message_key,
+        title=task.title,
+        description=task.description,
+        due_date=task.due,
+        due_kind=task.due_kind,
+        timezone=task.timezone,
+        created_at=now,
+    )
+    _link(session, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
+    due = task.due.isoformat() if task.due else "no deadline"
+    done.created.append(f"task #{task_id} ({due})")

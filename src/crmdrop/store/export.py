@@ -1,17 +1,20 @@
 """An account as JSON: what `crmdrop export` prints and the API serves.
 
+The shapes are `store.serialize`'s; this module reads the account in bulk.
+
 Every field is documented in docs/export.md.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from crmdrop.dropbox.address import redact
 from crmdrop.store.accounts import get_account
 from crmdrop.store.models import (
     Attachment,
@@ -34,6 +37,17 @@ from crmdrop.store.models import (
     opportunity_contacts,
     task_contacts,
 )
+from crmdrop.store.serialize import (
+    NoteLinks,
+    case_json,
+    company_json,
+    contact_json,
+    delivery_json,
+    note_json,
+    opportunity_json,
+    reply_json,
+    task_json,
+)
 
 
 def _pairs(
@@ -51,63 +65,21 @@ def _pairs(
     return out
 
 
-def delivery_json(d: Delivery, *, full: bool = False) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": d.id,
-        "message_id": d.message_id,
-        "dropbox": d.dropbox_kind,
-        "status": d.status,
-        "reason": d.reason,
-        "subject": d.subject,
-        "author": d.author,
-        "sender_auth": d.sender_auth or None,
-        "envelope_from": d.mail_from,
-        "rcpt_to": redact(d.rcpt_to),
-        "protocol": d.protocol,
-        "received_at": d.received_at.isoformat(),
-        "finished_at": d.finished_at.isoformat() if d.finished_at else None,
-        "attempts": d.attempts,
-        "last_error": d.last_error,
-        "note_id": d.note_id,
-    }
-    if full:
-        row["size"] = d.size
-        row["plan"] = d.plan
-    return row
+@dataclass(frozen=True)
+class _Links:
+    """Every link of the account's notes, cases, opportunities and tasks, read in bulk."""
+
+    note_contacts: dict[int, list[int]]
+    note_companies: dict[int, list[int]]
+    note_cases: dict[int, list[int]]
+    note_opps: dict[int, list[int]]
+    case_contacts: dict[int, list[int]]
+    opp_contacts: dict[int, list[int]]
+    task_contacts: dict[int, list[int]]
+    attachments: dict[int, list[str]]
 
 
-def export_account(session: Session, name: str) -> dict[str, Any]:
-    account = get_account(session, name)
-    aid = account.id
-    companies = session.scalars(select(Company).where(Company.account_id == aid)).all()
-    company_name = {c.id: c.name for c in companies}
-    company_emails: dict[int, list[str]] = defaultdict(list)
-    for company_email in session.scalars(
-        select(CompanyEmail).where(CompanyEmail.account_id == aid)
-    ):
-        company_emails[company_email.company_id].append(company_email.email)
-    contacts = session.scalars(
-        select(Contact).where(Contact.account_id == aid).order_by(Contact.id)
-    ).all()
-    emails: dict[int, list[str]] = defaultdict(list)
-    for ce in session.scalars(
-        select(ContactEmail).where(ContactEmail.account_id == aid).order_by(ContactEmail.id)
-    ):
-        emails[ce.contact_id].append(ce.email)
-    primary = {cid: e[0] for cid, e in emails.items() if e}
-    cases = {c.id: c for c in session.scalars(select(Case).where(Case.account_id == aid))}
-    opps = {
-        o.id: o for o in session.scalars(select(Opportunity).where(Opportunity.account_id == aid))
-    }
-    n_contacts = _pairs(session, note_contacts, "note_id", "contact_id", Note, aid)
-    n_companies = _pairs(session, note_companies, "note_id", "company_id", Note, aid)
-    n_cases = _pairs(session, note_cases, "note_id", "case_id", Note, aid)
-    n_opps = _pairs(session, note_opportunities, "note_id", "opportunity_id", Note, aid)
-    c_contacts = _pairs(session, case_contacts, "case_id", "contact_id", Case, aid)
-    o_contacts = _pairs(
-        session, opportunity_contacts, "opportunity_id", "contact_id", Opportunity, aid
-    )
-    t_contacts = _pairs(session, task_contacts, "task_id", "contact_id", Task, aid)
+def _links(session: Session, aid: int) -> _Links:
     attachments: dict[int, list[str]] = defaultdict(list)
     for note_id, filename in session.execute(
         select(Attachment.note_id, Attachment.filename)
@@ -116,19 +88,51 @@ def export_account(session: Session, name: str) -> dict[str, Any]:
         .order_by(Attachment.id)
     ):
         attachments[note_id].append(filename)
-    users = {u.id: u.email for u in session.scalars(select(User).where(User.account_id == aid))}
+    return _Links(
+        note_contacts=_pairs(session, note_contacts, "note_id", "contact_id", Note, aid),
+        note_companies=_pairs(session, note_companies, "note_id", "company_id", Note, aid),
+        note_cases=_pairs(session, note_cases, "note_id", "case_id", Note, aid),
+        note_opps=_pairs(session, note_opportunities, "note_id", "opportunity_id", Note, aid),
+        case_contacts=_pairs(session, case_contacts, "case_id", "contact_id", Case, aid),
+        opp_contacts=_pairs(
+            session, opportunity_contacts, "opportunity_id", "contact_id", Opportunity, aid
+        ),
+        task_contacts=_pairs(session, task_contacts, "task_id", "contact_id", Task, aid),
+        attachments=attachments,
+    )
+
+
+def _emails_by(session: Session, model: Any, aid: int, key: str) -> dict[int, list[str]]:
+    """Each contact's (or company's) addresses, in the order they were added."""
+    out: dict[int, list[str]] = defaultdict(list)
+    for row in session.scalars(select(model).where(model.account_id == aid).order_by(model.id)):
+        out[getattr(row, key)].append(row.email)
+    return out
+
+
+def _all(session: Session, model: Any, aid: int) -> list[Any]:
+    """Every row of `model` in the account, oldest first."""
+    return list(session.scalars(select(model).where(model.account_id == aid).order_by(model.id)))
+
+
+def export_account(session: Session, name: str) -> dict[str, Any]:
+    """The whole account, one consistent read (the caller's transaction)."""
+    account = get_account(session, name)
+    aid = account.id
+    companies = _all(session, Company, aid)
+    company_name = {c.id: c.name for c in companies}
+    company_emails = _emails_by(session, CompanyEmail, aid, "company_id")
+    contacts = _all(session, Contact, aid)
+    emails = _emails_by(session, ContactEmail, aid, "contact_id")
+    primary = {cid: e[0] for cid, e in emails.items() if e}
+    cases = sorted(_all(session, Case, aid), key=lambda c: c.ref_no)
+    opps = sorted(_all(session, Opportunity, aid), key=lambda o: o.ref_no)
+    links = _links(session, aid)
+    users = {u.id: u.email for u in _all(session, User, aid)}
 
     def contact_emails(ids: list[int]) -> list[str]:
         return sorted(primary[i] for i in ids if i in primary)
 
-    notes = session.scalars(select(Note).where(Note.account_id == aid).order_by(Note.id)).all()
-    tasks = session.scalars(select(Task).where(Task.account_id == aid).order_by(Task.id)).all()
-    deliveries = session.scalars(
-        select(Delivery).where(Delivery.account_id == aid).order_by(Delivery.id)
-    ).all()
-    replies = session.scalars(
-        select(Outbox).where(Outbox.account_id == aid).order_by(Outbox.id)
-    ).all()
     return {
         "account": account.name,
         "preferences": {
@@ -137,74 +141,59 @@ def export_account(session: Session, name: str) -> dict[str, Any]:
         },
         "users": sorted(users.values()),
         "contacts": [
-            {
-                "id": c.id,
-                "name": c.name,
-                "emails": emails.get(c.id, []),
-                "company": company_name.get(c.company_id) if c.company_id else None,
-            }
+            contact_json(
+                c,
+                emails=emails.get(c.id, []),
+                company=company_name.get(c.company_id) if c.company_id else None,
+            )
             for c in contacts
         ],
-        "companies": [
-            {"id": c.id, "name": c.name, "domain": c.domain, "emails": company_emails[c.id]}
-            for c in companies
-        ],
-        "notes": [
-            {
-                "id": n.id,
-                "subject": n.subject,
-                "date": n.sent_at.isoformat() if n.sent_at else None,
-                "author": n.author_name,
-                "author_email": n.author_email,
-                "direction": n.direction,
-                "is_forward": n.is_forward,
-                "filed_by": users.get(n.user_id),
-                "delivery_id": n.delivery_id,
-                "message_id": n.message_id,
-                "contacts": contact_emails(n_contacts.get(n.id, [])),
-                "companies": sorted(company_name[i] for i in n_companies.get(n.id, [])),
-                "cases": sorted(f"CA{cases[i].ref_no}" for i in n_cases.get(n.id, [])),
-                "opportunities": sorted(f"CO{opps[i].ref_no}" for i in n_opps.get(n.id, [])),
-                "attachments": attachments.get(n.id, []),
-                "body": n.body,
-                "own_text": n.own_text,
-            }
-            for n in notes
-        ],
+        "companies": [company_json(c, emails=company_emails[c.id]) for c in companies],
+        "notes": _notes(session, aid, links, contact_emails, company_name, cases, opps, users),
         "cases": [
-            {
-                "ref": f"CA{c.ref_no}",
-                "title": c.title,
-                "status": c.status,
-                "contacts": contact_emails(c_contacts.get(c.id, [])),
-            }
-            for c in sorted(cases.values(), key=lambda c: c.ref_no)
+            case_json(c, contacts=contact_emails(links.case_contacts.get(c.id, []))) for c in cases
         ],
         "opportunities": [
-            {
-                "ref": f"CO{o.ref_no}",
-                "title": o.title,
-                "status": o.status,
-                "contacts": contact_emails(o_contacts.get(o.id, [])),
-            }
-            for o in sorted(opps.values(), key=lambda o: o.ref_no)
+            opportunity_json(o, contacts=contact_emails(links.opp_contacts.get(o.id, [])))
+            for o in opps
         ],
         "tasks": [
-            {
-                "id": t.id,
-                "title": t.title,
-                "description": t.description,
-                "due": t.due_date.isoformat() if t.due_date else None,
-                "due_kind": t.due_kind,
-                "timezone": t.timezone,
-                "owner": users.get(t.user_id),
-                "contacts": contact_emails(t_contacts.get(t.id, [])),
-            }
-            for t in tasks
+            task_json(
+                t,
+                owner=users.get(t.user_id),
+                contacts=contact_emails(links.task_contacts.get(t.id, [])),
+            )
+            for t in _all(session, Task, aid)
         ],
-        "deliveries": [delivery_json(d) for d in deliveries],
-        "replies": [
-            {"to": r.mail_to, "kind": r.kind, "status": r.status, "delivery_id": r.delivery_id}
-            for r in replies
-        ],
+        "deliveries": [delivery_json(d) for d in _all(session, Delivery, aid)],
+        "replies": [reply_json(r) for r in _all(session, Outbox, aid)],
     }
+
+
+def _notes(
+    session: Session,
+    aid: int,
+    links: _Links,
+    contact_emails: Callable[[list[int]], list[str]],
+    company_name: dict[int, str],
+    cases: list[Case],
+    opps: list[Opportunity],
+    users: dict[int, str],
+) -> list[dict[str, Any]]:
+    """Every note of the account in full, with what it is filed under by name."""
+    case_ref = {c.id: f"CA{c.ref_no}" for c in cases}
+    opp_ref = {o.id: f"CO{o.ref_no}" for o in opps}
+    return [
+        note_json(
+            n,
+            filed_by=users.get(n.user_id),
+            links=NoteLinks(
+                contacts=contact_emails(links.note_contacts.get(n.id, [])),
+                companies=sorted(company_name[i] for i in links.note_companies.get(n.id, [])),
+                cases=sorted(case_ref[i] for i in links.note_cases.get(n.id, [])),
+                opportunities=sorted(opp_ref[i] for i in links.note_opps.get(n.id, [])),
+                attachments=links.attachments.get(n.id, []),
+            ),
+        )
+        for n in _all(session, Note, aid)
+    ]

@@ -10,10 +10,9 @@ from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, upd
 from sqlalchemy.orm import Session, undefer
 
 from crmdrop.store.models import Delivery
+from crmdrop.store.status import DeliveryStatus
 
-QUEUED = "queued"
-FAILED = "failed"
-REJECTED = "rejected"
+QUEUED, FAILED, REJECTED = DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.REJECTED
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crmdrop.store.models import Outbox
+from crmdrop.store.status import ReplyStatus
 
 
 def queue_reply(
@@ -27,10 +28,10 @@ def queue_reply(
         select(func.count(Outbox.id)).where(
             Outbox.user_id == user_id,
             Outbox.created_at >= now - timedelta(hours=1),
-            Outbox.status.in_(("queued", "sent", "failed")),
+            Outbox.status.in_((ReplyStatus.QUEUED, ReplyStatus.SENT, ReplyStatus.FAILED)),
         )
     )
-    status = "queued" if (recent or 0) < per_hour else "suppressed"
+    status = ReplyStatus.QUEUED if (recent or 0) < per_hour else ReplyStatus.SUPPRESSED
     row = Outbox(
         account_id=account_id,
         user_id=user_id,
@@ -41,7 +42,9 @@ def queue_reply(
         status=status,
         attempts=0,
         next_attempt_at=now,
-        last_error=None if status == "queued" else f"rate limit of {per_hour}/hour reached",
+        last_error=None
+        if status is ReplyStatus.QUEUED
+        else f"rate limit of {per_hour}/hour reached",
         created_at=now,
     )
     session.add(row)
@@ -52,7 +55,7 @@ def queue_reply(
 def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Outbox | None:
     query = (
         select(Outbox)
-        .where(Outbox.status == "queued", Outbox.next_attempt_at <= now)
+        .where(Outbox.status == ReplyStatus.QUEUED, Outbox.next_attempt_at <= now)
         .order_by(Outbox.id)
         .limit(1)
     )

@@ -1,6 +1,6 @@
 """Read side of cases, opportunities, tasks and companies, plus the company/preference
-writes the CLI offers (SPEC §1.4, §5). Plain dicts out, JSON-ready, so the CLI and the
-web layer can print the same shapes; field names follow `crmdrop export`.
+writes the CLI offers (SPEC §1.4, §5). Plain dicts out, JSON-ready, in the shapes of
+`store.serialize`, so the CLI, the pages and the API print the same thing as `export`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ from crmdrop.store.models import (
     note_opportunities,
     opportunity_contacts,
     task_contacts,
+)
+from crmdrop.store.serialize import (
+    RecordDetail,
+    company_json,
+    note_json,
+    record_json,
+    task_json,
 )
 
 __all__ = [
@@ -149,15 +156,14 @@ def list_records(session: Session, account_name: str, kind: RecordKind) -> list[
         )
     users = _users(session, account)
     return [
-        {
-            "ref": f"{kind.prefix}{r.ref_no}",
-            "title": r.title,
-            "status": r.status,
-            "owner": users.get(r.user_id) if r.user_id else None,
-            "created_at": r.created_at.isoformat(),
-            "contacts": contacts.get(r.id, []),
-            "notes": counts.get(r.id, 0),
-        }
+        record_json(
+            r,
+            kind.prefix,
+            contacts=contacts.get(r.id, []),
+            detail=RecordDetail(
+                owner=users.get(r.user_id) if r.user_id else None, notes=counts.get(r.id, 0)
+            ),
+        )
         for r in records
     ]
 
@@ -188,28 +194,19 @@ def show_record(session: Session, account_name: str, kind: RecordKind, ref: str)
         .order_by(Note.id)
     ).all()
     users = _users(session, account)
-    return {
-        "ref": f"{kind.prefix}{record.ref_no}",
-        "title": record.title,
-        "status": record.status,
-        "owner": users.get(record.user_id) if record.user_id else None,
-        "created_at": record.created_at.isoformat(),
-        "contacts": sorted(
-            ({"name": names[i], "email": emails.get(i)} for i in names),
-            key=lambda c: c["email"] or "",
+    contacts = sorted(
+        ({"name": names[i], "email": emails.get(i)} for i in names),
+        key=lambda c: c["email"] or "",
+    )
+    return record_json(
+        record,
+        kind.prefix,
+        contacts=contacts,
+        detail=RecordDetail(
+            owner=users.get(record.user_id) if record.user_id else None,
+            notes=[note_json(n, filed_by=users.get(n.user_id)) for n in notes],
         ),
-        "notes": [
-            {
-                "id": n.id,
-                "subject": n.subject,
-                "date": n.sent_at.isoformat() if n.sent_at else None,
-                "author": n.author_name,
-                "author_email": n.author_email,
-                "filed_by": users.get(n.user_id),
-            }
-            for n in notes
-        ],
-    }
+    )
 
 
 def list_tasks(
@@ -227,17 +224,7 @@ def list_tasks(
     contacts = _contacts_of(session, task_contacts, "task_id", [t.id for t in tasks])
     users = _users(session, account)
     return [
-        {
-            "id": t.id,
-            "title": t.title,
-            "description": t.description,
-            "due": t.due_date.isoformat() if t.due_date else None,
-            "due_kind": t.due_kind,
-            "timezone": t.timezone,
-            "owner": users.get(t.user_id),
-            "done": t.done,
-            "contacts": contacts.get(t.id, []),
-        }
+        task_json(t, owner=users.get(t.user_id), contacts=contacts.get(t.id, []), with_done=True)
         for t in tasks
     ]
 
@@ -307,13 +294,11 @@ def list_companies(session: Session, account_name: str) -> list[dict[str, Any]]:
             members[member_of].add(contact_id)
     primary = _primary_emails(session, {c for ids in members.values() for c in ids})
     return [
-        {
-            "id": c.id,
-            "name": c.name,
-            "domain": c.domain,
-            "emails": emails.get(c.id, []),
-            "contacts": sorted(primary[i] for i in members.get(c.id, set()) if i in primary),
-        }
+        company_json(
+            c,
+            emails=emails.get(c.id, []),
+            contacts=sorted(primary[i] for i in members.get(c.id, set()) if i in primary),
+        )
         for c in companies
     ]
 

@@ -6,19 +6,15 @@ from html import escape
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from sqlalchemy import func, select
 
 from crmdrop.config import Settings
 from crmdrop.store.db import Database
-from crmdrop.store.models import Delivery
+from crmdrop.store.deliveries import status_counts
 
 
 def queue_counts(db: Database) -> dict[str, int]:
     with db.reading() as session:
-        rows = session.execute(
-            select(Delivery.status, func.count(Delivery.id)).group_by(Delivery.status)
-        ).all()
-    return {status: count for status, count in rows}
+        return status_counts(session)
 
 
 def create_app(db: Database, settings: Settings) -> FastAPI:

@@ -1,0 +1,231 @@
+"""The filing step: decide what one delivery files, then apply that decision.
+
+Two names, one per step, used by every door that files or previews:
+- `decide_delivery` — the authoritative decision for a message to a dropbox (no writes):
+  the sender check, then `dropbox.decide.decide` over the account's `SqlAccountView`.
+  `crmdrop explain` prints it; the worker applies it.
+- `apply_decision` — carry a `Decision` out inside the caller's transaction and finish the
+  delivery: its status, its processing record (the plan JSON), an error reply in the outbox.
+
+- `preview` — `decide_delivery` for a dropbox token, for `explain` (no delivery row).
+
+The worker (`crmdrop.worker`) only claims, retries and parks around these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from crmdrop.config import Settings
+from crmdrop.dropbox.decide import decide
+from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome, UserInfo
+from crmdrop.dropbox.senders import check_message_sender
+from crmdrop.mail.model import ParsedMessage
+from crmdrop.outbound.replies import build_reply
+from crmdrop.store.accounts import StoreError, dropbox_owner, user_info
+from crmdrop.store.apply import apply_plan
+from crmdrop.store.models import Account, Delivery, User
+from crmdrop.store.outbox import queue_reply
+from crmdrop.store.status import DeliveryStatus
+from crmdrop.store.view import SqlAccountView
+
+log = logging.getLogger(__name__)
+
+NO_CONTACT_REPLY = "no_contact"  # the outbox kind and template of the "not filed" reply
+
+
+@dataclass
+class BatchCache:
+    """What the deliveries of one batch (one read snapshot) can share."""
+
+    views: dict[int, SqlAccountView] = field(default_factory=dict)
+    owners: dict[int, UserInfo] = field(default_factory=dict)
+    # The session's identity map holds objects weakly: without these, every
+    # delivery of a batch would load its user and account again.
+    users: dict[int, User] = field(default_factory=dict)
+    accounts: dict[int, Account] = field(default_factory=dict)
+
+    def user(self, session: Session, user_id: int) -> User:
+        return _kept(session, self.users, User, user_id)
+
+    def account(self, session: Session, account_id: int) -> Account:
+        return _kept(session, self.accounts, Account, account_id)
+
+
+_M = TypeVar("_M", User, Account)
+
+
+def _kept(session: Session, kept: dict[int, _M], model: type[_M], key: int) -> _M:
+    if key not in kept:
+        found = session.get(model, key)
+        assert found is not None, f"{model.__name__} #{key} is gone"
+        kept[key] = found
+    return kept[key]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A plan and the sender check behind it, as `explain` and the worker see it."""
+
+    plan: FilingPlan | None
+    refused: str | None  # the sender check's reason when the author may not use the dropbox
+
+
+def decide_delivery(
+    session: Session,
+    parsed: ParsedMessage,
+    *,
+    user: User,
+    kind: DropboxKind,
+    mail_from: str | None,
+    settings: Settings,
+    now: datetime,
+    cache: BatchCache | None = None,
+) -> Decision:
+    """The authoritative decision for one message to one dropbox (no writes)."""
+    cache = cache or BatchCache()
+    account = cache.account(session, user.account_id)
+    owner = cache.owners.get(user.id)
+    if owner is None:
+        owner = cache.owners[user.id] = user_info(session, user)
+    verdict = check_message_sender(parsed, owner)
+    if not verdict.allowed:
+        return Decision(None, verdict.detail)
+    view = cache.views.get(account.id)
+    if view is None:
+        view = cache.views[account.id] = SqlAccountView(session, account)
+    plan = decide(
+        parsed, kind, owner, view, dropbox_domain=settings.domain, now=now, envelope_from=mail_from
+    )
+    return Decision(plan, None)
+
+
+def apply_decision(
+    session: Session,
+    delivery: Delivery,
+    parsed: ParsedMessage,
+    decision: Decision,
+    *,
+    settings: Settings,
+    now: datetime,
+    cache: BatchCache,
+) -> None:
+    """Carry the decision out and finish the delivery, inside the caller's transaction."""
+    delivery.finished_at = now
+    delivery.claimed_at = None
+    delivery.last_error = None
+    if decision.plan is None:
+        delivery.status = DeliveryStatus.REJECTED
+        delivery.reason = f"rejected by the worker: {decision.refused}"
+    else:
+        account = cache.account(session, delivery.account_id)
+        plan = _still_new(session, decision.plan, account)
+        done = apply_plan(session, plan, delivery=delivery, parsed=parsed, account=account, now=now)
+        delivery.plan = {**plan.to_json(), "applied": done}
+        delivery.status = DeliveryStatus.of(plan.outcome)
+        delivery.reason = "; ".join([plan.reason, *plan.notices])
+        if plan.outcome is Outcome.NO_CONTACT:
+            delivery.reason += _error_reply(session, delivery, parsed, plan, settings, now, cache)
+    log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
+
+
+def _still_new(session: Session, plan: FilingPlan, account: Account) -> FilingPlan:
+    """A plan decided on an earlier snapshot (SQLite batches) whose note was filed since is
+    a duplicate now: a new plan that says so."""
+    if plan.note is None or plan.note_id is not None:
+        return plan
+    filed = SqlAccountView(session, account).filed_note(plan.message_key)
+    if filed is None:
+        return plan
+    return dataclasses.replace(
+        plan,
+        outcome=Outcome.DUPLICATE,
+        note_id=filed,
+        reason=f"already filed as note #{filed}; only new links added",
+    )
+
+
+def _addresses_text(plan: FilingPlan) -> str:
+    lines = [
+        f"- {d.address}: {d.rule}{' (' + d.detail + ')' if d.detail else ''}"
+        for d in plan.addresses
+    ]
+    return "\n".join(lines) or "- (no email address at all)"
+
+
+def _error_reply(
+    session: Session,
+    delivery: Delivery,
+    parsed: ParsedMessage,
+    plan: FilingPlan,
+    settings: Settings,
+    now: datetime,
+    cache: BatchCache,
+) -> str:
+    """Queue the "not filed" reply (SPEC §4.5, §6.4); what to add to the delivery's reason."""
+    if not plan.reply_to:
+        return f"; no reply ({plan.auto_generated or 'no address to reply to'})"
+    user = cache.user(session, delivery.user_id)
+    raw = build_reply(
+        template=NO_CONTACT_REPLY,
+        subject=f"Not filed: {parsed.subject or '(no subject)'}",
+        sender=settings.reply_sender,
+        to=plan.reply_to,
+        in_reply_to=parsed.message_id,
+        now=now,
+        user_name=user.name,
+        original_subject=parsed.subject or "(no subject)",
+        reason=plan.reason,
+        addresses=_addresses_text(plan),
+        rate=settings.reply_rate_per_hour,
+    )
+    row = queue_reply(
+        session,
+        account_id=delivery.account_id,
+        user_id=user.id,
+        delivery_id=delivery.id,
+        kind=NO_CONTACT_REPLY,
+        mail_to=plan.reply_to,
+        raw=raw,
+        now=now,
+        per_hour=settings.reply_rate_per_hour,
+    )
+    return f"; error reply {row.status} to {plan.reply_to}"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a message to a dropbox would do, without doing it (`crmdrop explain`)."""
+
+    owner_email: str
+    decision: Decision
+
+
+def preview(
+    session: Session,
+    parsed: ParsedMessage,
+    *,
+    token: str,
+    kind: DropboxKind,
+    mail_from: str | None,
+    settings: Settings,
+    now: datetime,
+) -> Preview:
+    """`decide_delivery` for the owner of a dropbox token; StoreError when there is none.
+    Writes nothing: the caller rolls back (reading a view may autoflush nothing)."""
+    found = dropbox_owner(session, token)
+    if found is None:
+        raise StoreError("no such dropbox (unknown or regenerated)")
+    owner = found[0]
+    user = session.get(User, owner.user_id)
+    assert user is not None
+    decision = decide_delivery(
+        session, parsed, user=user, kind=kind, mail_from=mail_from, settings=settings, now=now
+    )
+    return Preview(owner.user_email, decision)
