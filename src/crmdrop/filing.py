@@ -86,6 +86,7 @@ def decide_delivery(
     mail_from: str | None,
     settings: Settings,
     now: datetime,
+    received: datetime | None = None,
     cache: BatchCache | None = None,
 ) -> Decision:
     """The authoritative decision for one message to one dropbox (no writes)."""
@@ -101,7 +102,14 @@ def decide_delivery(
     if view is None:
         view = cache.views[account.id] = SqlAccountView(session, account)
     plan = decide(
-        parsed, kind, owner, view, dropbox_domain=settings.domain, now=now, envelope_from=mail_from
+        parsed,
+        kind,
+        owner,
+        view,
+        dropbox_domain=settings.domain,
+        now=now,
+        envelope_from=mail_from,
+        received=received,
     )
     return Decision(plan, None)
 

@@ -8,48 +8,16 @@ thread as a conversation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crmdrop.dropbox.address import redact, redact_text
 from crmdrop.dropbox.names import contact_name
+from crmdrop.dropbox.plan import ChainMessage, ChainPerson
 from crmdrop.mail.addresses import normalize_address
 from crmdrop.mail.model import ForwardedBlock, Mailbox, ParsedMessage
 
 __all__ = ["ChainMessage", "ChainPerson", "chain_of", "in_zone"]
-
-
-@dataclass(frozen=True)
-class ChainPerson:
-    name: str
-    email: str | None
-
-    def to_json(self) -> dict[str, str | None]:
-        return {"name": self.name, "email": self.email}
-
-
-@dataclass(frozen=True)
-class ChainMessage:
-    """One message of a forwarded thread, as its header block or lead-in gives it."""
-
-    author: ChainPerson | None
-    date: datetime | None
-    to: tuple[ChainPerson, ...]
-    cc: tuple[ChainPerson, ...]
-    subject: str | None
-    text: str
-    kind: str  # "forward" | "reply": how the block was written
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "author": self.author.to_json() if self.author else None,
-            "date": self.date.isoformat() if self.date else None,
-            "to": [p.to_json() for p in self.to],
-            "cc": [p.to_json() for p in self.cc],
-            "subject": self.subject,
-            "text": self.text,
-            "kind": self.kind,
-        }
 
 
 def in_zone(moment: datetime | None, timezone: str) -> datetime | None:
@@ -64,10 +32,11 @@ def in_zone(moment: datetime | None, timezone: str) -> datetime | None:
 
 
 def _person(mb: Mailbox) -> ChainPerson:
+    """A name and address as the note shows them; a dropbox address loses its token."""
     if mb.address:
         email = normalize_address(mb.address)
-        return ChainPerson(contact_name(mb.name, email), email)
-    return ChainPerson(mb.name.strip(), None)
+        return ChainPerson(redact_text(contact_name(mb.name, email)), redact(email))
+    return ChainPerson(redact_text(mb.name.strip()), None)
 
 
 def _message(block: ForwardedBlock, timezone: str) -> ChainMessage:
@@ -77,7 +46,7 @@ def _message(block: ForwardedBlock, timezone: str) -> ChainMessage:
         to=tuple(_person(m) for m in block.to),
         cc=tuple(_person(m) for m in block.cc),
         subject=block.subject,
-        text=block.body.strip(),
+        text=redact_text(block.body.strip()),
         kind=block.kind,
     )
 

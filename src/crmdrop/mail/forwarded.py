@@ -256,7 +256,12 @@ def _split_lines(text: str) -> list[_Line]:
         else:
             depth = 0
             content = raw
-        content = content.rstrip().replace("\u00a0", " ").replace("\ufeff", "")
+        content = content.rstrip().replace("\u00a0", " ")
+        if "\ufeff" in content:
+            content = content.replace("\ufeff", "")
+        if len(content) < 40 or content.count(":") + content.count("：") < 3:
+            out.append(_Line(depth, content, raw, src))  # no room for a flattened block
+            continue
         for part in _unglue(content):
             out.append(_Line(depth, part, raw, src))
     return out
@@ -626,6 +631,12 @@ class _Scan:
     colon_ends: set[int]
     found: list[_Found] = field(default_factory=list)
 
+    def wrote_kind(self) -> str:
+        """A wrote line quotes a reply, unless the message holding it is a forward: Outlook
+        2019 forwards with a reply-style lead-in ("El … escribió:") in many languages."""
+        subject = self.container_subject
+        return "forward" if subject and FORWARD_PREFIX_RE.match(subject) else "reply"
+
     def separator(self, i: int, s: str) -> int | None:
         """1. a separator line, with the header fields (or the wrote line) under it."""
         sep = _separator_kind(s)
@@ -690,7 +701,7 @@ class _Scan:
         depth = max(lines[i].depth, lines[k].depth if k is not None else 0)
         end = i + w.consumed
         self.found.append(
-            _Found(i, end, depth, "reply", "generic", w.language, None, w.who, w.date)
+            _Found(i, end, depth, self.wrote_kind(), "generic", w.language, None, w.who, w.date)
         )
         return end
 

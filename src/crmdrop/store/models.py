@@ -244,6 +244,8 @@ class Note(Base):
     direction: Mapped[str] = mapped_column(CleanString(16))
     is_forward: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The messages a forwarded thread carries, newest first (`ChainMessage.to_json`).
+    chain: Mapped[list[dict[str, object]] | None] = mapped_column(CleanJSON, nullable=True)
 
 
 class Attachment(Base):
