@@ -6,7 +6,7 @@ with the right name, date and Cc, on both backends."""
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -147,3 +147,17 @@ def test_a_forwarded_thread_keeps_every_message_in_export_explain_and_the_timeli
         db.dispose()
     assert [m.author.name for m in entry.messages if m.author] == ["Jane Doe", "Paul Older"]
     assert entry.messages[1].text == "Here is our offer."
+
+
+def test_a_message_without_a_date_header_is_dated_when_it_was_received(crm: Crm) -> None:
+    owner = crm.new_owner()
+    msg = make_message(from_=owner.email, to=["undated@client.example"], subject="Undated")
+    del msg["Date"]
+    before = datetime.now(UTC)
+    smtp_send(crm.smtp, owner.email, [owner.dropbox["note"]], msg)
+    data = crm.settled(owner.account, timeout=90)
+    (note,) = data["notes"]
+    (delivery,) = data["deliveries"]
+    assert note["date"] is not None
+    assert before <= datetime.fromisoformat(note["date"]) <= datetime.now(UTC)
+    assert note["date"] == delivery["received_at"]
