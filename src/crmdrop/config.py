@@ -59,6 +59,41 @@ class Settings(BaseSettings):
         None, description="authserv-id whose Authentication-Results header is trusted."
     )
     log_level: str = "INFO"
+    # Provider inbound webhooks (/inbound/*): an endpoint whose key is unset answers 404.
+    inbound_max_age_seconds: float = Field(
+        300.0, description="Freshness window of a signed webhook's timestamp."
+    )
+    mailgun_signing_key: str | None = Field(None, description="Mailgun webhook signing key.")
+    sendgrid_verification_key: str | None = Field(
+        None, description="SendGrid signed-webhook public key (base64 DER or PEM)."
+    )
+    sendgrid_basic_auth: str | None = Field(None, description="user:password for SendGrid.")
+    postmark_basic_auth: str | None = Field(None, description="user:password for Postmark.")
+    ses_topic_arns: str | None = Field(None, description="Comma-separated SNS topic ARNs.")
+    ses_cert_urls: str | None = Field(
+        None, description="Comma-separated URL prefixes SNS signing certificates may come from."
+    )
+    # Postfix recipient lookup (policy delegation) served by `crmdrop serve`.
+    postfix_policy_listen: str | None = Field(
+        None, description="host:port of the Postfix policy service; off when unset."
+    )
+    # IMAP: one mailbox watched by `crmdrop imap` (or by `serve` with imap_serve).
+    imap_host: str | None = Field(None, description="IMAP server; `crmdrop imap` needs it.")
+    imap_port: int | None = Field(None, description="Default 993 (tls) or 143.")
+    imap_security: Literal["tls", "starttls", "none"] = "tls"
+    imap_ca_file: str | None = Field(None, description="CA bundle to trust for the IMAP server.")
+    imap_user: str | None = None
+    imap_password: str | None = None
+    imap_folder: str = "INBOX"
+    imap_handled_folder: str = "crmdrop-handled"
+    imap_refused_folder: str = "crmdrop-refused"
+    imap_address_pattern: str = Field(
+        r"^(?:[^+@]+\+|dropbox-)(?P<token>[a-z0-9]+)(?:-(?P<kind>[a-z]+))?@",
+        description="Regex with groups token and kind, matched on the mailbox address.",
+    )
+    imap_poll_seconds: float = Field(60.0, description="Polling interval without IDLE.")
+    imap_idle: bool = Field(True, description="Wait with IMAP IDLE when the server has it.")
+    imap_serve: bool = Field(False, description="`crmdrop serve` runs `crmdrop imap` as a child.")
 
     @classmethod
     def settings_customise_sources(
@@ -78,6 +113,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crmdrop.db').resolve()}"
+
+    @property
+    def ses_topics(self) -> set[str]:
+        return {t.strip() for t in (self.ses_topic_arns or "").split(",") if t.strip()}
+
+    @property
+    def ses_cert_prefixes(self) -> list[str]:
+        return [u.strip() for u in (self.ses_cert_urls or "").split(",") if u.strip()]
 
     @property
     def reply_sender(self) -> str:

@@ -20,8 +20,10 @@ from contextlib import contextmanager
 import uvicorn
 
 from crmdrop.config import Settings, split_hostport
+from crmdrop.integrations.postfix import start_policy_server
 from crmdrop.outbound.sender import send_one
 from crmdrop.receive.authcheck import configure_resolver
+from crmdrop.receive.http import inbound_router
 from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
@@ -63,13 +65,13 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
         thread.join(timeout=30)
 
 
-async def _supervise(settings: Settings, stop: asyncio.Event) -> None:
-    """Keep one `crmdrop worker` child running until `stop`."""
+async def _supervise(settings: Settings, stop: asyncio.Event, command: str = "worker") -> None:
+    """Keep one `crmdrop <command>` child (the worker, the IMAP poller) running until `stop`."""
     env = {**os.environ, "CRMDROP_DATA_DIR": str(settings.data_dir.resolve())}
     if settings.database_url:
         env["CRMDROP_DATABASE_URL"] = settings.database_url
     env["CRMDROP_DOMAIN"] = settings.domain
-    args = [sys.executable, "-m", "crmdrop", "worker", "--parent", str(os.getpid())]
+    args = [sys.executable, "-m", "crmdrop", command, "--parent", str(os.getpid())]
     while not stop.is_set():
         child = subprocess.Popen(args, env=env)
         while child.poll() is None and not stop.is_set():
@@ -81,7 +83,7 @@ async def _supervise(settings: Settings, stop: asyncio.Event) -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
             return
-        log.error("the worker exited with %s; starting it again", child.returncode)
+        log.error("the %s exited with %s; starting it again", command, child.returncode)
         await asyncio.sleep(1)
 
 
@@ -102,18 +104,23 @@ async def serve(
         smtp=split_hostport(settings.smtp_listen),
         lmtp=split_hostport(settings.lmtp_listen),
     )
-    http_host, http_port = split_hostport(settings.http_listen)
-    web = _Server(
-        uvicorn.Config(
-            create_app(db, settings), host=http_host, port=http_port, log_level="warning"
+    if settings.postfix_policy_listen:
+        servers.append(
+            await start_policy_server(receiver, *split_hostport(settings.postfix_policy_listen))
         )
-    )
+    http_host, http_port = split_hostport(settings.http_listen)
+    app = create_app(db, settings)
+    app.include_router(inbound_router(receiver))
+    web = _Server(uvicorn.Config(app, host=http_host, port=http_port, log_level="warning"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     web_task = asyncio.create_task(web.serve())
     worker_task = asyncio.create_task(_supervise(settings, stop) if worker else stop.wait())
+    imap_task = asyncio.create_task(
+        _supervise(settings, stop, "imap") if settings.imap_serve else stop.wait()
+    )
     print(
         f"crmdrop is up: SMTP {settings.smtp_listen}, LMTP {settings.lmtp_listen}, "
         f"web http://{settings.http_listen}/",
@@ -129,3 +136,4 @@ async def serve(
         await server.wait_closed()
     await web_task
     await worker_task
+    await imap_task

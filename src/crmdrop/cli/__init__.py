@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import typer
 
-from crmdrop.cli import accounts, deliveries, explain, records, server, tasks, users
+from crmdrop.cli import accounts, deliveries, explain, mta, records, server, tasks, users
 from crmdrop.cli.common import close_on_exit
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="crmdrop: the CRM email dropbox")
@@ -25,6 +25,7 @@ COMMANDS: list[Callable[..., None]] = [
     server.serve,
     server.worker,
     server.ingest,
+    mta.imap,
     accounts.export,
     explain.explain,
 ]
@@ -42,6 +43,7 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("tasks", tasks.tasks_app),
     ("companies", tasks.companies_app),
     ("preferences", accounts.preferences_app),
+    ("mta", mta.mta_app),
 ]
 
 for _command in COMMANDS:

@@ -26,7 +26,12 @@ from crmdrop.mail.headers import HeaderSummary, read_header_summary
 from crmdrop.receive.authcheck import dns_verdict
 from crmdrop.store.accounts import Recipient, dropbox_owner
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import NewDelivery, add_delivery
+from crmdrop.store.inbound import (
+    NewDelivery,
+    add_delivery,
+    claim_intake_key,
+    intake_key_seen,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ OK_RCPT = "250 2.1.5 OK"
 UNKNOWN = "550 5.1.1 No such dropbox here: check the address, or it was regenerated"
 TOO_BIG = "552 5.3.4 Message too big for this dropbox"
 TEMPFAIL = "451 4.3.0 Temporary failure on our side, please try again later"
+DUPLICATE = "250 2.0.0 OK: already queued"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ class Prepared:
     protocol: str
     replies: list[str] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
+    # (source, key) of a non-SMTP intake, stored with the deliveries: seen before → DUPLICATE
+    key: tuple[str, str] | None = None
 
 
 class Receiver:
@@ -95,6 +103,11 @@ class Receiver:
             return UNKNOWN, None
         owner, info = found
         return OK_RCPT, Rcpt(address=address, kind=kind, owner=owner, info=info)
+
+    def intake_key_seen(self, key: tuple[str, str]) -> bool:
+        """Was this (source, key) already queued? (A replayed webhook, an IMAP re-read.)"""
+        with self.db.read_connection() as conn:
+            return intake_key_seen(conn, *key)
 
     def _authenticate(
         self,
@@ -200,6 +213,9 @@ class Receiver:
         with self.db.write_connection() as conn:
             for item in batch:
                 item.replies, item.ids = [], []
+                if item.key is not None and not claim_intake_key(conn, *item.key, now=now):
+                    item.replies = [DUPLICATE] * len(item.rows)
+                    continue
                 for new, refusal in item.rows:
                     if refusal is None:
                         delivery_id = add_delivery(conn, new, item.raw, now=now)
@@ -210,9 +226,19 @@ class Receiver:
                         item.replies.append(f"550 5.7.1 {_one_line(refusal)}")
 
     def accept(
-        self, *, mail_from: str, rcpts: list[Rcpt], raw: bytes, protocol: str, peer: str
+        self,
+        *,
+        mail_from: str,
+        rcpts: list[Rcpt],
+        raw: bytes,
+        protocol: str,
+        peer: str,
+        key: tuple[str, str] | None = None,
     ) -> Verdict:
-        """Prepare and commit one message on its own (the pipe ingest's path)."""
+        """Prepare and commit one message on its own (pipe, HTTP and IMAP intake).
+
+        `key`: see `Prepared.key` (already stored → every reply is DUPLICATE).
+        """
         if len(raw) > self.settings.max_message_size:
             return Verdict([TOO_BIG] * len(rcpts), [])
         try:
@@ -222,6 +248,7 @@ class Receiver:
         except Exception:
             log.exception("could not check a message from %s", mail_from)
             return Verdict([TEMPFAIL] * len(rcpts), [])
+        prepared.key = key
         self.commit([prepared])
         return Verdict(prepared.replies, prepared.ids)
 

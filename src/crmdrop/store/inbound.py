@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
-from crmdrop.store.models import Delivery
+from crmdrop.store.models import Delivery, IntakeKey
 from crmdrop.store.status import DeliveryStatus
 
 QUEUED, FAILED, REJECTED = DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.REJECTED
@@ -72,6 +72,26 @@ def add_delivery(
     # Values as parameters, not .values(): one statement, compiled once and cached.
     new_id = conn.execute(_INSERT_DELIVERY, values).scalar_one()
     return int(new_id)
+
+
+def intake_key_seen(conn: Connection | Session, source: str, key: str) -> bool:
+    """Has `source` already handed over `key` (a used token, a queued IMAP message)?"""
+    found = conn.execute(
+        select(IntakeKey.key).where(IntakeKey.source == source, IntakeKey.key == key)
+    ).first()
+    return found is not None
+
+
+def claim_intake_key(conn: Connection | Session, source: str, key: str, *, now: datetime) -> bool:
+    """Record `key` in the caller's transaction; False when it was already there.
+
+    Two transactions racing on one key: the second fails on the primary key and is
+    rolled back whole (its caller answers "try again", and then sees the key).
+    """
+    if intake_key_seen(conn, source, key):
+        return False
+    conn.execute(insert(IntakeKey).values(source=source, key=key, created_at=now))
+    return True
 
 
 # A claim older than this is a dead worker's (PostgreSQL; on SQLite, where one worker

@@ -367,3 +367,16 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(CleanText, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IntakeKey(Base):
+    """A message (or a signed request) a non-SMTP source already handed over.
+
+    Written in the transaction that queues its deliveries, so a Mailgun token is
+    used once and an IMAP message seen again after a crash is not queued twice.
+    """
+
+    __tablename__ = "intake_keys"
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

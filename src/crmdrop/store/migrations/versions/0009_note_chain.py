@@ -1,7 +1,7 @@
 """Notes keep the conversation a forward carries (issue #10): every message of the thread.
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0012
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0004"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

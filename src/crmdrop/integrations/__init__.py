@@ -1,0 +1,1 @@
+"""What talks to other systems' protocols: the Postfix recipient lookup, IMAP polling."""
