@@ -72,7 +72,7 @@ class Crm:
     def export(self, account: str) -> dict[str, Any]:
         return self.cli.export(account)
 
-    def settled(self, account: str, count: int = 1) -> dict[str, Any]:
+    def settled(self, account: str, count: int = 1, timeout: float = 20) -> dict[str, Any]:
         """The export once `count` deliveries of the account are no longer queued."""
 
         def check() -> dict[str, Any] | None:
@@ -80,7 +80,9 @@ class Crm:
             done = [d for d in data["deliveries"] if d["status"] != "queued"]
             return data if len(done) >= count else None
 
-        result: dict[str, Any] = wait_for(check, what=f"{count} deliveries of {account} to settle")
+        result: dict[str, Any] = wait_for(
+            check, timeout=timeout, what=f"{count} deliveries of {account} to settle"
+        )
         return result
 
 

@@ -32,7 +32,15 @@ def _fields(value: object, prefix: str = "") -> set[str]:
 
 def test_every_export_field_is_documented(crm: Crm) -> None:
     owner = crm.new_owner()
-    msg = make_message(from_=owner.email, to=["doc@client.example"], subject="Documented")
+    forwarded = (
+        "See below.\n\n---------- Forwarded message ---------\n"
+        "From: Doc Client <doc@client.example>\nDate: Tue, Nov 23, 2021 at 9:26 AM\n"
+        "Subject: Documented\nTo: Me <me@mycorp.example>\nCc: Cee <cee@client.example>\n\n"
+        "Their words.\n"
+    )
+    msg = make_message(
+        from_=owner.email, to=["doc@client.example"], subject="Fwd: Documented", body=forwarded
+    )
     smtp_send(crm.smtp, owner.email, [owner.dropbox["note"]], msg)
     smtp_send(crm.smtp, owner.email, [owner.dropbox["today"]], msg)
     smtp_send(

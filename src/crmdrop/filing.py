@@ -92,6 +92,7 @@ def decide_delivery(
     mail_from: str | None,
     settings: Settings,
     now: datetime,
+    received: datetime | None = None,
     cache: BatchCache | None = None,
     sender_auth: str = "",
 ) -> Decision:
@@ -113,7 +114,14 @@ def decide_delivery(
     if view is None:
         view = cache.views[account.id] = SqlAccountView(session, account)
     plan = decide(
-        parsed, kind, owner, view, dropbox_domain=settings.domain, now=now, envelope_from=mail_from
+        parsed,
+        kind,
+        owner,
+        view,
+        dropbox_domain=settings.domain,
+        now=now,
+        envelope_from=mail_from,
+        received=received,
     )
     return Decision(plan, None)
 

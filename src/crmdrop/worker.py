@@ -29,6 +29,7 @@ from crmdrop.config import Settings
 from crmdrop.dropbox.decide import message_key, normalize_message_id
 from crmdrop.dropbox.plan import DropboxKind
 from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
+from crmdrop.mail.dates import warm_date_tables
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
 from crmdrop.store.db import Database
@@ -188,6 +189,7 @@ def _decide(
         mail_from=delivery.mail_from,
         settings=settings,
         now=now,
+        received=delivery.received_at,
         cache=cache,
         sender_auth=delivery.sender_auth,
     )
@@ -292,7 +294,9 @@ def _apply_queued(
 
 def worker_started(db: Database) -> None:
     """On SQLite only one worker runs, so a claim left in the queue is a crashed worker's:
-    free it now rather than after the lease (its attempt stays counted)."""
+    free it now rather than after the lease (its attempt stays counted). The date tables
+    are built here, once, so that no delivery waits for them."""
+    warm_date_tables()
     if db.is_sqlite:
         with db.writing() as session:
             released = release_claims(session)

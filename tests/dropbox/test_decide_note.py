@@ -430,3 +430,35 @@ def test_a_forwarded_date_with_no_zone_is_read_in_the_owners_time_zone(
     note = run(make_message(to=[], forwarded=[block]), owner, account).note
     assert note is not None and note.date is not None
     assert note.date.astimezone(UTC) == datetime(2026, 7, 1, 18, 30, tzinfo=UTC)  # EDT = UTC-4
+
+
+# --- the note's date (issue #10) ------------------------------------------------------------
+
+RECEIVED = datetime(2026, 3, 3, 11, 59, tzinfo=UTC)
+
+
+def test_a_message_without_a_date_header_gets_the_time_it_was_received(
+    owner: UserInfo, account: FakeAccount
+) -> None:
+    plan = run(make_message(date=None), owner, account, received=RECEIVED)
+    assert plan.note is not None and plan.note.date == RECEIVED
+
+
+def test_a_message_without_a_date_and_no_received_time_is_dated_now_never_none(
+    owner: UserInfo, account: FakeAccount
+) -> None:
+    plan = run(make_message(date=None), owner, account)
+    assert plan.note is not None and plan.note.date == NOW
+
+
+def test_a_forward_whose_block_names_no_date_takes_the_forward_s_own_date(
+    owner: UserInfo, account: FakeAccount
+) -> None:
+    message = make_message(to=[], forwarded=[forward_block(date=None)])
+    plan = run(message, owner, account, received=RECEIVED)
+    assert plan.note is not None and plan.note.date == datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
+
+
+def test_a_forwarded_block_s_date_wins(owner: UserInfo, account: FakeAccount) -> None:
+    plan = run(make_message(to=[], forwarded=[forward_block()]), owner, account, received=RECEIVED)
+    assert plan.note is not None and plan.note.date == datetime(2026, 3, 2, 9, 15, tzinfo=UTC)

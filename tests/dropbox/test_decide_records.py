@@ -125,13 +125,32 @@ def test_the_opp_dropbox_creates_an_opportunity(owner: UserInfo, account: FakeAc
     ]
 
 
-def test_a_new_case_from_a_forward_is_titled_from_the_forwarded_subject(
+@pytest.mark.parametrize(
+    ("sent", "title"),
+    [
+        ("Fwd: Invoice 7 – please check", "Invoice 7 – please check"),
+        ("WG: AW: Rechnung 7", "Rechnung 7"),
+        ("TR: RE: Facture 7", "Facture 7"),
+        ("RV: Factura 7", "Factura 7"),
+        ("Odp: PD: Faktura 7", "Faktura 7"),
+        ("转发: 发票 7", "发票 7"),
+    ],
+)
+def test_a_new_case_from_a_forward_is_titled_from_the_subject_the_user_sent(
+    owner: UserInfo, account: FakeAccount, sent: str, title: str
+) -> None:
+    message = make_message(to=[], subject=sent, forwarded=[forward_block(subject="Re: Invoice 7")])
+    plan = run(message, owner, account, DropboxKind.CASE)
+    assert plan.records[0].title == title
+
+
+def test_a_bare_fwd_subject_leaves_the_forwarded_subject_as_the_title(
     owner: UserInfo, account: FakeAccount
 ) -> None:
     message = make_message(
-        to=[], subject="Fwd: something else", forwarded=[forward_block(subject="Re: Invoice 7")]
+        to=[], subject="Fwd:", forwarded=[forward_block(subject="Re: Invoice 7")]
     )
-    plan = run(message, owner, account, DropboxKind.CASE)
+    plan = run(message, owner, account, DropboxKind.OPP)
     assert plan.records[0].title == "Invoice 7"
 
 

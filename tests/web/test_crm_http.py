@@ -150,3 +150,21 @@ def test_never_a_contact_is_for_admins_and_offers_to_delete_the_contact(
     alice.post(f"/activity/{delivery}/delete-contact", contact_id=str(contact))
     assert alice.export()["contacts"] == []
     assert "never contact" in alice.get(f"/activity/{delivery}").text
+
+
+def test_the_contact_page_shows_a_forwarded_thread_as_a_conversation(alice: Client) -> None:
+    from tests.test_forward_matrix import THREAD
+
+    alice.send(
+        make_message(
+            from_=alice.user.email, to=["someone@elsewhere.example"], subject="Fwd: Re: Offer",
+            body=THREAD,
+        )
+    )  # fmt: skip
+    data = alice.export()
+    paul = next(c for c in data["contacts"] if "paul@vendor.example" in c["emails"])
+    page = alice.get(f"/contacts/{paul['id']}").text
+    assert "Conversation: 2 messages, newest first" in page
+    newest, older = page.index("Yes, we accept."), page.index("Here is our offer.")
+    assert newest < older  # newest first
+    assert "Paul Older" in page and "Carla Copy" in page  # the older author; the Cc

@@ -89,7 +89,30 @@ def _print(result: dict[str, Any]) -> None:
             f"  note: {n['subject']!r} by {n['author_name']} <{n['author_email']}>, "
             f"{n['direction']}, date {n['date']}"
         )
+        _print_chain(n["chain"])
     for notice in plan["notices"]:
         typer.echo(f"  notice: {notice}")
     if plan["reply_to"]:
         typer.echo(f"  error reply to: {plan['reply_to']}")
+
+
+def _person(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "(nobody)"
+    return f"{p['name']} <{p['email']}>" if p["email"] else str(p["name"])
+
+
+def _print_chain(chain: list[dict[str, Any]]) -> None:
+    """The conversation the note keeps (issue #10): every message, newest first."""
+    if not chain:
+        return
+    typer.echo(f"  conversation ({len(chain)} messages, newest first):")
+    for i, m in enumerate(chain, 1):
+        parts = [_person(m["author"]), f"date {m['date']}"]
+        if m["to"]:
+            parts.append("to " + ", ".join(_person(p) for p in m["to"]))
+        if m["cc"]:
+            parts.append("cc " + ", ".join(_person(p) for p in m["cc"]))
+        typer.echo(f"    [{i}] " + "; ".join(parts))
+        for line in m["text"].splitlines()[:3]:
+            typer.echo(f"        {line}")

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crmdrop.dropbox.address import redact, redact_text
+from crmdrop.dropbox.chain import chain_of, in_zone
 from crmdrop.dropbox.names import contact_name, is_free_mail
 from crmdrop.dropbox.plan import (
     AccountView,
@@ -41,7 +42,7 @@ from crmdrop.dropbox.plan import (
 )
 from crmdrop.dropbox.rules import KEPT, RULES, Rule, RuleContext, first_hit
 from crmdrop.dropbox.senders import auto_generated_reason, bulk_reason
-from crmdrop.dropbox.subjects import title_from_subject
+from crmdrop.dropbox.subjects import strip_prefixes, title_from_subject
 from crmdrop.mail.addresses import normalize_address
 from crmdrop.mail.model import Mailbox, ParsedMessage
 
@@ -270,7 +271,8 @@ def _original(parsed: ParsedMessage) -> _Original:
         return _Original(
             author=block.from_,
             date=block.date,
-            subject=block.subject if block.subject is not None else parsed.subject,
+            # a lead-in names no subject: the one the forward has, without its "Fwd:"
+            subject=block.subject if block.subject is not None else strip_prefixes(parsed.subject),
             body=block.body.strip(),
             own_text=parsed.own_text.strip(),
             is_forward=True,
@@ -296,7 +298,11 @@ def _original(parsed: ParsedMessage) -> _Original:
     )
 
 
-def _note(parsed: ParsedMessage, original: _Original, owner: UserInfo) -> NoteDraft:
+def _note(
+    parsed: ParsedMessage, original: _Original, owner: UserInfo, received: datetime
+) -> NoteDraft:
+    """The note; its date is the original's, else this message's, else the time it was
+    received — never none (a message without a `Date:` header still happened)."""
     author = original.author
     owner_addresses = owner.addresses
     email = normalize_address(author.address) if author and author.address else None
@@ -312,22 +318,12 @@ def _note(parsed: ParsedMessage, original: _Original, owner: UserInfo) -> NoteDr
         own_text=original.own_text,
         author_name=name,
         author_email=email,
-        date=_aware(original.date, owner.timezone),
+        date=in_zone(original.date or parsed.date, owner.timezone) or received,
         direction="from_user" if email is not None and email in owner_addresses else "to_user",
         is_forward=original.is_forward,
         attachment_names=tuple(a.filename for a in parsed.attachments if a.filename),
+        chain=chain_of(parsed, owner.timezone),
     )
-
-
-def _aware(moment: datetime | None, timezone: str) -> datetime | None:
-    """A forwarded block's date line names no zone: it is in the forwarder's local time,
-    which is the dropbox owner's (an unknown zone name: UTC)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    try:
-        return moment.replace(tzinfo=ZoneInfo(timezone))
-    except (ZoneInfoNotFoundError, ValueError):
-        return moment.replace(tzinfo=UTC)
 
 
 def _mailbox_text(mailbox: Mailbox | None) -> str | None:
@@ -475,9 +471,10 @@ def _records(
             notices.append(
                 f"reference {refs} matches no {wanted} of this account: created a new {wanted}"
             )
-        records.append(
-            RecordAction(wanted, "create", title=title_from_subject(original.subject), why=why)
-        )
+        # Titled from the subject the user sent (SPEC §5.1): their edit of "Fwd: …" wins;
+        # a bare "Fwd:" leaves the forwarded message's subject.
+        title = title_from_subject(strip_prefixes(parsed.subject) or original.subject)
+        records.append(RecordAction(wanted, "create", title=title, why=why))
     return records
 
 
@@ -570,11 +567,14 @@ def decide(
     dropbox_domain: str,
     now: datetime,
     envelope_from: str | None = None,
+    received: datetime | None = None,
     rules: Iterable[Rule] = RULES,
 ) -> FilingPlan:
     """The FilingPlan for one delivery of `parsed` to `owner`'s `kind` dropbox.
 
-    `now` is an aware datetime (task due dates). `envelope_from` is the SMTP sender when
+    `now` is an aware datetime (task due dates); `received` is when the delivery was
+    accepted (the note's date when the message gives none; `now` when not known, as for
+    `explain`). `envelope_from` is the SMTP sender when
     known ("" or "<>" for the null sender); it only feeds the auto-generated check that
     suppresses error replies (SPEC §3.4, §6.4). Who may send is checked before this
     (`senders.check_sender`); decide does not reject.
@@ -604,7 +604,7 @@ def decide(
     contacts = _contact_actions(decisions, thread_contacts, account)
 
     original = _original(parsed)
-    note = _note(parsed, original, owner)
+    note = _note(parsed, original, owner, received or now)
     # Records only matter when something is filed: with no contact nothing is (SPEC §4.5).
     records = (
         _records(

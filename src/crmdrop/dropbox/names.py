@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 
+from crmdrop.mail.names import INVISIBLE, QUOTES, is_usable_name
+
 __all__ = [
     "FREE_MAIL_BRANDS",
     "FREE_MAIL_DOMAINS",
     "contact_name",
     "is_free_mail",
+    "is_usable_name",
     "name_from_local_part",
 ]
 
@@ -129,8 +132,8 @@ def name_from_local_part(local: str) -> str:
 
 
 def _clean_display_name(name: str) -> str:
-    n = _WS.sub(" ", name).strip()
-    while len(n) >= 2 and n[0] == n[-1] and n[0] in "\"'":
+    n = _WS.sub(" ", name).strip().strip(INVISIBLE).strip()
+    while len(n) >= 2 and n[0] in QUOTES and n[-1] in QUOTES:
         n = n[1:-1].strip()
     return n
 
@@ -144,7 +147,7 @@ def contact_name(display_name: str, address: str) -> str:
     """
     name = _clean_display_name(display_name)
     local = address.rpartition("@")[0]
-    if name and "@" not in name and name.lower() != local.lower():
+    if is_usable_name(name) and name.lower() != local.lower():
         last, comma, first = name.partition(",")
         last, first = last.strip(), first.strip()
         if (

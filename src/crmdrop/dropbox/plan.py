@@ -80,6 +80,65 @@ class TaskAction:
 
 
 @dataclass(frozen=True)
+class ChainPerson:
+    name: str
+    email: str | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"name": self.name, "email": self.email}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ChainPerson | None:
+        if not isinstance(data, dict):
+            return None
+        email = data.get("email")
+        return cls(str(data.get("name") or ""), str(email) if email else None)
+
+
+@dataclass(frozen=True)
+class ChainMessage:
+    """One message of a forwarded thread, as its header block or lead-in gives it."""
+
+    author: ChainPerson | None
+    date: datetime | None
+    to: tuple[ChainPerson, ...]
+    cc: tuple[ChainPerson, ...]
+    subject: str | None
+    text: str
+    kind: str  # "forward" | "reply": how the block was written
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "author": self.author.to_json() if self.author else None,
+            "date": self.date.isoformat() if self.date else None,
+            "to": [p.to_json() for p in self.to],
+            "cc": [p.to_json() for p in self.cc],
+            "subject": self.subject,
+            "text": self.text,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChainMessage:
+        """The message as a note stores it (`to_json`)."""
+
+        def people(key: str) -> tuple[ChainPerson, ...]:
+            found = (ChainPerson.from_json(p) for p in data.get(key) or ())
+            return tuple(p for p in found if p is not None)
+
+        date_text = data.get("date")
+        return cls(
+            author=ChainPerson.from_json(data.get("author")),
+            date=datetime.fromisoformat(date_text) if date_text else None,
+            to=people("to"),
+            cc=people("cc"),
+            subject=data.get("subject"),
+            text=str(data.get("text") or ""),
+            kind=str(data.get("kind") or "forward"),
+        )
+
+
+@dataclass(frozen=True)
 class NoteDraft:
     """The note as it will be filed (SPEC §4.4)."""
 
@@ -92,6 +151,7 @@ class NoteDraft:
     direction: str  # "from_user" | "to_user"
     is_forward: bool
     attachment_names: tuple[str, ...]
+    chain: tuple[ChainMessage, ...] = ()  # every forwarded/quoted message, newest first
 
 
 @dataclass(frozen=True)
@@ -155,7 +215,7 @@ class FilingPlan:
         """A JSON-ready dict (dates as ISO strings, enums as values)."""
 
         def convert(value: Any) -> Any:
-            if isinstance(value, ForwardedEntry):
+            if isinstance(value, ForwardedEntry | ChainMessage):
                 return value.to_json()
             if is_dataclass(value) and not isinstance(value, type):
                 return {f.name: convert(getattr(value, f.name)) for f in fields(value)}

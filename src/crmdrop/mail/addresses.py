@@ -119,7 +119,7 @@ _COMMENT = re.compile(r"\([^()]*\)")
 _ROUTE = re.compile(r"^\s*@[^:<>]*:")
 
 
-def split_address_list(value: str) -> list[str]:
+def split_address_list(value: str, seps: str = ",;") -> list[str]:
     """Split on commas and semicolons outside quotes, angle brackets, brackets and parens."""
     out: list[str] = []
     buf: list[str] = []
@@ -150,7 +150,7 @@ def split_address_list(value: str) -> list[str]:
                 depth_square += 1
             elif ch == "]":
                 depth_square = max(0, depth_square - 1)
-            elif ch in ",;" and not (depth_angle or depth_paren or depth_square):
+            elif ch in seps and not (depth_angle or depth_paren or depth_square):
                 piece = "".join(buf).strip()
                 if piece:
                     out.append(piece)
@@ -163,10 +163,29 @@ def split_address_list(value: str) -> list[str]:
     return out
 
 
+# Quote pairs around a display name in any script: "…", „…“, „…”, «…», “…”, 「…」, '…'.
+_QUOTE_PAIRS = {
+    '"': '"',
+    "'": "'",
+    "„": '“”"',
+    "“": "”“",
+    "«": "»",
+    "‹": "›",
+    "»": "«",
+    "「": "」",
+    "『": "』",
+    "‚": "‘’",
+    "‘": "’",
+}
+
+
 def _unquote_name(name: str) -> str:
-    name = name.strip().strip(":").strip()
-    if len(name) >= 2 and name[0] == name[-1] and name[0] in "\"'":
+    name = name.replace("\ufeff", "").strip().strip(":").strip()
+    closing = _QUOTE_PAIRS.get(name[:1], "")
+    if len(name) >= 2 and name[-1] in closing and name[0] in "\"'":
         name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    elif len(name) >= 2 and name[-1] in closing:
+        name = name[1:-1].strip()
     elif name.count('"') == 1:
         name = name.replace('"', "")
     if "=?" in name:
@@ -252,6 +271,35 @@ def parse_mailbox(piece: str) -> Mailbox | None:
     return Mailbox(name=name, address=addr)
 
 
+_NAME_WORDS = re.compile(r"^[^\W\d_][\w'’.-]*(?:\s+[^\W\d_][\w'’.-]*){0,2}$")
+
+
+def _list_pieces(value: str) -> list[str]:
+    """The items of an address list, keeping Outlook's unquoted ``Doe, Jane <jane@x>`` whole:
+    a bare one-to-three-word name followed by an item whose address comes with a bare name
+    is one "Last, First" person, not a name-only recipient."""
+    return _joined(split_address_list(value))
+
+
+def _joined(pieces: list[str]) -> list[str]:
+    out: list[str] = []
+    for piece in pieces:
+        prev = out[-1] if out else ""
+        name, _, rest = piece.partition("<") if "<" in piece else piece.partition("[")
+        if (
+            prev
+            and "@" not in prev
+            and _NAME_WORDS.match(prev)
+            and rest
+            and "@" in rest
+            and _NAME_WORDS.match(name.strip())
+        ):
+            out[-1] = f"{prev}, {piece}"
+            continue
+        out.append(piece)
+    return out
+
+
 def parse_address_list(value: str) -> list[Mailbox]:
     """Read a header-style address list into Mailboxes, tolerant of clients' quirks."""
     if not value:
@@ -260,7 +308,7 @@ def parse_address_list(value: str) -> list[Mailbox]:
     if "&" in value and re.search(r"&(?:lt|gt|quot|amp|#\d+);", value):
         value = html_lib.unescape(value)
     out: list[Mailbox] = []
-    for piece in split_address_list(value):
+    for piece in _list_pieces(value):
         # group syntax "Team: a@b" → strip the group label
         if ":" in piece and "<" not in piece.split(":", 1)[0] and '"' not in piece.split(":", 1)[0]:
             head, tail = piece.split(":", 1)

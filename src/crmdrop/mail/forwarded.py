@@ -18,21 +18,26 @@ to the next block.
 from __future__ import annotations
 
 import html as html_lib
+import itertools
 import re
 from dataclasses import dataclass, field
 
 from crmdrop.mail.addresses import parse_address_list, parse_mailbox
-from crmdrop.mail.dates import parse_loose_date
+from crmdrop.mail.dates import parse_loose_date, time_of_day
 from crmdrop.mail.html import html_to_text
 from crmdrop.mail.labels import (
     END_MARKERS,
     FIELD_LABELS,
+    NOTES_FORWARDED_BY,
+    OUTLOOK_DATE_LABELS,
     SEPARATORS,
     SIGNATURE_MARKERS,
+    TIME_JOINERS,
     UNDERSCORE_SEPARATOR,
     WROTE_PATTERNS,
 )
 from crmdrop.mail.model import ForwardedBlock, Mailbox
+from crmdrop.mail.names import is_usable_name
 from crmdrop.mail.subjects import FORWARD_PREFIX_RE, REPLY_PREFIX_RE
 
 __all__ = [
@@ -108,9 +113,25 @@ _END = re.compile(
 _UNDERSCORE = re.compile(r"^[ \t]*" + UNDERSCORE_SEPARATOR + r"[ \t]*$")
 # Lotus/HCL Notes: "----- Forwarded by Jane Doe/ACME on 03/15/2021 10:22 AM -----"
 _NOTES_SEP = re.compile(
-    r"^[ \t]*-{3,}\s*(?:Forwarded by|Weitergeleitet von|Transféré par|Inoltrato da|Reenviado por)"
-    r"\s.*-{3,}[ \t]*$",
+    r"^[ \t]*-{3,}\s*(?:" + "|".join(map(re.escape, NOTES_FORWARDED_BY)) + r")\s.*-{3,}[ \t]*$",
     re.IGNORECASE,
+)
+# Yahoo writes a forwarded block's fields on one line: "From: A <a@x>To: b@yCc: …Sent: …".
+# Labels are found as the table spells them (case and all) wherever they are glued on.
+_GLUED = re.compile(
+    r"(?:\*{1,2})?(?P<label>"
+    + "|".join(
+        re.escape(lbl.rstrip(":")).replace(r"\ ", r"\s+")
+        for lbl in sorted(
+            {lbl.rstrip(":") for row in FIELD_LABELS.values() for ls in row.values() for lbl in ls},
+            key=len,
+            reverse=True,
+        )
+    )
+    + r")(?:\*{1,2})?[ \t]?[:：]"
+)
+_JOINERS = re.compile(
+    r"^(?:" + "|".join(re.escape(j) for j in TIME_JOINERS) + r")\s+", re.IGNORECASE
 )
 _ZOHO_WROTE = re.compile(r"^-{2,}\s*(?P<inner>.+?)\s*-{2,}$")
 
@@ -164,27 +185,30 @@ class _Wrote:
     anchored: bool  # starts with fixed words ("On …", "Am …"), not with {date}/{who}
 
 
-_WROTE_LIST: list[_Wrote] = [
-    _Wrote(_wrote_regex(t), lang, "{date}" in t, _required_literal(t), not t.startswith("{"))
-    for lang, ts in WROTE_PATTERNS.items()
-    for t in ts
-]
+# Patterns that name a date come first, in every language: a bare "{who} skrev:" (Swedish)
+# must not take "På <date>, <who> skrev:" (Norwegian) whole, the date becoming the name.
+_WROTE_LIST: list[_Wrote] = sorted(
+    (
+        _Wrote(_wrote_regex(t), lang, "{date}" in t, _required_literal(t), not t.startswith("{"))
+        for lang, ts in WROTE_PATTERNS.items()
+        for t in ts
+    ),
+    key=lambda w: not w.has_date,
+)
 # Forwarded/quoted blocks read per text: real threads have a few dozen at most; past
 # this, the rest stays in the last block's body (each block costs milliseconds).
 MAX_BLOCKS = 50
 _WROTE_MAX = 320  # longer lines are prose, not a wrote line
 _SIGNATURE = re.compile(r"^(?:" + "|".join(SIGNATURE_MARKERS) + r")$", re.IGNORECASE)
-_TIME = re.compile(
-    r"\d{1,2}[:.h]\d{2}(?::\d{2})?(?:\s*(?:[AaPp]\.?\s?[Mm]\.?|Uhr|h|ч\.?|น\.))?"
-    r"(?:\s*(?:\(?(?:GMT|UTC)\s*[+-]?\s*\d{0,2}:?\d{0,2}\)?|[+-]\d{4}|[A-Z]{2,5}T))?"
-)
 _DATE_END = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{2,4}|(?<!\d)(?:19|20)\d{2}(?!\d)")
 _QUOTE_PREFIX = re.compile(r"^((?:[ \t]*>)+)[ \t]?")
 _HAS_DIGIT = re.compile(r"\d")
 
 _ADDRESS_FIELDS = ("from", "to", "cc")
 # "Errors-To: …", "X-BeenThere: …": a raw header line, never a wrapped value.
-_OTHER_HEADER = re.compile(r"^[A-Za-z][\w-]*:\s")
+# A label the table does not know, written with a full-width colon ("送信先：…"), is a field
+# of its own too: it must not leak into the subject above it.
+_OTHER_HEADER = re.compile(r"^(?:[A-Za-z][\w-]*:\s|[^\s：:]{1,12}\s?：)")
 
 
 # --- lines ------------------------------------------------------------------------------
@@ -195,11 +219,39 @@ class _Line:
     depth: int
     text: str  # quote markers removed, right-stripped
     raw: str
+    src: int  # the line's index in the text (a flattened line yields several _Lines)
+
+
+def _unglue(text: str) -> list[str]:
+    """Yahoo's flattened block as one line per field; any other line as it is.
+
+    Only a line that starts with a label and has at least two more glued on is split;
+    a field already seen is not split again (a subject may say "Re: …").
+    """
+    if text.count(":") + text.count("：") < 3 or not _LABEL_LINE.match(text.lstrip(" *")):
+        return [text]
+    cuts: list[int] = []
+    seen: set[str] = set()
+    for m in _GLUED.finditer(text):
+        field = _LABEL_FIELD.get(re.sub(r"\s+", " ", m.group("label")).casefold())
+        if field is None or (field in seen and field != "ignore"):
+            continue
+        seen.add(field)
+        if m.start() > 0 and text[: m.start()].strip():
+            cuts.append(m.start())
+        if field == "subject" and m.start() > 0:
+            break  # the subject runs to the end of the line
+    if len(cuts) < 2:
+        return [text]
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b].strip() for a, b in itertools.pairwise(bounds)]
 
 
 def _split_lines(text: str) -> list[_Line]:
     out: list[_Line] = []
-    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    for src, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
         m = _QUOTE_PREFIX.match(raw)
         if m:
             depth = m.group(1).count(">")
@@ -207,7 +259,14 @@ def _split_lines(text: str) -> list[_Line]:
         else:
             depth = 0
             content = raw
-        out.append(_Line(depth, content.rstrip().replace("\u00a0", " "), raw))
+        content = content.rstrip().replace("\u00a0", " ")
+        if "\ufeff" in content:
+            content = content.replace("\ufeff", "")
+        if len(content) < 40 or content.count(":") + content.count("：") < 3:
+            out.append(_Line(depth, content, raw, src))  # no room for a flattened block
+            continue
+        for part in _unglue(content):
+            out.append(_Line(depth, part, raw, src))
     return out
 
 
@@ -323,15 +382,25 @@ def _parse_header(
             blank_run = 0
             j += 1
             continue
+        if (
+            fields
+            and blank_run == 0
+            and _OTHER_HEADER.match(s)
+            and j + 1 < n
+            and _label_match(lines[j + 1].text.strip()) is not None
+        ):
+            fields.append(("ignore", "", s))  # a field the table does not name: skip it
+            rows.append(j)
+            j += 1
+            continue
         if fields and blank_run == 0:
             f, lbl, v = fields[-1]
             next_is_label = j + 1 < n and _label_match(lines[j + 1].text.strip()) is not None
             next_is_blank = j + 1 >= n or not lines[j + 1].text.strip()
             wrapped_subject = f == "subject" and len(v) >= 50 and len(s) < 80 and next_is_blank
-            if (
-                _continues(f, v, s)
-                or wrapped_subject
-                or (f in ("subject", "date") and next_is_label)
+            if _continues(f, v, s) or (
+                (wrapped_subject or (f in ("subject", "date") and next_is_label))
+                and not _OTHER_HEADER.match(s)
             ):
                 fields[-1] = (f, lbl, (v + " " + s).strip())
                 j += 1
@@ -377,16 +446,16 @@ def _split_date_who(m: re.Match[str]) -> tuple[str | None, str]:
             if pos >= 0:
                 stop = min(stop, pos)
         last = None
-        for t in _TIME.finditer(combined, 0, stop):
+        for t in time_of_day().finditer(combined, 0, stop):
             last = t
         if last is None:  # no time of day: end the date after a numeric date or a year
             for t in _DATE_END.finditer(combined, 0, stop):
                 last = t
         if last is not None:
             date, who = combined[: last.end()], combined[last.end() :]
-    who = who.strip().lstrip(",，、:").strip()
-    who = re.sub(r"^(?:at|um|à|a las|alle|às|om|kl\.?|klo)\s+", "", who, flags=re.IGNORECASE)
-    return date.strip().rstrip(",，、").strip(), who
+    who = who.strip().lstrip(",，、:،").strip()
+    who = _JOINERS.sub("", who)
+    return date.strip().rstrip(",，、،").strip(), who
 
 
 def _who_ok(who: str) -> bool:
@@ -554,9 +623,6 @@ def _separator_kind(s: str) -> tuple[str, str, str] | None:
     return None
 
 
-_OUTLOOK_SENT_LABELS = ("sent", "gesendet", "envoyé", "enviado", "inviato", "verzonden")
-
-
 @dataclass
 class _Scan:
     """The state of one scan: the subject of the message that contains the next block
@@ -567,6 +633,12 @@ class _Scan:
     container_subject: str | None
     colon_ends: set[int]
     found: list[_Found] = field(default_factory=list)
+
+    def wrote_kind(self) -> str:
+        """A wrote line quotes a reply, unless the message holding it is a forward: Outlook
+        2019 forwards with a reply-style lead-in ("El … escribió:") in many languages."""
+        subject = self.container_subject
+        return "forward" if subject and FORWARD_PREFIX_RE.match(subject) else "reply"
 
     def separator(self, i: int, s: str) -> int | None:
         """1. a separator line, with the header fields (or the wrote line) under it."""
@@ -607,7 +679,7 @@ class _Scan:
             return None
         kind = _subject_kind(self.container_subject)
         self.container_subject = _header_value(hdr, "subject") or self.container_subject
-        outlook = any(lbl in _OUTLOOK_SENT_LABELS for _, lbl, _ in hdr.fields)
+        outlook = any(lbl in OUTLOOK_DATE_LABELS for _, lbl, _ in hdr.fields)
         client = "outlook" if outlook else "generic"
         depth = self.lines[i].depth
         self.found.append(_Found(i, hdr.end, depth, kind, client, hdr.language, hdr, None, None))
@@ -632,7 +704,7 @@ class _Scan:
         depth = max(lines[i].depth, lines[k].depth if k is not None else 0)
         end = i + w.consumed
         self.found.append(
-            _Found(i, end, depth, "reply", "generic", w.language, None, w.who, w.date)
+            _Found(i, end, depth, self.wrote_kind(), "generic", w.language, None, w.who, w.date)
         )
         return end
 
@@ -669,19 +741,21 @@ def _to_block(lines: list[_Line], f: _Found, stop: int, index: int) -> Forwarded
         date_text = next((v for fl, _, v in f.header.fields if fl == "date" and v), None)
     elif f.who:
         from_ = parse_mailbox(f.who)
+        if from_ is not None and from_.address and not is_usable_name(from_.name):
+            from_ = Mailbox("", from_.address)  # lead-in debris is no name (SPEC §4.3)
     return ForwardedBlock(
         depth=index,
         kind=f.kind,
         from_=from_,
         to=to,
         cc=cc,
-        date=parse_loose_date(date_text) if date_text else None,
+        date=parse_loose_date(date_text, f.language) if date_text else None,
         date_text=date_text,
         subject=subject,
         body=_body(lines, f.body_start, stop, f.depth),
         client=f.client,
         language=f.language,
-        line=f.marker,
+        line=lines[f.marker].src if f.marker < len(lines) else f.marker,
     )
 
 

@@ -46,7 +46,7 @@ FIELD_LABELS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
         "from": ("Von", "Absender", "Gesendet von"),
         "date": ("Gesendet", "Datum", "Gesendet am", "Sendedatum", "Am"),
         "to": ("An", "Empfänger"),
-        "cc": ("Cc", "Kopie", "Kopie an", "CC"),
+        "cc": ("Cc", "Kopie", "Kopie an", "CC", "Kopie (CC)"),
         "subject": ("Betreff", "Thema"),
         "ignore": ("Bcc", "Antwort an", "Wichtigkeit", "Anlagen", "Priorität"),
     },
@@ -142,7 +142,7 @@ FIELD_LABELS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
         "from": ("Od", "Odesílatel"),
         "date": ("Odesláno", "Datum", "Odeslána", "Datum odeslání"),
         "to": ("Komu", "Příjemce", "Příjemci"),
-        "cc": ("Kopie", "Cc", "CC"),
+        "cc": ("Kopie", "Cc", "CC", "Kopie (CC)"),
         "subject": ("Předmět",),
         "ignore": ("Skrytá kopie", "Odpověď komu", "Důležitost", "Přílohy"),
     },
@@ -150,7 +150,7 @@ FIELD_LABELS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
         "from": ("Od", "Odosielateľ"),
         "date": ("Odoslané", "Dátum", "Odoslaná"),
         "to": ("Komu", "Príjemca", "Príjemcovia"),
-        "cc": ("Kópia", "Cc", "CC"),
+        "cc": ("Kópia", "Cc", "CC", "Kópia (CC)"),
         "subject": ("Predmet",),
         "ignore": ("Skrytá kópia", "Dôležitosť", "Prílohy"),
     },
@@ -174,7 +174,7 @@ FIELD_LABELS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
         "from": ("Šalje", "Od", "Pošiljatelj"),
         "date": ("Poslano", "Datum", "Poslan"),
         "to": ("Prima", "Za", "Primatelj", "Primatelji"),
-        "cc": ("Kopija", "Cc", "CC"),
+        "cc": ("Kopija", "Cc", "CC", "Kopija (CC)"),
         "subject": ("Predmet", "Tema"),
         "ignore": ("Skrivena kopija", "Važnost"),
     },
@@ -253,7 +253,7 @@ FIELD_LABELS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     "ja": {
         "from": ("差出人", "送信者", "送信元", "From"),
         "date": ("送信日時", "日付", "日時", "送信日"),
-        "to": ("宛先", "宛て先", "受信者"),
+        "to": ("宛先", "宛て先", "受信者", "送信先"),
         "cc": ("CC", "Cc", "写し"),
         "subject": ("件名", "題名"),
         "ignore": ("BCC", "返信先", "重要度"),
@@ -314,6 +314,70 @@ FIELD_LABELS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
         "cc": ("Cc", "CC", "Tembusan"),
         "subject": ("Subjek", "Perihal", "Judul"),
         "ignore": ("Bcc", "Kepentingan"),
+    },
+    "ca": {
+        "from": ("De", "Remitent"),
+        "date": ("Enviat", "Data", "Enviat el"),
+        "to": ("Per a", "A", "Destinatari"),
+        "cc": ("Cc", "CC", "A/c"),
+        "subject": ("Assumpte", "Tema"),
+        "ignore": ("Cco", "Importància"),
+    },
+    "gl": {
+        "from": ("De", "Remitente"),
+        "date": ("Enviado", "Data"),
+        "to": ("Para", "A"),
+        "cc": ("Cc", "CC"),
+        "subject": ("Asunto", "Asunto do correo"),
+        "ignore": ("Cco", "Importancia"),
+    },
+    "sr": {
+        "from": ("Od", "Pošiljalac"),
+        "date": ("Poslato", "Datum"),
+        "to": ("Za", "Prima", "Primalac"),
+        "cc": ("Kopija", "Cc", "CC", "Kopija (CC)"),
+        "subject": ("Tema", "Predmet"),
+        "ignore": ("Skrivena kopija", "Važnost"),
+    },
+    "is": {
+        "from": ("Frá", "Sendandi"),
+        "date": ("Sent", "Dagsetning"),
+        "to": ("Til", "Viðtakandi"),
+        "cc": ("Afrit", "Cc", "CC"),
+        "subject": ("Efni",),
+        "ignore": ("Falið afrit", "Mikilvægi"),
+    },
+    "th": {
+        "from": ("จาก", "ผู้ส่ง"),
+        "date": ("ส่ง", "วันที่", "ส่งเมื่อ"),
+        "to": ("ถึง", "ผู้รับ"),
+        "cc": ("สำเนาถึง", "Cc", "CC"),
+        "subject": ("เรื่อง", "หัวเรื่อง"),
+        "ignore": ("สำเนาลับถึง", "ความสำคัญ"),
+    },
+    "hi": {
+        "from": ("प्रेषक", "से"),
+        "date": ("भेजा गया", "दिनांक", "तारीख"),
+        "to": ("प्रति", "को"),
+        "cc": ("प्रतिलिपि", "Cc", "CC"),
+        "subject": ("विषय",),
+        "ignore": ("गुप्त प्रतिलिपि", "महत्व"),
+    },
+    "ms": {
+        "from": ("Daripada", "Pengirim"),
+        "date": ("Dihantar", "Tarikh"),
+        "to": ("Kepada", "Penerima"),
+        "cc": ("Sk", "Cc", "CC", "Salinan"),
+        "subject": ("Subjek", "Perkara"),
+        "ignore": ("Bcc", "Kepentingan"),
+    },
+    "fa": {
+        "from": ("از", "فرستنده"),
+        "date": ("ارسال شده", "تاریخ", "ارسال"),
+        "to": ("به", "گیرنده"),
+        "cc": ("رونوشت", "Cc", "CC"),
+        "subject": ("موضوع",),
+        "ignore": ("رونوشت مخفی", "اهمیت"),
     },
 }
 
@@ -442,6 +506,7 @@ SEPARATORS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
         ("Mesaj original", "outlook", "original"),
         ("Mesajul original", "generic", "original"),
         ("Începutul mesajului redirecționat", "apple", "forward"),
+        ("Început mesaj redirecționat", "apple", "forward"),
         ("Mesaj transmis", "generic", "forward"),
     ),
     "hr": (
@@ -561,6 +626,40 @@ SEPARATORS: Final[dict[str, tuple[tuple[str, str, str], ...]]] = {
         ("Pesan asli", "outlook", "original"),
         ("Awal pesan yang diteruskan", "apple", "forward"),
     ),
+    "ca": (
+        ("Missatge reenviat", "gmail", "forward"),
+        ("Missatge original", "outlook", "original"),
+        ("Inici del missatge reenviat", "apple", "forward"),
+    ),
+    "gl": (
+        ("Mensaxe reenviada", "gmail", "forward"),
+        ("Mensaxe orixinal", "outlook", "original"),
+    ),
+    "sr": (
+        ("Prosleđena poruka", "gmail", "forward"),
+        ("Originalna poruka", "outlook", "original"),
+        ("Početak prosleđene poruke", "apple", "forward"),
+    ),
+    "is": (
+        ("Áframsent bréf", "gmail", "forward"),
+        ("Upprunalegt skeyti", "outlook", "original"),
+    ),
+    "th": (
+        ("ข้อความที่ส่งต่อ", "gmail", "forward"),
+        ("ข้อความต้นฉบับ", "outlook", "original"),
+    ),
+    "hi": (
+        ("अग्रेषित संदेश", "gmail", "forward"),
+        ("मूल संदेश", "outlook", "original"),
+    ),
+    "ms": (
+        ("Mesej yang dimajukan", "gmail", "forward"),
+        ("Mesej asal", "outlook", "original"),
+    ),
+    "fa": (
+        ("پیام بازارسال شده", "gmail", "forward"),
+        ("پیام اصلی", "outlook", "original"),
+    ),
 }
 
 # "On <date>, <who> wrote:" per language. {date} and {who} are captured; {any} matches
@@ -634,6 +733,8 @@ WROTE_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     "sv": (
         "Den {date}, {who} skrev:",
         "Den {date} {who} skrev:",
+        "Den {date} skrev {who} följande:",
+        "{date} skrev {who} följande:",
         "Den {date} skrev {who}:",
         "{date} skrev {who}:",
         "{who} skrev den {date}:",
@@ -663,6 +764,8 @@ WROTE_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     "pl": (
         "W dniu {date} {who} napisał(a):",
         "W dniu {date} użytkownik {who} napisał:",
+        "W dniu {date}, użytkownik {who} napisał:",
+        "{date}, użytkownik {who} napisał:",
         "W dniu {date}, {who} pisze:",
         "{date} {who} napisał(a):",
         "{date}, {who} napisał(a):",
@@ -691,6 +794,7 @@ WROTE_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "hu": (
         "{who} ezt írta (időpont: {date}):",
+        "{date} időpontban {who} ezt írta:",
         "{date} keltezéssel, {who} írta:",
         "{date} {who} ezt írta:",
         "{date}, {who} ezt írta:",
@@ -850,6 +954,39 @@ WROTE_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
         "Pada {date} {who} menulis:",
         "{who} menulis:",
     ),
+    "ca": (
+        "El {date}, {who} va escriure:",
+        "{who} va escriure:",
+    ),
+    "gl": (
+        "O {date}, {who} escribiu:",
+        "{who} escribiu:",
+    ),
+    "sr": (
+        "{date}, {who} je napisao/la:",
+        "{date} {who} je napisao/la:",
+        "{who} je napisao/la:",
+    ),
+    "is": (
+        "Þann {date} skrifaði {who}:",
+        "{who} skrifaði:",
+    ),
+    "th": (
+        "เมื่อ {date} {who} เขียนว่า:",
+        "{who} เขียนว่า:",
+    ),
+    "hi": (
+        "{date} को {who} ने लिखा:",
+        "{who} ने लिखा:",
+    ),
+    "ms": (
+        "Pada {date}, {who} menulis:",
+        "{who} menulis:",
+    ),
+    "fa": (
+        "در {date}، {who} نوشت:",
+        "{who} نوشت:",
+    ),
     # Language-neutral, verb-less: "2014-10-17 11:28 GMT+03:00 Jane <jane@x.com>:" (Gmail in
     # ja/ru/ko and others). Only accepted when <who> ends in an address.
     "any": ("{date}, {who}:", "{date} {who}:"),
@@ -896,4 +1033,41 @@ SIGNATURE_MARKERS: Final[tuple[str, ...]] = (
     r"Надіслано з \w+.*",
     r"Lähetetty \w+.*",
     r"Odesláno z \w+.*",
+)
+
+# The CLDR locale (Babel) whose month and weekday names a language's dates use.
+# A language not named here uses its own code ("de" → de, "pt-BR" → pt_BR).
+LOCALES: Final[dict[str, str]] = {"no": "nb", "sr": "sr_Latn", "zh": "zh_Hans"}
+
+# Words written between a date and the time or name in a wrote line ("On Tue, 5 Mar 2024
+# at 14:30, Jane …"): dropped from the front of a name.
+TIME_JOINERS: Final[tuple[str, ...]] = (
+    "at",
+    "um",
+    "à",
+    "a las",
+    "alle",
+    "alle ore",
+    "às",
+    "om",
+    "kl.",
+    "kl",
+    "klo",
+    "o",
+    "в",
+)
+
+# Lotus/HCL Notes writes "----- Forwarded by Jane Doe/ACME on 03/15/2021 10:22 AM -----".
+NOTES_FORWARDED_BY: Final[tuple[str, ...]] = (
+    "Forwarded by",
+    "Weitergeleitet von",
+    "Transféré par",
+    "Inoltrato da",
+    "Reenviado por",
+)
+
+# A header block without a separator line whose date label is a language's first
+# `date` label ("Sent", "Gesendet", "Envoyé" …) was written by Outlook.
+OUTLOOK_DATE_LABELS: Final[frozenset[str]] = frozenset(
+    row["date"][0].casefold() for row in FIELD_LABELS.values()
 )

@@ -318,6 +318,7 @@ def _apply_note(
         direction=draft.direction,
         is_forward=draft.is_forward,
         created_at=now,
+        chain=[m.to_json() for m in draft.chain] or None,
     )
     for part in parsed.attachments:
         _insert(

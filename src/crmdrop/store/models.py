@@ -7,7 +7,7 @@ lookups are exact-match on an index, case-insensitive by construction.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from itertools import chain
 from typing import Any
@@ -51,11 +51,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime stored")
-        return value
+        # SQLite keeps the wall time and drops the offset: store the UTC instant.
+        return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
-        from datetime import UTC
-
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
@@ -357,6 +356,8 @@ class Note(Base):
     direction: Mapped[str] = mapped_column(CleanString(16))
     is_forward: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The messages a forwarded thread carries, newest first (`ChainMessage.to_json`).
+    chain: Mapped[list[dict[str, object]] | None] = mapped_column(CleanJSON, nullable=True)
 
 
 class Attachment(Base):

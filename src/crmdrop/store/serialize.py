@@ -82,6 +82,7 @@ def note_json(
         attachments=links.attachments,
         body=note.body,
         own_text=note.own_text,
+        chain=note.chain or [],
     )
     return row
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from crmdrop.dropbox.plan import ChainMessage, ChainPerson
 from crmdrop.store.accounts import StoreError
 from crmdrop.store.models import (
     Attachment,
@@ -73,6 +74,9 @@ class TimelineNote:
     cases: list[Ref] = field(default_factory=list)
     opportunities: list[Ref] = field(default_factory=list)
     tasks: list[Ref] = field(default_factory=list)
+    # The conversation the note keeps (a forwarded thread), newest first; a note
+    # without one is a conversation of one message, the note itself.
+    messages: tuple[ChainMessage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,9 +196,18 @@ def load_notes(session: Session, ids: Sequence[int]) -> list[TimelineNote]:
                 cases=cases.get(note_id, []),
                 opportunities=opps.get(note_id, []),
                 tasks=tasks.get(note_id, []),
+                messages=conversation(note),
             )
         )
     return out
+
+
+def conversation(note: Note) -> tuple[ChainMessage, ...]:
+    """The messages a note keeps, newest first (SPEC §4.4: the whole chain)."""
+    if note.chain:
+        return tuple(ChainMessage.from_json(m) for m in note.chain)
+    author = ChainPerson(note.author_name, note.author_email)
+    return (ChainMessage(author, note.sent_at, (), (), note.subject, note.body, "note"),)
 
 
 def get_note(session: Session, account_id: int, note_id: int) -> TimelineNote:
