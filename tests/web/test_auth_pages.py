@@ -45,3 +45,35 @@ def test_the_admin_status_page_shows_the_queue(page: Page, web: Web) -> None:
     assert response is not None and response.status == 404
     expect(page.get_by_role("alert")).to_have_text("There is nothing here.")
     assert_accessible(page)
+
+
+def test_a_user_signs_in_with_the_keyboard_alone(page: Page, web: Web) -> None:
+    user = web.new_user()
+    page.goto("/login")
+    page.get_by_label("Email").focus()
+    page.keyboard.type(user.email)
+    page.keyboard.press("Tab")  # to the password field
+    page.keyboard.type(user.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/login" not in url)
+    expect(page.get_by_text(f"Signed in as {user.email} (admin)")).to_be_visible()
+
+
+def test_the_main_pages_fit_a_phone_screen(page: Page, web: Web) -> None:
+    """At a phone's width (390 px) no page scrolls sideways: everything is reachable."""
+    user = web.new_user()
+    page.set_viewport_size({"width": 390, "height": 844})
+    logged_in_page(page, web, user)
+    for path in ("/contacts", "/settings/dropbox", "/tasks", "/activity", "/admin/users"):
+        page.goto(path)
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{path} is {overflow} px wider than the phone's screen: " + str(
+            page.evaluate(_WIDEST)
+        )
+
+
+_WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .slice(0, 5).map(e => e.tagName + '.' + e.className)"""

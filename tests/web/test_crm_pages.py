@@ -97,6 +97,11 @@ def test_mail_shows_on_the_contact_case_and_task_pages(page: Page, web: Web) -> 
     for path in ("/companies", "/cases", "/opportunities"):
         page.goto(path)
         assert_accessible(page)
+    web.crm.cli.run("companies", "add", "Pump Buyers Ltd", "--account", user.account)
+    page.goto("/companies")
+    page.get_by_role("link", name="Pump Buyers Ltd").click()
+    expect(page.get_by_role("heading", name="Pump Buyers Ltd").first).to_be_visible()
+    assert_accessible(page)
 
 
 def test_two_contacts_are_merged(page: Page, web: Web) -> None:
