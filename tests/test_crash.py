@@ -22,7 +22,10 @@ KILL_AFTER = 120  # accepted messages before the kill
 def env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "postgresql":
         with pg_database() as url:
-            yield {**SERVER_ENV, "CRMDROP_DATABASE_URL": url}
+            # The killed worker's claimed batch comes back when its lease runs out
+            # (5 minutes by default): short here, so the test need not wait that long.
+            lease = {"CRMDROP_CLAIM_LEASE_SECONDS": "15"}
+            yield {**SERVER_ENV, **lease, "CRMDROP_DATABASE_URL": url}
     else:
         yield dict(SERVER_ENV)
 

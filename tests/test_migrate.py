@@ -89,5 +89,5 @@ def test_the_demo_account_is_made_on_loopback_only(tmp_path: Path) -> None:
     assert "no demo account" in output and "0.0.0.0" in output
     assert users == []
     output, users = _serve_once(tmp_path / "loopback", "127.0.0.1")
-    assert "demo account: user demo@example.com" in output
+    assert "demo account: sign in at" in output and "demo@example.com" in output
     assert users == ["demo@example.com"]

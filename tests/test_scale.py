@@ -122,7 +122,7 @@ def test_data_keeps_every_byte_of_a_large_dot_stuffed_message(tmp_path: Path) ->
         assert smtp_send(own.server.smtp_port, user["email"], [user["dropbox"]["note"]], raw) == {}
         engine = create_engine(own.url)
         with engine.connect() as conn:
-            stored = conn.execute(text("SELECT raw FROM deliveries")).scalar_one()
+            stored = conn.execute(text("SELECT data FROM raw_messages")).scalar_one()
         engine.dispose()
         assert stored == raw
         assert DOMAIN in user["dropbox"]["note"]
