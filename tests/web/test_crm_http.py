@@ -161,7 +161,7 @@ def test_the_contact_page_shows_a_forwarded_thread_as_a_conversation(alice: Clie
             body=THREAD,
         )
     )  # fmt: skip
-    data = alice.export()
+    data = alice.web.crm.settled(alice.user.account, 1, timeout=90)
     paul = next(c for c in data["contacts"] if "paul@vendor.example" in c["emails"])
     page = alice.get(f"/contacts/{paul['id']}").text
     assert "Conversation: 2 messages, newest first" in page
