@@ -32,6 +32,23 @@ def queue_reply(
         )
     )
     status = ReplyStatus.QUEUED if (recent or 0) < per_hour else ReplyStatus.SUPPRESSED
+    reason = f"rate limit of {per_hour}/hour reached"
+    return _add(session, account_id, user_id, delivery_id, kind, mail_to, raw, now, status, reason)
+
+
+def _add(
+    session: Session,
+    account_id: int,
+    user_id: int,
+    delivery_id: int | None,
+    kind: str,
+    mail_to: str,
+    raw: bytes,
+    now: datetime,
+    status: ReplyStatus,
+    reason: str,
+) -> Outbox:
+    """The outbox row; `reason` is recorded only when the limit suppressed it."""
     row = Outbox(
         account_id=account_id,
         user_id=user_id,
@@ -42,9 +59,7 @@ def queue_reply(
         status=status,
         attempts=0,
         next_attempt_at=now,
-        last_error=None
-        if status is ReplyStatus.QUEUED
-        else f"rate limit of {per_hour}/hour reached",
+        last_error=None if status is ReplyStatus.QUEUED else reason,
         created_at=now,
     )
     session.add(row)
@@ -72,23 +87,9 @@ def queue_account_mail(
             Outbox.created_at >= now - timedelta(hours=1),
         )
     )
-    status = "queued" if (recent or 0) < per_hour else "suppressed"
-    row = Outbox(
-        account_id=account_id,
-        user_id=user_id,
-        delivery_id=None,
-        kind=kind,
-        mail_to=mail_to,
-        raw=raw,
-        status=status,
-        attempts=0,
-        next_attempt_at=now,
-        last_error=None if status == "queued" else f"limit of {per_hour} {kind} mails/hour",
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row
+    status = ReplyStatus.QUEUED if (recent or 0) < per_hour else ReplyStatus.SUPPRESSED
+    reason = f"limit of {per_hour} {kind} mails/hour"
+    return _add(session, account_id, user_id, None, kind, mail_to, raw, now, status, reason)
 
 
 def next_due(session: Session, now: datetime, *, skip_locked: bool) -> Outbox | None:
