@@ -48,6 +48,7 @@ def seed_contacts(db: Database, account_id: int, count: int) -> None:
                         "account_id": account_id,
                         "name": f"Contact {start + i}",
                         "created_at": now,
+                        "last_activity_at": now,
                     }
                     for i in range(n)
                 ],
