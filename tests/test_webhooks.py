@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from standardwebhooks import Webhook
 
-from tests.conftest import Crm, Owner
+from tests.conftest import SERVER_ENV, Crm, Owner, OwnServer, own_server
 from tests.support import WebhookReceiver, make_message, smtp_send, wait_for
 
 
@@ -181,3 +185,58 @@ def test_tokens_are_shown_once_listed_without_the_secret_and_revoked(crm: Crm) -
     assert crm.cli.json("tokens", "list", owner.email, "--json")[0]["revoked_at"] is not None
     out = crm.cli.run("tokens", "create", owner.email, "--name", "  ", ok=False)
     assert "needs a name" in out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def slow_poll(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnServer]:
+    """A server whose safety polls are a minute apart: only wake-ups can be quick."""
+    env = {**SERVER_ENV, "CRMDROP_WORKER_POLL_SECONDS": "60"}
+    yield from own_server(request.param, tmp_path, env)
+
+
+def test_a_filing_wakes_the_webhook_sender_without_waiting_for_its_poll(
+    slow_poll: OwnServer,
+) -> None:
+    cli = slow_poll.cli
+    data = cli.add_user("woken@mycorp.example", "woken")
+    with WebhookReceiver() as receiver:
+        cli.json("webhooks", "add", "woken", receiver.url, "--events", "note.filed", "--json")
+        raw = make_message(from_=data["email"], to=["x@client.example"], subject="Woken")
+        smtp_send(slow_poll.server.smtp_port, data["email"], [data["dropbox"]["note"]], raw)
+        # The worker is woken by the accept and the sender by the filing: well inside
+        # the 60 s polls, or this times out.
+        request = wait_for(lambda: receiver.received and receiver.received[0], timeout=30)
+    assert json.loads(request.body)["type"] == "note.filed"
+
+
+def test_an_idle_server_does_not_poll_its_database(tmp_path: Path) -> None:
+    """PostgreSQL counts every transaction: with the safety polls a minute apart, an idle
+    `serve` (worker, reply sender, webhook sender) runs next to none — no busy polling."""
+    env = {**SERVER_ENV, "CRMDROP_WORKER_POLL_SECONDS": "60"}
+    for own in own_server("postgresql", tmp_path, env):
+        # The 6 s window holds this test's own two reads and little else; a sender
+        # polling every 0.2 s would have committed about 30 times.
+        commits = _idle_commits(own)
+        assert commits < 8, commits
+
+
+def _idle_commits(own: OwnServer) -> int:
+    """Transactions in the server's database in 6 s after it filed one message."""
+    data = own.cli.add_user("idle@mycorp.example", "idle")
+    raw = make_message(from_=data["email"], to=["x@client.example"], subject="Idle")
+    smtp_send(own.server.smtp_port, data["email"], [data["dropbox"]["note"]], raw)
+    wait_for(lambda: own.cli.export("idle")["notes"], what="the note")
+    time.sleep(2)  # the filing's wake-ups are done; its statistics are flushed
+    with psycopg.connect(own.url, autocommit=True) as conn:
+        before = _commits(conn)
+        time.sleep(6)
+        return _commits(conn) - before
+
+
+def _commits(conn: psycopg.Connection[Any]) -> int:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])

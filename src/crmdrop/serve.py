@@ -73,16 +73,23 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
     """`crmdrop worker`: file deliveries and send replies until SIGTERM (or the parent dies)."""
     worker_started(db)
     wake, stop_wake = _wake_source(db)
+    # Replies and webhook messages are queued by a filing: the filing thread wakes their
+    # senders at once; the slow poll remains for rows queued by the web app or due later.
+    replies, webhooks = threading.Event(), threading.Event()
+
+    def file_step() -> bool:
+        busy = process_one(db, settings)
+        if busy:
+            replies.set()
+            webhooks.set()
+        return busy
+
+    poll = settings.worker_poll_seconds
     threads = [
-        PollingThread(
-            "crmdrop-worker",
-            lambda: process_one(db, settings),
-            settings.worker_poll_seconds,
-            wake,
-        ),
-        PollingThread("crmdrop-sender", lambda: send_one(db, settings), 0.5),
+        PollingThread("crmdrop-worker", file_step, poll, wake),
+        PollingThread("crmdrop-sender", lambda: send_one(db, settings), poll, replies),
         PollingThread("crmdrop-retention", lambda: purge_step(db, settings), RETENTION_POLL),
-        PollingThread("crmdrop-webhooks", lambda: send_webhook(db, settings), 0.2),
+        PollingThread("crmdrop-webhooks", lambda: send_webhook(db, settings), poll, webhooks),
     ]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
