@@ -43,6 +43,7 @@ def main() -> None:
     print(machine_load())
     data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
     env = {**os.environ, "CRMDROP_DOMAIN": DOMAIN, "CRMDROP_LOG_LEVEL": "WARNING"}
+    crmdrop("migrate", "--data", str(data), env=env)
     user = json.loads(
         crmdrop(
             "users",
