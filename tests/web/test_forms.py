@@ -7,9 +7,13 @@ from __future__ import annotations
 import re
 import smtplib
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
+from crmdrop.store.db import Database
+from crmdrop.store.models import TokenKind, User, UserToken
 from tests.support import make_message, smtp_send
 from tests.web.conftest import Web, WebClient, WebUser, flashes, link_in, mail_to
 
@@ -185,6 +189,33 @@ def test_repeated_failures_from_one_ip_are_refused_for_a_while(web: Web) -> None
         stranger = WebUser(f"try-{i}-{uuid.uuid4().hex[:6]}@x.example", "pw", "", {})
         assert WebClient(web, ip=ip).login(stranger).status_code == 401
     assert WebClient(web, ip=ip).login(user).status_code == 429
+    assert WebClient(web, ip=fresh_ip()).login(user).status_code == 200
+
+
+def test_a_password_reset_link_lasts_one_hour(web: Web) -> None:
+    user = web.new_user()
+    client = WebClient(web, ip=fresh_ip())
+    client.post("/password/reset", {"email": user.email})
+    path = link_in(mail_to(web, user.email), "/password/reset/")
+    server = web.crm.server
+    url = server.env.get("CRMDROP_DATABASE_URL", f"sqlite:///{server.data_dir / 'crmdrop.db'}")
+    db = Database(url)
+    try:
+        with db.writing() as session:
+            token = session.scalars(
+                select(UserToken)
+                .join(User, User.id == UserToken.user_id)
+                .where(User.email == user.email, UserToken.kind == TokenKind.RESET)
+            ).one()
+            assert token.expires_at - token.created_at == timedelta(hours=1)
+            # An hour and a second go by.
+            token.created_at -= timedelta(hours=1, seconds=1)
+            token.expires_at -= timedelta(hours=1, seconds=1)
+    finally:
+        db.dispose()
+    late = client.post(path, {"password": "too late 1", "confirm": "too late 1"})
+    assert late.status_code == 410 and "expired or was already used" in late.text
+    assert WebClient(web, ip=fresh_ip()).login(user, "too late 1").status_code == 401
     assert WebClient(web, ip=fresh_ip()).login(user).status_code == 200
 
 
