@@ -137,6 +137,27 @@ def claim_intake_key(conn: Connection | Session, source: str, key: str, *, now: 
     return True
 
 
+def prune_intake_keys(session: Session, source: str, *, before: datetime, limit: int = 500) -> int:
+    """Forget up to `limit` of `source`'s keys recorded before `before` (how many; call
+    again until 0). Only for a source whose requests expire — a Mailgun token signed
+    with a timestamp: once that is out of the freshness window a replay is refused for
+    its age, so the key has nothing left to guard. (IMAP keys stay: a message can sit
+    unmoved in the mailbox for as long as it likes.)"""
+    keys = session.execute(
+        select(IntakeKey.key)
+        .where(IntakeKey.source == source, IntakeKey.created_at < before)
+        .limit(limit)
+    ).all()
+    if keys:
+        session.execute(
+            delete(IntakeKey).where(
+                IntakeKey.source == source, IntakeKey.key.in_([k.key for k in keys])
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    return len(keys)
+
+
 # A claim older than this is a dead worker's (PostgreSQL; on SQLite, where one worker
 # runs, a starting worker releases every claim at once). Filing takes milliseconds.
 # The default of CRMDROP_CLAIM_LEASE_SECONDS.

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from crmdrop import netguard
 from crmdrop.store.accounts import StoreError
 from crmdrop.store.models import Delivery, WebhookAttempt, WebhookEndpoint, WebhookMessage
 
@@ -59,12 +60,26 @@ def parse_events(names: list[str] | str) -> list[Event]:
     return list(dict.fromkeys(Event(n) for n in wanted))
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, *, allow_private: bool) -> str:
+    """A well-formed http(s) URL whose host resolves only to public addresses, unless
+    `allow_private` (the webhook_allow_private setting): see crmdrop.netguard."""
     parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018 — urlsplit checks the port only when asked
+    except ValueError:
+        raise StoreError(f"{url!r} has a bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise StoreError(f"{url!r} is not an http(s) URL")
     if len(url) > MAX_URL:
         raise StoreError(f"a webhook URL may be at most {MAX_URL} characters")
+    if not allow_private:
+        try:
+            netguard.public_address(url.strip())
+        except netguard.BlockedAddress as exc:
+            raise StoreError(
+                f"refused webhook URL: {exc}; crmdrop sends webhooks only to public "
+                "addresses (set CRMDROP_WEBHOOK_ALLOW_PRIVATE=true to allow private ones)"
+            ) from None
     return url.strip()
 
 
@@ -106,12 +121,13 @@ def add_endpoint(
     *,
     user_id: int | None,
     now: datetime,
+    allow_private: bool,
 ) -> tuple[WebhookEndpoint, str]:
     """Register an endpoint; its secret, shown to the caller (it signs every message)."""
     endpoint = WebhookEndpoint(
         account_id=account_id,
         user_id=user_id,
-        url=check_url(url),
+        url=check_url(url, allow_private=allow_private),
         secret=new_secret(),
         events=[e.value for e in parse_events(events)],
         enabled=True,
@@ -341,6 +357,31 @@ def _prune_attempts(session: Session, endpoint_id: int) -> None:
                 WebhookAttempt.endpoint_id == endpoint_id, WebhookAttempt.id <= cutoff
             )
         )
+
+
+def prune_messages(session: Session, *, before: datetime, limit: int = 500) -> int:
+    """Delete up to `limit` finished messages (sent, or given up) queued before `before`;
+    how many (call again until 0). A message one of the endpoint's kept attempts refers
+    to stays, so the last attempts per endpoint (ATTEMPTS_KEPT) remain visible; queued
+    ones always stay (a disabled endpoint's wait for it to be enabled again)."""
+    shown = select(WebhookAttempt.id).where(WebhookAttempt.message_id == WebhookMessage.id)
+    ids = list(
+        session.scalars(
+            select(WebhookMessage.id)
+            .where(
+                WebhookMessage.status.in_([MessageStatus.SENT, MessageStatus.FAILED]),
+                WebhookMessage.created_at < before,
+                ~shown.exists(),
+            )
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(
+            delete(WebhookMessage).where(WebhookMessage.id.in_(ids)),
+            execution_options={"synchronize_session": False},
+        )
+    return len(ids)
 
 
 def backlog(session: Session) -> int:
