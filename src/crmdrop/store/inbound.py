@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, joinedload, undefer
 
 from crmdrop.store.models import Delivery, IntakeKey, RawMessage
 from crmdrop.store.status import DeliveryStatus
-from crmdrop.store.webhooks import Event, emit_delivery
+from crmdrop.store.webhooks import Event, emit_delivery, emit_on_connection
 
 QUEUED, FAILED, REJECTED = DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.REJECTED
 
@@ -115,6 +115,29 @@ def add_delivery(
     # Values as parameters, not .values(): one statement, compiled once and cached.
     new_id = conn.execute(_INSERT_DELIVERY, values).scalar_one()
     return int(new_id)
+
+
+def reject_at_intake(conn: Connection, new: NewDelivery, refusal: str, *, now: datetime) -> int:
+    """Record a message refused at the end of DATA (status rejected, no raw bytes kept)
+    and queue `delivery.rejected` for the account's endpoints that want it — the owner
+    learns of mail refused in their name. The id of the delivery record."""
+    reason = f"rejected: {refusal}"
+    delivery_id = add_delivery(conn, new, None, now=now, reason=reason)
+    data = {
+        "id": delivery_id,
+        "status": DeliveryStatus.REJECTED.value,
+        "reason": reason,
+        "user_id": new.user_id,
+        "dropbox": new.dropbox_kind,
+        "subject": new.subject,
+        "author": new.author,
+        "message_id": new.message_id,
+        "attempts": 0,
+        "received_at": now.isoformat(),
+        "stage": "intake",
+    }
+    emit_on_connection(conn, new.account_id, Event.DELIVERY_REJECTED, data, now=now)
+    return delivery_id
 
 
 def intake_key_seen(conn: Connection | Session, source: str, key: str) -> bool:

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from crmdrop import netguard
@@ -209,6 +209,50 @@ def _subscribers(session: Session, account_id: int) -> list[tuple[int, list[str]
     return cache[account_id]
 
 
+def _body(event: Event, data: dict[str, Any], now: datetime) -> str:
+    return json.dumps(
+        {"type": event.value, "timestamp": now.isoformat(), "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+
+
+def emit_on_connection(
+    conn: Connection, account_id: int, event: Event, data: dict[str, Any], *, now: datetime
+) -> int:
+    """`emit` for the intake path, which writes through a plain Connection (no Session,
+    to stay lean): one SELECT of the account's enabled endpoints, and an INSERT only when
+    one of them wants the event. Same transaction as the change, like `emit`."""
+    rows = conn.execute(
+        select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+            WebhookEndpoint.account_id == account_id, WebhookEndpoint.enabled.is_(True)
+        )
+    ).all()
+    targets = [row.id for row in rows if event.value in row.events]
+    if not targets:
+        return 0
+    msg_id, body = "msg_" + uuid.uuid4().hex, _body(event, data, now)
+    conn.execute(
+        insert(WebhookMessage.__table__),  # type: ignore[arg-type]
+        [
+            {
+                "account_id": account_id,
+                "endpoint_id": endpoint_id,
+                "event": event.value,
+                "msg_id": msg_id,
+                "body": body,
+                "status": MessageStatus.QUEUED.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for endpoint_id in targets
+        ],
+    )
+    return len(targets)
+
+
 def emit(
     session: Session, account_id: int, event: Event, data: dict[str, Any], *, now: datetime
 ) -> int:
@@ -218,13 +262,7 @@ def emit(
     targets = [eid for eid, events in _subscribers(session, account_id) if event in events]
     if not targets:
         return 0
-    msg_id = "msg_" + uuid.uuid4().hex
-    body = json.dumps(
-        {"type": event.value, "timestamp": now.isoformat(), "data": data},
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
-    )
+    msg_id, body = "msg_" + uuid.uuid4().hex, _body(event, data, now)
     for endpoint_id in targets:
         session.add(
             WebhookMessage(
@@ -410,6 +448,7 @@ def emit_delivery(session: Session, delivery: Delivery, event: Event, *, now: da
         "message_id": delivery.message_id,
         "attempts": delivery.attempts,
         "received_at": delivery.received_at.isoformat(),
+        "stage": "worker",
     }
     return emit(session, delivery.account_id, event, data, now=now)
 
