@@ -5,6 +5,7 @@ package (an implementation independent of ours). SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import smtplib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,48 @@ def test_a_tampered_body_does_not_verify(crm: Crm) -> None:
         assert "signature" in str(exc).lower()
     else:
         raise AssertionError("a forged body verified")
+
+
+def test_mail_refused_at_the_end_of_data_sends_delivery_rejected(crm: Crm) -> None:
+    """A stranger writes to the owner's dropbox over a real SMTP session: refused with
+    550 5.7.1 at the end of DATA, and the owner's endpoint hears of it (stage "intake");
+    the dropbox token is not in the event."""
+    owner = crm.new_owner()
+    with WebhookReceiver() as receiver:
+        hook = register(crm, owner, receiver.url, "delivery.rejected")
+        msg = make_message(
+            from_="Mallory <mallory@elsewhere.example>", to=["x@client.example"], subject="Wire"
+        )
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp_send(crm.smtp, "mallory@elsewhere.example", [owner.dropbox["case"]], msg)
+        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_error.startswith(b"5.7.1 ")
+        request = wait_for(lambda: receiver.received and receiver.received[0], what="event")
+        time.sleep(0.5)
+        assert len(receiver.received) == 1
+    payload = Webhook(hook["secret"]).verify(request.body, request.headers)
+    assert payload["type"] == "delivery.rejected"
+    data = payload["data"]
+    [delivery] = crm.cli.export(owner.account)["deliveries"]
+    assert data["id"] == delivery["id"] and delivery["status"] == "rejected"
+    assert data["status"] == "rejected" and data["stage"] == "intake"
+    assert data["reason"].startswith("rejected: ")
+    assert refused.value.smtp_error.decode()[6:40] in data["reason"]
+    assert data["author"] == "mallory@elsewhere.example" and data["subject"] == "Wire"
+    assert data["dropbox"] == "case" and data["attempts"] == 0
+    token = owner.dropbox["case"].split("@")[0].split("-")[1]
+    assert token not in request.body.decode()
+
+
+def test_a_refusal_with_no_endpoint_wanting_it_queues_nothing(crm: Crm) -> None:
+    owner = crm.new_owner()
+    with WebhookReceiver() as receiver:
+        register(crm, owner, receiver.url, "note.filed")  # not delivery.rejected
+        msg = make_message(from_="mallory@elsewhere.example", to=["x@client.example"])
+        with pytest.raises(smtplib.SMTPDataError):
+            smtp_send(crm.smtp, "mallory@elsewhere.example", [owner.dropbox["note"]], msg)
+        time.sleep(1)
+        assert receiver.received == []
 
 
 def test_an_endpoint_answering_500_is_retried_and_the_attempts_are_logged(crm: Crm) -> None:

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         10.0, description="First webhook retry delay; doubles each time, at most an hour."
     )
     webhook_max_attempts: int = Field(30, description="Tries of one webhook message.")
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhook URLs reach loopback, private, link-local or reserved addresses.",
+    )
+    webhook_keep_days: int = Field(
+        30, description="Delete sent or given-up webhook messages after N days (0 keeps them)."
+    )
     webhook_disable_after_seconds: float = Field(
         86400.0, description="An endpoint failing this long is disabled and its owner told."
     )

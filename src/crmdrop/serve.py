@@ -27,12 +27,14 @@ from crmdrop.outbound.sender import send_one
 from crmdrop.outbound.webhooks import send_webhook
 from crmdrop.receive.authcheck import configure_resolver
 from crmdrop.receive.http import inbound_router
+from crmdrop.receive.providers import Provider
 from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
 from crmdrop.store.directory import OwnerCache
-from crmdrop.store.inbound import purge_raw
+from crmdrop.store.inbound import prune_intake_keys, purge_raw
 from crmdrop.store.signals import QUEUE, PgListener, WakeSocket, wake_path
+from crmdrop.store.webhooks import prune_messages
 from crmdrop.web.app import create_app
 from crmdrop.worker import PollingThread, process_one, worker_started
 
@@ -108,19 +110,49 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
     stop_wake()
 
 
-RETENTION_POLL = 600.0  # seconds between looks for raw bytes past their retention
+RETENTION_POLL = 600.0  # seconds between looks for rows past their retention
 
 
-def purge_step(db: Database, settings: Settings) -> bool:
-    """Delete one batch of raw bytes past `raw_retention_days`; False when none is due."""
+def _purge_raw(db: Database, settings: Settings, now: datetime) -> int:
     if settings.raw_retention_days <= 0:
-        return False
-    before = datetime.now(UTC) - timedelta(days=settings.raw_retention_days)
+        return 0
+    before = now - timedelta(days=settings.raw_retention_days)
     with db.writing() as session:
         purged = purge_raw(session, before=before)
     if purged:
         log.info("raw bytes of %d filed deliveries deleted (retention)", purged)
-    return purged > 0
+    return purged
+
+
+def _prune_webhooks(db: Database, settings: Settings, now: datetime) -> int:
+    if settings.webhook_keep_days <= 0:
+        return 0
+    with db.writing() as session:
+        pruned = prune_messages(session, before=now - timedelta(days=settings.webhook_keep_days))
+    if pruned:
+        log.info("%d finished webhook messages deleted (retention)", pruned)
+    return pruned
+
+
+def _prune_mailgun_tokens(db: Database, settings: Settings, now: datetime) -> int:
+    """A Mailgun request is good while its timestamp is within the window of our clock,
+    either side: a token first seen at T can come back until T + 2 windows at most."""
+    window = timedelta(seconds=2 * settings.inbound_max_age_seconds + 60)
+    with db.writing() as session:
+        return prune_intake_keys(session, Provider.MAILGUN.value, before=now - window)
+
+
+def purge_step(db: Database, settings: Settings) -> bool:
+    """One batch of each retention: raw bytes past `raw_retention_days`, finished webhook
+    messages past `webhook_keep_days`, Mailgun tokens past their freshness window.
+    False when none had anything due."""
+    now = datetime.now(UTC)
+    done = [
+        _purge_raw(db, settings, now),
+        _prune_webhooks(db, settings, now),
+        _prune_mailgun_tokens(db, settings, now),
+    ]
+    return any(done)
 
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -2,11 +2,15 @@
 configuration): mail delivered into the mailbox by Dovecot's LMTP or IMAP APPEND is
 queued with the SMTP checks and filed, then moved to the handled folder — refused
 mail to the refused folder; a crash between queueing and moving neither loses nor
-doubles a message; `serve` runs the poller, and IDLE picks up new mail at once."""
+doubles a message (simulated in-process, and with `crmdrop imap` SIGKILLed for real:
+in the window, through a test hook, and at random moments); `serve` runs the poller,
+and IDLE picks up new mail at once."""
 
 from __future__ import annotations
 
 import os
+import random
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -23,7 +27,7 @@ import pytest
 from imap_tools import MailBox
 
 from crmdrop.config import load_settings
-from crmdrop.integrations.imap import ImapPoller, connect
+from crmdrop.integrations.imap import PAUSE_AFTER_QUEUE_ENV, ImapPoller, connect
 from crmdrop.receive.intake import Outcome
 from crmdrop.receive.service import Receiver
 from crmdrop.store.db import Database
@@ -185,6 +189,91 @@ def test_a_crash_between_queueing_and_moving_neither_loses_nor_doubles(
     data = wait_for(settled, what="the note to be filed")
     assert len(data["deliveries"]) == 1
     assert [n["subject"] for n in data["notes"]] == ["Crash"]
+
+
+def imap_process(crm: OwnServer, box: Mailbox, **extra: str) -> subprocess.Popen[bytes]:
+    """`crmdrop imap` (watching, not --once) as a real process of its own, to be killed."""
+    env = {**os.environ, **crm.cli.env, **box.env("tls"), **extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "crmdrop", "imap"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def sigkill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: as a crash or the OOM killer
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def filed_once_each(crm: OwnServer, box: Mailbox, subjects: list[str]) -> None:
+    """Every message filed exactly once, and moved to the handled folder exactly once."""
+
+    def settled() -> dict[str, Any] | None:
+        data = crm.cli.export(box.owner["account"])
+        return data if len(data["notes"]) >= len(subjects) else None
+
+    data = wait_for(settled, timeout=60, what="every note to be filed")
+    time.sleep(0.5)  # a second delivery of one of them would be filed by now too
+    data = crm.cli.export(box.owner["account"])
+    assert sorted(n["subject"] for n in data["notes"]) == sorted(subjects)
+    assert sorted(d["subject"] for d in data["deliveries"]) == sorted(subjects)
+    assert box.folders() == {"INBOX": [], HANDLED: sorted(subjects), REFUSED: []}
+
+
+def test_sigkill_after_the_commit_and_before_the_move_neither_loses_nor_doubles(
+    dovecot: DovecotInstance, crm: OwnServer
+) -> None:
+    """The real thing: `crmdrop imap` is SIGKILLed while it waits (a test hook) between
+    committing the queued message and moving it; the restarted poller moves it without
+    queueing it again."""
+    box = new_mailbox(dovecot, crm)
+    msg = make_message(from_=box.owner["email"], to=["rae@partner.example"], subject="Killed")
+    box.deliver(box.address(box.token), msg)
+    proc = imap_process(crm, box, **{PAUSE_AFTER_QUEUE_ENV: "300"})
+    try:
+        queued = wait_for(
+            lambda: crm.cli.export(box.owner["account"])["deliveries"],
+            timeout=60,
+            what="the poller to commit the delivery",
+        )
+        assert proc.poll() is None  # still in the pause: queued and committed, not moved
+        assert box.folders()["INBOX"] == ["Killed"]
+    finally:
+        sigkill(proc)
+    assert len(queued) == 1
+    assert box.folders() == {"INBOX": ["Killed"], HANDLED: [], REFUSED: []}
+
+    imap_once(crm, box)  # restarted
+
+    filed_once_each(crm, box, ["Killed"])
+
+
+def test_sigkill_at_random_moments_neither_loses_nor_doubles(
+    dovecot: DovecotInstance, crm: OwnServer
+) -> None:
+    """No hook: `crmdrop imap` is SIGKILLed at random moments of its work, again and
+    again, then run to the end; every message is filed once and moved once."""
+    box = new_mailbox(dovecot, crm)
+    subjects = [f"Random kill {i}" for i in range(5)]
+    for subject in subjects:
+        msg = make_message(from_=box.owner["email"], to=["ray@partner.example"], subject=subject)
+        box.deliver(box.address(box.token), msg)
+    seed = random.randrange(1_000_000)
+    chance = random.Random(seed)
+    print(f"kill times seeded with {seed}")  # shown when the test fails
+    for _ in range(8):
+        if not box.folders()["INBOX"]:
+            break
+        proc = imap_process(crm, box)
+        try:
+            time.sleep(chance.uniform(0.3, 3.0))  # the kill lands wherever the work is
+        finally:
+            sigkill(proc)
+    imap_once(crm, box)
+    filed_once_each(crm, box, subjects)
 
 
 def test_serve_runs_the_poller_and_idle_picks_up_new_mail(

@@ -78,10 +78,16 @@ def webhooks_add(
     data: Data = None,
 ) -> None:
     """Register an endpoint; prints its signing secret (whsec_...)."""
-    with store(data, write=True) as (_, session):
+    with store(data, write=True) as (settings, session):
         acc = get_account(session, account)
         endpoint, secret = webhooks.add_endpoint(
-            session, acc.id, url, events, user_id=None, now=now()
+            session,
+            acc.id,
+            url,
+            events,
+            user_id=None,
+            now=now(),
+            allow_private=settings.webhook_allow_private,
         )
         endpoint_id = endpoint.id
     if as_json:

@@ -38,6 +38,16 @@ log = logging.getLogger(__name__)
 RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "X-Envelope-To", "Envelope-To")
 IDLE_SLICE = 20.0  # seconds per IDLE wait: how soon a stop request is noticed
 REFUSED_NO_DROPBOX = "no dropbox address in the delivery headers"
+# Test hook: seconds to wait after a message is queued (committed) and before it is
+# moved, so that tests/integrations/test_imap.py can SIGKILL the process in that window.
+PAUSE_AFTER_QUEUE_ENV = "CRMDROP_TEST_IMAP_PAUSE_AFTER_QUEUE"
+
+
+def _pause_after_queue(uid: str) -> None:
+    pause = float(os.environ.get(PAUSE_AFTER_QUEUE_ENV) or 0)
+    if pause > 0:
+        log.warning("IMAP message %s queued, not moved yet: pausing %gs (test hook)", uid, pause)
+        time.sleep(pause)
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,7 @@ class ImapPoller:
             log.warning("IMAP message %s refused: %s", uid, redact(intake.detail))
             mailbox.move(uid, self.settings.imap_refused_folder)
         else:
+            _pause_after_queue(uid)
             mailbox.move(uid, self.settings.imap_handled_folder)
         return intake.outcome
 

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crmdrop import netguard
 from crmdrop.config import Settings
 from crmdrop.outbound.replies import build_reply
 from crmdrop.store.db import Database
@@ -41,8 +42,21 @@ def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def post(due: DueMessage, timeout: float) -> Outcome:
-    """POST one message; its status code, or the error when no answer came."""
+def _pinned(url: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+    """The URL rewritten to the public address its host resolves to *now* (refusing a
+    private one, crmdrop.netguard), with the Host header and TLS server name of the
+    original: the connection goes to the address that was checked, never to a second
+    answer of the DNS (rebinding). The certificate is still verified for the name."""
+    target = httpx.URL(url)
+    ip = netguard.public_address(url)
+    headers = {"host": target.netloc.decode("ascii")}
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return target.copy_with(host=str(ip)), headers, extensions
+
+
+def post(due: DueMessage, timeout: float, *, allow_private: bool) -> Outcome:
+    """POST one message; its status code, or the error when no answer came (or the
+    URL's host now resolves to an address webhooks may not reach)."""
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
@@ -51,9 +65,19 @@ def post(due: DueMessage, timeout: float) -> Outcome:
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(due.secret, due.msg_id, timestamp, due.body),
     }
+    url, extensions = httpx.URL(due.url), dict[str, str]()
+    if not allow_private:
+        try:
+            url, host, extensions = _pinned(due.url)
+        except netguard.BlockedAddress as exc:
+            return Outcome(None, f"refused: {exc}"[:500], 0)
+        headers.update(host)
     started = time.monotonic()
     try:
-        response = httpx.post(due.url, content=due.body.encode(), headers=headers, timeout=timeout)
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+            response = client.post(
+                url, content=due.body.encode(), headers=headers, extensions=extensions
+            )
     except httpx.HTTPError as exc:
         elapsed = int((time.monotonic() - started) * 1000)
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
@@ -133,18 +157,20 @@ def _finish(session: Session, due: DueMessage, outcome: Outcome, settings: Setti
 def send_webhook(db: Database, settings: Settings) -> bool:
     """Send the next due webhook message; False when none is due."""
     now = datetime.now(UTC)
+    allowed = settings.webhook_allow_private
     if not db.is_sqlite:
         with db.writing() as session:
             due = next_due(session, now, skip_locked=True)
             if due is None:
                 return False
-            _finish(session, due, post(due, settings.webhook_timeout_seconds), settings)
+            outcome = post(due, settings.webhook_timeout_seconds, allow_private=allowed)
+            _finish(session, due, outcome, settings)
             return True
     with db.reading() as session:
         due = next_due(session, now, skip_locked=False)
     if due is None:
         return False
-    outcome = post(due, settings.webhook_timeout_seconds)
+    outcome = post(due, settings.webhook_timeout_seconds, allow_private=allowed)
     with db.writing() as session:
         _finish(session, due, outcome, settings)
     return True

@@ -37,6 +37,7 @@ from crmdrop.store.inbound import (
     add_delivery,
     claim_intake_key,
     intake_key_seen,
+    reject_at_intake,
     store_raw,
 )
 from crmdrop.store.signals import QUEUE, notify, poke, wake_path
@@ -273,7 +274,7 @@ class Receiver:
                         item.ids.append(delivery_id)
                         item.replies.append(f"250 2.0.0 OK: queued as {delivery_id}")
                     else:
-                        add_delivery(conn, new, None, now=now, reason=f"rejected: {refusal}")
+                        reject_at_intake(conn, new, refusal, now=now)
                         item.replies.append(f"550 5.7.1 {_one_line(refusal)}")
 
     def accept(

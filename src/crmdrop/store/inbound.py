@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, joinedload, undefer
 
 from crmdrop.store.models import Delivery, IntakeKey, RawMessage
 from crmdrop.store.status import DeliveryStatus
-from crmdrop.store.webhooks import Event, emit_delivery
+from crmdrop.store.webhooks import Event, emit_delivery, emit_on_connection
 
 QUEUED, FAILED, REJECTED = DeliveryStatus.QUEUED, DeliveryStatus.FAILED, DeliveryStatus.REJECTED
 
@@ -117,6 +117,29 @@ def add_delivery(
     return int(new_id)
 
 
+def reject_at_intake(conn: Connection, new: NewDelivery, refusal: str, *, now: datetime) -> int:
+    """Record a message refused at the end of DATA (status rejected, no raw bytes kept)
+    and queue `delivery.rejected` for the account's endpoints that want it — the owner
+    learns of mail refused in their name. The id of the delivery record."""
+    reason = f"rejected: {refusal}"
+    delivery_id = add_delivery(conn, new, None, now=now, reason=reason)
+    data = {
+        "id": delivery_id,
+        "status": DeliveryStatus.REJECTED.value,
+        "reason": reason,
+        "user_id": new.user_id,
+        "dropbox": new.dropbox_kind,
+        "subject": new.subject,
+        "author": new.author,
+        "message_id": new.message_id,
+        "attempts": 0,
+        "received_at": now.isoformat(),
+        "stage": "intake",
+    }
+    emit_on_connection(conn, new.account_id, Event.DELIVERY_REJECTED, data, now=now)
+    return delivery_id
+
+
 def intake_key_seen(conn: Connection | Session, source: str, key: str) -> bool:
     """Has `source` already handed over `key` (a used token, a queued IMAP message)?"""
     found = conn.execute(
@@ -135,6 +158,27 @@ def claim_intake_key(conn: Connection | Session, source: str, key: str, *, now: 
         return False
     conn.execute(insert(IntakeKey).values(source=source, key=key, created_at=now))
     return True
+
+
+def prune_intake_keys(session: Session, source: str, *, before: datetime, limit: int = 500) -> int:
+    """Forget up to `limit` of `source`'s keys recorded before `before` (how many; call
+    again until 0). Only for a source whose requests expire — a Mailgun token signed
+    with a timestamp: once that is out of the freshness window a replay is refused for
+    its age, so the key has nothing left to guard. (IMAP keys stay: a message can sit
+    unmoved in the mailbox for as long as it likes.)"""
+    keys = session.execute(
+        select(IntakeKey.key)
+        .where(IntakeKey.source == source, IntakeKey.created_at < before)
+        .limit(limit)
+    ).all()
+    if keys:
+        session.execute(
+            delete(IntakeKey).where(
+                IntakeKey.source == source, IntakeKey.key.in_([k.key for k in keys])
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    return len(keys)
 
 
 # A claim older than this is a dead worker's (PostgreSQL; on SQLite, where one worker

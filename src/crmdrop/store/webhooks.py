@@ -17,9 +17,10 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from crmdrop import netguard
 from crmdrop.store.accounts import StoreError
 from crmdrop.store.models import Delivery, WebhookAttempt, WebhookEndpoint, WebhookMessage
 
@@ -59,12 +60,26 @@ def parse_events(names: list[str] | str) -> list[Event]:
     return list(dict.fromkeys(Event(n) for n in wanted))
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, *, allow_private: bool) -> str:
+    """A well-formed http(s) URL whose host resolves only to public addresses, unless
+    `allow_private` (the webhook_allow_private setting): see crmdrop.netguard."""
     parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018 — urlsplit checks the port only when asked
+    except ValueError:
+        raise StoreError(f"{url!r} has a bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise StoreError(f"{url!r} is not an http(s) URL")
     if len(url) > MAX_URL:
         raise StoreError(f"a webhook URL may be at most {MAX_URL} characters")
+    if not allow_private:
+        try:
+            netguard.public_address(url.strip())
+        except netguard.BlockedAddress as exc:
+            raise StoreError(
+                f"refused webhook URL: {exc}; crmdrop sends webhooks only to public "
+                "addresses (set CRMDROP_WEBHOOK_ALLOW_PRIVATE=true to allow private ones)"
+            ) from None
     return url.strip()
 
 
@@ -106,12 +121,13 @@ def add_endpoint(
     *,
     user_id: int | None,
     now: datetime,
+    allow_private: bool,
 ) -> tuple[WebhookEndpoint, str]:
     """Register an endpoint; its secret, shown to the caller (it signs every message)."""
     endpoint = WebhookEndpoint(
         account_id=account_id,
         user_id=user_id,
-        url=check_url(url),
+        url=check_url(url, allow_private=allow_private),
         secret=new_secret(),
         events=[e.value for e in parse_events(events)],
         enabled=True,
@@ -193,6 +209,50 @@ def _subscribers(session: Session, account_id: int) -> list[tuple[int, list[str]
     return cache[account_id]
 
 
+def _body(event: Event, data: dict[str, Any], now: datetime) -> str:
+    return json.dumps(
+        {"type": event.value, "timestamp": now.isoformat(), "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+
+
+def emit_on_connection(
+    conn: Connection, account_id: int, event: Event, data: dict[str, Any], *, now: datetime
+) -> int:
+    """`emit` for the intake path, which writes through a plain Connection (no Session,
+    to stay lean): one SELECT of the account's enabled endpoints, and an INSERT only when
+    one of them wants the event. Same transaction as the change, like `emit`."""
+    rows = conn.execute(
+        select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+            WebhookEndpoint.account_id == account_id, WebhookEndpoint.enabled.is_(True)
+        )
+    ).all()
+    targets = [row.id for row in rows if event.value in row.events]
+    if not targets:
+        return 0
+    msg_id, body = "msg_" + uuid.uuid4().hex, _body(event, data, now)
+    conn.execute(
+        insert(WebhookMessage.__table__),  # type: ignore[arg-type]
+        [
+            {
+                "account_id": account_id,
+                "endpoint_id": endpoint_id,
+                "event": event.value,
+                "msg_id": msg_id,
+                "body": body,
+                "status": MessageStatus.QUEUED.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for endpoint_id in targets
+        ],
+    )
+    return len(targets)
+
+
 def emit(
     session: Session, account_id: int, event: Event, data: dict[str, Any], *, now: datetime
 ) -> int:
@@ -202,13 +262,7 @@ def emit(
     targets = [eid for eid, events in _subscribers(session, account_id) if event in events]
     if not targets:
         return 0
-    msg_id = "msg_" + uuid.uuid4().hex
-    body = json.dumps(
-        {"type": event.value, "timestamp": now.isoformat(), "data": data},
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
-    )
+    msg_id, body = "msg_" + uuid.uuid4().hex, _body(event, data, now)
     for endpoint_id in targets:
         session.add(
             WebhookMessage(
@@ -343,6 +397,31 @@ def _prune_attempts(session: Session, endpoint_id: int) -> None:
         )
 
 
+def prune_messages(session: Session, *, before: datetime, limit: int = 500) -> int:
+    """Delete up to `limit` finished messages (sent, or given up) queued before `before`;
+    how many (call again until 0). A message one of the endpoint's kept attempts refers
+    to stays, so the last attempts per endpoint (ATTEMPTS_KEPT) remain visible; queued
+    ones always stay (a disabled endpoint's wait for it to be enabled again)."""
+    shown = select(WebhookAttempt.id).where(WebhookAttempt.message_id == WebhookMessage.id)
+    ids = list(
+        session.scalars(
+            select(WebhookMessage.id)
+            .where(
+                WebhookMessage.status.in_([MessageStatus.SENT, MessageStatus.FAILED]),
+                WebhookMessage.created_at < before,
+                ~shown.exists(),
+            )
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(
+            delete(WebhookMessage).where(WebhookMessage.id.in_(ids)),
+            execution_options={"synchronize_session": False},
+        )
+    return len(ids)
+
+
 def backlog(session: Session) -> int:
     """Webhook messages still to send (for /metrics)."""
     return int(
@@ -369,6 +448,7 @@ def emit_delivery(session: Session, delivery: Delivery, event: Event, *, now: da
         "message_id": delivery.message_id,
         "attempts": delivery.attempts,
         "received_at": delivery.received_at.isoformat(),
+        "stage": "worker",
     }
     return emit(session, delivery.account_id, event, data, now=now)
 

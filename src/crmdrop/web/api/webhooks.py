@@ -9,7 +9,16 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from crmdrop.store import webhooks
-from crmdrop.web.api.common import CallerDep, IdPath, Page, admin_only, now, reading, writing
+from crmdrop.web.api.common import (
+    CallerDep,
+    IdPath,
+    Page,
+    admin_only,
+    now,
+    reading,
+    settings_of,
+    writing,
+)
 
 router = APIRouter(tags=["webhooks"])
 
@@ -63,7 +72,13 @@ def add_endpoint(request: Request, caller: CallerDep, body: EndpointIn) -> Creat
     admin_only(caller)
     with writing(request) as session:
         endpoint, secret = webhooks.add_endpoint(
-            session, caller.account_id, body.url, body.events, user_id=caller.user.id, now=now()
+            session,
+            caller.account_id,
+            body.url,
+            body.events,
+            user_id=caller.user.id,
+            now=now(),
+            allow_private=settings_of(request).webhook_allow_private,
         )
         shown = _out(webhooks.endpoint_info(endpoint))
     return Created(**shown.model_dump(), secret=secret)
