@@ -98,6 +98,25 @@ def _touch_contacts(session: Session, contact_ids: list[int], now: datetime) -> 
         )
 
 
+_CONTACTS_OF = select(ContactEmail.email, ContactEmail.contact_id).where(
+    ContactEmail.account_id == bindparam("account"),
+    ContactEmail.email.in_(bindparam("emails", expanding=True)),
+)
+
+
+def existing_contacts(
+    session: Session, account_id: int, addresses: Iterable[str]
+) -> dict[str, int | None]:
+    """The contact of each address (None: none yet), in one query: `apply_plan`'s
+    `contacts` for a batch that creates contacts decided on an earlier snapshot."""
+    wanted = sorted(set(addresses))
+    found: dict[str, int | None] = dict.fromkeys(wanted)
+    if wanted:
+        rows = session.execute(_CONTACTS_OF, {"account": account_id, "emails": wanted}).all()
+        found.update((row.email, row.contact_id) for row in rows)
+    return found
+
+
 def _next_ref(session: Session, account_id: int, kind: str) -> int:
     """The account's next case/opportunity number, taken atomically: a read-then-write
     would let two workers (PostgreSQL) take the same number."""
@@ -150,22 +169,25 @@ def apply_plan(
     parsed: ParsedMessage,
     account: Account,
     now: datetime,
+    contacts: dict[str, int | None] | None = None,
 ) -> dict[str, list[str]]:
     """File what the plan says; return what was created and linked, for the record.
 
     The steps, in order: contacts (found or created), their companies, cases and
     opportunities (linked to the contacts), the note with its links, the task.
+    `contacts`: the account's addresses already looked up in this transaction, with
+    their contact (None: none); the contacts created here are added to it.
     """
     done = Applied()
     if plan.outcome is Outcome.NO_CONTACT:
         return done.to_json()
-    contact_ids, company_ids = _apply_contacts(session, plan, delivery, account, now, done)
+    known = {} if contacts is None else contacts
+    contact_ids, company_ids = _apply_contacts(session, plan, delivery, account, now, done, known)
     if account.file_under_companies and contact_ids:
         company_ids.extend(_companies_of(session, contact_ids))
     case_ids, opp_ids = _apply_records(session, plan, delivery, account, now, done, contact_ids)
     note_id = _apply_note(session, plan, delivery, parsed, account, now, done)
     if note_id is not None:
-        _touch_contacts(session, contact_ids, now)
         _link_note(
             session,
             note_id,
@@ -196,6 +218,7 @@ def _apply_contacts(
     account: Account,
     now: datetime,
     done: Applied,
+    known: dict[str, int | None],
 ) -> tuple[list[int], list[int]]:
     """The contacts to file under (created when new) and companies matched by address."""
     contact_ids: list[int] = []
@@ -207,7 +230,7 @@ def _apply_contacts(
             continue
         contact_id = action.contact_id
         if action.action == "create_contact":
-            contact_id = _create_contact(session, action, delivery, account, now, done)
+            contact_id = _create_contact(session, action, delivery, account, now, done, known)
         else:
             done.linked.append(f"contact {action.address}")
         if contact_id is not None:
@@ -222,13 +245,18 @@ def _create_contact(
     account: Account,
     now: datetime,
     done: Applied,
+    known: dict[str, int | None],
 ) -> int:
-    """A new contact, unless one with the address exists by now (decided on a snapshot)."""
-    existing = session.scalar(
-        select(ContactEmail.contact_id).where(
-            ContactEmail.account_id == account.id, ContactEmail.email == action.address
+    """A new contact, unless one with the address exists by now (decided on a snapshot):
+    `known` answers when the transaction looked the address up already."""
+    if action.address in known:
+        existing = known[action.address]
+    else:
+        existing = session.scalar(
+            select(ContactEmail.contact_id).where(
+                ContactEmail.account_id == account.id, ContactEmail.email == action.address
+            )
         )
-    )
     if existing is not None:
         return int(existing)
     contact_id = _insert(
@@ -244,6 +272,7 @@ def _create_contact(
     _insert(
         session, ContactEmail, account_id=account.id, contact_id=contact_id, email=action.address
     )
+    known[action.address] = contact_id
     index_contact(session, account.id, contact_id, action.name, [action.address])
     done.created.append(f"contact {action.name} <{action.address}>")
     done.events.append(_contact_event(contact_id, action, delivery.id))
