@@ -31,7 +31,7 @@ from crmdrop.dropbox.senders import check_message_sender
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.outbound.replies import build_reply
 from crmdrop.store.accounts import StoreError, dropbox_owner, user_info
-from crmdrop.store.apply import apply_plan, existing_contacts
+from crmdrop.store.apply import BatchWrites, apply_plan
 from crmdrop.store.models import Account, Delivery, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.status import DeliveryStatus
@@ -54,8 +54,10 @@ class BatchCache:
     # delivery of a batch would load its user and account again.
     users: dict[int, User] = field(default_factory=dict)
     accounts: dict[int, Account] = field(default_factory=dict)
-    # Per account, the addresses whose contact the apply step looked up (None: none).
-    contacts: dict[int, dict[str, int | None]] = field(default_factory=dict)
+    # A batch applied in one transaction: the contacts it looked up by address and the
+    # writes left to its end, which the caller writes (`BatchWrites.finish`) before
+    # committing. None: each `apply_decision` writes its own before it returns.
+    writes: BatchWrites | None = None
 
     def user(self, session: Session, user_id: int) -> User:
         return _kept(session, self.users, User, user_id)
@@ -97,7 +99,8 @@ class BatchCache:
             addresses.extend(a.address for a in plan.contacts if a.action == "create_contact")
         for account_id, (keys, addresses) in wanted.items():
             self.view(session, account_id).prefetch(keys, [])
-            self.contacts[account_id] = existing_contacts(session, account_id, addresses)
+            if self.writes is not None:
+                self.writes.look_up(session, account_id, addresses)
 
 
 _M = TypeVar("_M", User, Account)
@@ -194,7 +197,7 @@ def apply_decision(
                 parsed=parsed,
                 account=account,
                 now=now,
-                contacts=cache.contacts.setdefault(account.id, {}),
+                writes=cache.writes,
             )
         if plan.note is not None and delivery.note_id is not None:
             view.note_filed(plan.message_key, delivery.note_id)

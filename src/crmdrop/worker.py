@@ -32,6 +32,7 @@ from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
 from crmdrop.mail.dates import warm_date_tables
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
+from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
     claim_due,
@@ -305,10 +306,12 @@ def _apply_all(session: Session, decided: list[Decided], settings: Settings, now
     deliveries that no other worker finished meanwhile (locked, then checked)."""
     queued = lock_queued(session, [delivery_id for delivery_id, _, _ in decided])
     todo = [(queued[i], parsed, decision) for i, parsed, decision in decided if i in queued]
-    cache = BatchCache()
+    writes = BatchWrites()
+    cache = BatchCache(writes=writes)
     cache.prefetch_apply(session, [(d.account_id, decision) for d, _, decision in todo])
     for delivery, parsed, decision in todo:
         apply_decision(session, delivery, parsed, decision, settings=settings, now=now, cache=cache)
+    writes.finish(session, now)
 
 
 def worker_started(db: Database) -> None:
