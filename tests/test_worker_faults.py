@@ -20,9 +20,10 @@ from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
 from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
+from crmdrop.store.contacts import list_contacts
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import NewDelivery, add_delivery
-from crmdrop.store.models import Case, ContactEmail, Delivery, User
+from crmdrop.store.models import Case, ContactEmail, Delivery, User, note_contacts
 from crmdrop.worker import is_known_race, process_one
 from tests.support import make_message
 
@@ -168,6 +169,65 @@ def test_a_plan_that_turns_out_a_duplicate_creates_no_second_case(
         cases = session.scalars(sa.select(Case).where(Case.account_id == alice.account_id)).all()
     assert len(cases) == 1
     assert [d.status for d in _deliveries(db)] == ["filed", "duplicate"]
+
+
+def test_a_batch_applied_in_one_transaction_files_a_late_duplicate_and_a_new_contact_once(
+    store: tuple[Database, Settings],
+) -> None:
+    """Three deliveries decided on one snapshot, each creating the same new contact (one
+    message to two users of the account, and another message from the same sender),
+    then applied as the worker applies a batch: in one transaction, with the duplicate
+    checks, contacts and links looked up and written once for the whole batch."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    alice, box_a = _owner(db, "alice@mycorp.example")
+    _bob, box_b = _owner(db, "bob@mycorp.example")
+    to = ["alice@mycorp.example", "bob@mycorp.example"]
+    first = make_message(from_="buyer@client.example", to=to).as_bytes()
+    second = make_message(from_="buyer@client.example", to=to, subject="Again").as_bytes()
+    raws = [first, first, second]
+    for box, raw in zip((box_a, box_b, box_a), raws, strict=True):
+        _queue(db, settings, box, raw, "buyer@client.example")
+    now = datetime.now(UTC)
+    decided = []
+    with db.reading() as session:
+        cache = BatchCache()
+        for delivery, raw in zip(_deliveries(db), raws, strict=True):
+            parsed = parse_message(raw)
+            decision = decide_delivery(
+                session,
+                parsed,
+                user=cache.user(session, delivery.user_id),
+                kind=DropboxKind.CASE,
+                mail_from="buyer@client.example",
+                settings=settings,
+                now=now,
+                cache=cache,
+            )
+            assert decision.plan is not None
+            assert [c.action for c in decision.plan.contacts] == ["create_contact"]
+            decided.append((delivery.id, parsed, decision))
+    with db.writing() as session:
+        crmdrop.worker._apply_all(session, decided, settings, now)
+    deliveries = _deliveries(db)
+    assert [d.status for d in deliveries] == ["filed", "duplicate", "filed"]
+    assert deliveries[1].note_id == deliveries[0].note_id != deliveries[2].note_id
+    with db.reading() as session:
+        emails = session.scalars(
+            sa.select(ContactEmail).where(ContactEmail.account_id == alice.account_id)
+        ).all()
+        assert [e.email for e in emails] == ["buyer@client.example"]
+        filed_under = session.execute(
+            sa.select(note_contacts.c.note_id).where(
+                note_contacts.c.contact_id == emails[0].contact_id
+            )
+        ).scalars()
+        assert sorted(filed_under) == sorted({d.note_id for d in deliveries})
+        cases = session.scalars(sa.select(Case).where(Case.account_id == alice.account_id)).all()
+        assert len(cases) == 2  # one per message, none for the duplicate
+        found = list_contacts(session, alice.account_id, search="client.example").rows
+        assert [c.id for c in found] == [emails[0].contact_id]  # its search terms, once
 
 
 def test_the_worker_judges_the_sender_with_the_verdict_recorded_at_accept_time(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -23,14 +24,14 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 
 from crmdrop.config import Settings
-from crmdrop.dropbox.decide import decide
+from crmdrop.dropbox.decide import decide, looked_up_addresses, message_key
 from crmdrop.dropbox.plan import DropboxKind, FilingPlan, Outcome, UserInfo
 from crmdrop.dropbox.sender_auth import recorded_failure
 from crmdrop.dropbox.senders import check_message_sender
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.outbound.replies import build_reply
 from crmdrop.store.accounts import StoreError, dropbox_owner, user_info
-from crmdrop.store.apply import apply_plan
+from crmdrop.store.apply import BatchWrites, apply_plan
 from crmdrop.store.models import Account, Delivery, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.status import DeliveryStatus
@@ -44,7 +45,8 @@ NO_CONTACT_REPLY = "no_contact"  # the outbox kind and template of the "not file
 
 @dataclass
 class BatchCache:
-    """What the deliveries of one batch (one read snapshot) can share."""
+    """What the deliveries of one batch can share within one transaction (the read
+    snapshot that decides them, or the write transaction that applies them)."""
 
     views: dict[int, SqlAccountView] = field(default_factory=dict)
     owners: dict[int, UserInfo] = field(default_factory=dict)
@@ -52,12 +54,53 @@ class BatchCache:
     # delivery of a batch would load its user and account again.
     users: dict[int, User] = field(default_factory=dict)
     accounts: dict[int, Account] = field(default_factory=dict)
+    # A batch applied in one transaction: the contacts it looked up by address and the
+    # writes left to its end, which the caller writes (`BatchWrites.finish`) before
+    # committing. None: each `apply_decision` writes its own before it returns.
+    writes: BatchWrites | None = None
 
     def user(self, session: Session, user_id: int) -> User:
         return _kept(session, self.users, User, user_id)
 
     def account(self, session: Session, account_id: int) -> Account:
         return _kept(session, self.accounts, Account, account_id)
+
+    def view(self, session: Session, account_id: int) -> SqlAccountView:
+        view = self.views.get(account_id)
+        if view is None:
+            view = self.views[account_id] = SqlAccountView(
+                session, self.account(session, account_id)
+            )
+        return view
+
+    def prefetch_decide(self, session: Session, batch: Iterable[tuple[int, ParsedMessage]]) -> None:
+        """Before deciding a batch of (account id, message): load what `decide` asks of
+        each account for all of them at once (duplicates, addresses, domains)."""
+        wanted: dict[int, tuple[list[str], list[str]]] = {}
+        for account_id, parsed in batch:
+            if parsed.failure is None:
+                keys, addresses = wanted.setdefault(account_id, ([], []))
+                keys.append(message_key(parsed))
+                addresses.extend(looked_up_addresses(parsed))
+        for account_id, (keys, addresses) in wanted.items():
+            self.view(session, account_id).prefetch(keys, addresses)
+
+    def prefetch_apply(self, session: Session, batch: Iterable[tuple[int, Decision]]) -> None:
+        """Before applying a batch of (account id, decision) in one transaction: the
+        late-duplicate checks and the addresses of the contacts to create, at once."""
+        wanted: dict[int, tuple[list[str], list[str]]] = {}
+        for account_id, decision in batch:
+            plan = decision.plan
+            if plan is None or plan.outcome is Outcome.NO_CONTACT:
+                continue
+            keys, addresses = wanted.setdefault(account_id, ([], []))
+            if plan.note is not None and plan.note_id is None:
+                keys.append(plan.message_key)
+            addresses.extend(a.address for a in plan.contacts if a.action == "create_contact")
+        for account_id, (keys, addresses) in wanted.items():
+            self.view(session, account_id).prefetch(keys, [])
+            if self.writes is not None:
+                self.writes.look_up(session, account_id, addresses)
 
 
 _M = TypeVar("_M", User, Account)
@@ -110,9 +153,7 @@ def decide_delivery(
     verdict = check_message_sender(parsed, owner, auth_failure=recorded_failure(sender_auth))
     if not verdict.allowed:
         return Decision(None, verdict.detail)
-    view = cache.views.get(account.id)
-    if view is None:
-        view = cache.views[account.id] = SqlAccountView(session, account)
+    view = cache.view(session, account.id)
     plan = decide(
         parsed,
         kind,
@@ -136,33 +177,54 @@ def apply_decision(
     now: datetime,
     cache: BatchCache,
 ) -> None:
-    """Carry the decision out and finish the delivery, inside the caller's transaction."""
-    delivery.finished_at = now
-    delivery.claimed_at = None
-    delivery.last_error = None
+    """Carry the decision out and finish the delivery, inside the caller's transaction.
+
+    The delivery's fields are set together at the end, so that it costs one UPDATE."""
     if decision.plan is None:
-        delivery.status = DeliveryStatus.REJECTED
-        delivery.reason = f"rejected by the worker: {decision.refused}"
+        _finish(
+            delivery, now, DeliveryStatus.REJECTED, f"rejected by the worker: {decision.refused}"
+        )
         emit_delivery(session, delivery, Event.DELIVERY_REJECTED, now=now)
     else:
         account = cache.account(session, delivery.account_id)
-        plan = _still_new(session, decision.plan, account)
-        done = apply_plan(session, plan, delivery=delivery, parsed=parsed, account=account, now=now)
+        view = cache.view(session, account.id)
+        plan = _still_new(decision.plan, view)
+        with session.no_autoflush:  # the delivery's note_id waits for the fields below
+            done = apply_plan(
+                session,
+                plan,
+                delivery=delivery,
+                parsed=parsed,
+                account=account,
+                now=now,
+                writes=cache.writes,
+            )
+        if plan.note is not None and delivery.note_id is not None:
+            view.note_filed(plan.message_key, delivery.note_id)
+        reason = "; ".join([plan.reason, *plan.notices])
+        if plan.outcome is Outcome.NO_CONTACT:
+            reason += _error_reply(session, delivery, parsed, plan, settings, now, cache)
+        _finish(delivery, now, DeliveryStatus.of(plan.outcome), reason)
         # MIME defects the parser recovered from are part of the record (SPEC §6.3).
         delivery.plan = {**plan.to_json(), "applied": done, "defects": list(parsed.defects)}
-        delivery.status = DeliveryStatus.of(plan.outcome)
-        delivery.reason = "; ".join([plan.reason, *plan.notices])
-        if plan.outcome is Outcome.NO_CONTACT:
-            delivery.reason += _error_reply(session, delivery, parsed, plan, settings, now, cache)
     log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
 
 
-def _still_new(session: Session, plan: FilingPlan, account: Account) -> FilingPlan:
-    """A plan decided on an earlier snapshot (SQLite batches) whose note was filed since is
-    a duplicate now: a new plan that says so."""
+def _finish(delivery: Delivery, now: datetime, status: DeliveryStatus, reason: str) -> None:
+    delivery.finished_at = now
+    delivery.claimed_at = None
+    delivery.last_error = None
+    delivery.status = status
+    delivery.reason = reason
+
+
+def _still_new(plan: FilingPlan, view: SqlAccountView) -> FilingPlan:
+    """A plan decided on an earlier snapshot whose note was filed since (by another worker,
+    or a delivery of the same message) is a duplicate now: a new plan that says so.
+    `view` belongs to the applying transaction (`BatchCache.prefetch_apply`)."""
     if plan.note is None or plan.note_id is not None:
         return plan
-    filed = SqlAccountView(session, account).filed_note(plan.message_key)
+    filed = view.filed_note(plan.message_key)
     if filed is None:
         return plan
     return dataclasses.replace(

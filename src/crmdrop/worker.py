@@ -32,17 +32,18 @@ from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
 from crmdrop.mail.dates import warm_date_tables
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
+from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
     claim_due,
     load_claimed,
+    lock_queued,
     record_failure,
     release_claim,
     release_claims,
     unclaim,
 )
 from crmdrop.store.models import Delivery
-from crmdrop.store.status import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -220,48 +221,71 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> bool:
     its own. Three transactions for up to `BATCH` deliveries instead of two for each:
     SQLite has one writer and a commit is an fsync; on PostgreSQL the claim skips rows
     other workers hold (SKIP LOCKED) and is a lease, so any number of workers share
-    the queue and a dead one's batch is taken over when its lease runs out."""
+    the queue and a dead one's batch is taken over when its lease runs out. Each step
+    asks the database once per batch what it can (`BatchCache`): on PostgreSQL every
+    statement is a round trip."""
     claimed, parked = _claim(db, settings, now, BATCH)
     if not claimed:
         return parked > 0
-    decided: list[tuple[int, ParsedMessage, Decision]] = []
-    deferred: list[int] = []
     failed: list[Failure] = []
     with db.reading() as session:
-        cache = BatchCache()
-        keys: set[str] = set()
-        for delivery in load_claimed(session, claimed):
-            try:
-                parsed, started = _parse(delivery)
-                if _depends_on(parsed, keys):
-                    deferred.append(delivery.id)  # next round, once the other is filed
-                    continue
-                keys.add(message_key(parsed))
-                decision = _decide(session, delivery, parsed, started, settings, now, cache)
-                decided.append((delivery.id, parsed, decision))
-            except Exception:
-                failed.append(Failure.current(delivery.id))
+        decided, deferred = _decide_batch(session, claimed, settings, now, failed)
     try:
         with db.writing() as session:
             unclaim(session, deferred)
-            loaded = BatchCache()
-            for delivery_id, parsed, decision in decided:
-                _apply_queued(session, delivery_id, parsed, decision, settings, now, loaded)
+            _apply_all(session, decided, settings, now)
     except Exception:
         log.warning("a batch of %d failed; applying one at a time", len(decided))
         with db.writing() as session:
             unclaim(session, deferred)
-        for delivery_id, parsed, decision in decided:
+        for one in decided:
             try:
                 with db.writing() as session:
-                    _apply_queued(
-                        session, delivery_id, parsed, decision, settings, now, BatchCache()
-                    )
+                    _apply_all(session, [one], settings, now)
             except Exception:
-                failed.append(Failure.current(delivery_id))
+                failed.append(Failure.current(one[0]))
     for failure in failed:
         _record_failure(db, settings, failure)
     return True
+
+
+Decided = tuple[int, ParsedMessage, Decision]  # a delivery's id, its message, its decision
+
+
+def _decide_batch(
+    session: Session, claimed: list[int], settings: Settings, now: datetime, failed: list[Failure]
+) -> tuple[list[Decided], list[int]]:
+    """Parse every claimed delivery, then decide them in claim order: the decided ones
+    and those deferred to the next round (`_depends_on`); failures go to `failed`."""
+    parsed: list[tuple[Delivery, ParsedMessage, float]] = []
+    for delivery in load_claimed(session, claimed):
+        try:
+            message, started = _parse(delivery)
+            # The budget counts this delivery's own parse, not its neighbours'.
+            parsed.append((delivery, message, time.monotonic() - started))
+        except Exception:
+            failed.append(Failure.current(delivery.id))
+    cache = BatchCache()
+    decided: list[Decided] = []
+    deferred: list[int] = []
+    keys: set[str] = set()
+    try:
+        cache.prefetch_decide(session, [(d.account_id, m) for d, m, _ in parsed])
+    except Exception:  # the database failed: each delivery's attempt failed with it
+        failed.extend(Failure.current(delivery.id) for delivery, _, _ in parsed)
+        return [], []
+    for delivery, message, parse_time in parsed:
+        try:
+            if _depends_on(message, keys):
+                deferred.append(delivery.id)  # next round, once the other is filed
+                continue
+            keys.add(message_key(message))
+            started = time.monotonic() - parse_time
+            decision = _decide(session, delivery, message, started, settings, now, cache)
+            decided.append((delivery.id, message, decision))
+        except Exception:
+            failed.append(Failure.current(delivery.id))
+    return decided, deferred
 
 
 def _depends_on(parsed: ParsedMessage, keys: set[str]) -> bool:
@@ -277,19 +301,17 @@ def _depends_on(parsed: ParsedMessage, keys: set[str]) -> bool:
     return any(key in keys for key in thread if key)
 
 
-def _apply_queued(
-    session: Session,
-    delivery_id: int,
-    parsed: ParsedMessage,
-    decision: Decision,
-    settings: Settings,
-    now: datetime,
-    cache: BatchCache,
-) -> None:
-    """Apply a decision taken on an earlier snapshot, unless another worker finished it."""
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is not None and delivery.status == DeliveryStatus.QUEUED:
+def _apply_all(session: Session, decided: list[Decided], settings: Settings, now: datetime) -> None:
+    """Apply decisions taken on an earlier snapshot, in one transaction, to those of their
+    deliveries that no other worker finished meanwhile (locked, then checked)."""
+    queued = lock_queued(session, [delivery_id for delivery_id, _, _ in decided])
+    todo = [(queued[i], parsed, decision) for i, parsed, decision in decided if i in queued]
+    writes = BatchWrites()
+    cache = BatchCache(writes=writes)
+    cache.prefetch_apply(session, [(d.account_id, decision) for d, _, decision in todo])
+    for delivery, parsed, decision in todo:
         apply_decision(session, delivery, parsed, decision, settings=settings, now=now, cache=cache)
+    writes.finish(session, now)
 
 
 def worker_started(db: Database) -> None:

@@ -146,6 +146,12 @@ def _merge_addresses(parsed: ParsedMessage) -> list[_Seen]:
     return list(seen.values())
 
 
+def looked_up_addresses(parsed: ParsedMessage) -> list[str]:
+    """Every address `decide` may look up for this message (normalized): a batch loads
+    them at once (`SqlAccountView.prefetch`)."""
+    return [seen.address for seen in _merge_addresses(parsed)]
+
+
 def _bulk_authors(parsed: ParsedMessage) -> dict[str, str]:
     """Authors of this message and of attached ones whose headers say bulk/list mail."""
     authors: dict[str, str] = {}

@@ -28,6 +28,7 @@ from crmdrop.store.models import (
     Opportunity,
     Task,
     case_contacts,
+    contact_terms,
     note_cases,
     note_companies,
     note_contacts,
@@ -35,12 +36,56 @@ from crmdrop.store.models import (
     opportunity_contacts,
     task_contacts,
 )
-from crmdrop.store.search import index_contact
+from crmdrop.store.search import contact_term_rows
 from crmdrop.store.webhooks import Event, emit
+
+_CONTACTS_OF = select(ContactEmail.email, ContactEmail.contact_id).where(
+    ContactEmail.account_id == bindparam("account"),
+    ContactEmail.email.in_(bindparam("emails", expanding=True)),
+)
+
+
+@dataclass
+class BatchWrites:
+    """What the filings of one transaction share: the contacts looked up by address, and
+    the rows nothing reads back (links, addresses, search terms, the contacts' latest
+    activity), written at the end by `finish` with one statement per table — on
+    PostgreSQL every statement is a round trip. A unique key that another worker took
+    meanwhile fails the transaction there, as it would have one statement earlier."""
+
+    # per account: address -> its contact (None: none), as this transaction knows it
+    contacts: dict[int, dict[str, int | None]] = field(default_factory=dict)
+    rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+    touched: set[int] = field(default_factory=set)
+
+    def look_up(self, session: Session, account_id: int, addresses: Iterable[str]) -> None:
+        """Find the contacts of these addresses, for the whole batch in one query."""
+        known = self.contacts.setdefault(account_id, {})
+        wanted = sorted(set(addresses) - known.keys())
+        if wanted:
+            known.update(dict.fromkeys(wanted))
+            rows = session.execute(_CONTACTS_OF, {"account": account_id, "emails": wanted})
+            known.update((row.email, row.contact_id) for row in rows)
+
+    def add(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.rows.setdefault(table, []).extend(rows)
+
+    def pending(self, table: Table, left: str, left_id: int, right: str) -> set[int]:
+        """The `right` ids already waiting to be linked to `left_id`."""
+        return {row[right] for row in self.rows.get(table, []) if row[left] == left_id}
+
+    def finish(self, session: Session, now: datetime) -> None:
+        for table, rows in self.rows.items():
+            session.execute(insert(table), rows)
+        self.rows.clear()
+        _touch_contacts(session, sorted(self.touched), now)
+        self.touched.clear()
 
 
 def _link(
     session: Session,
+    writes: BatchWrites,
     table: Table,
     left: str,
     left_id: int,
@@ -49,21 +94,19 @@ def _link(
     *,
     fresh: bool = False,
 ) -> None:
-    """Insert the (left_id, id) pairs of an association table that are not there yet
-    (`fresh`: `left_id` was created in this transaction, so none are)."""
+    """Insert (at the batch's end) the (left_id, id) pairs of an association table that
+    are not there yet (`fresh`: `left_id` was created in this transaction, so none are)."""
     wanted = set(ids)
     if not wanted:
         return
-    have: set[int] = set()
+    have = writes.pending(table, left, left_id, right)
     if not fresh:
-        have = set(
+        have.update(
             session.scalars(
                 select(table.c[right]).where(table.c[left] == left_id, table.c[right].in_(wanted))
             ).all()
         )
-    rows = [{left: left_id, right: i} for i in sorted(wanted - have)]
-    if rows:
-        session.execute(insert(table), rows)
+    writes.add(table, [{left: left_id, right: i} for i in sorted(wanted - have)])
 
 
 _INSERTS: dict[type[Base], Any] = {}
@@ -150,24 +193,30 @@ def apply_plan(
     parsed: ParsedMessage,
     account: Account,
     now: datetime,
+    writes: BatchWrites | None = None,
 ) -> dict[str, list[str]]:
     """File what the plan says; return what was created and linked, for the record.
 
     The steps, in order: contacts (found or created), their companies, cases and
     opportunities (linked to the contacts), the note with its links, the task.
+    `writes`: the batch's, written by the caller when the batch is done; without it,
+    before this returns.
     """
     done = Applied()
     if plan.outcome is Outcome.NO_CONTACT:
         return done.to_json()
-    contact_ids, company_ids = _apply_contacts(session, plan, delivery, account, now, done)
+    batch = BatchWrites() if writes is None else writes
+    contact_ids, company_ids = _apply_contacts(session, plan, delivery, account, now, done, batch)
     if account.file_under_companies and contact_ids:
         company_ids.extend(_companies_of(session, contact_ids))
-    case_ids, opp_ids = _apply_records(session, plan, delivery, account, now, done, contact_ids)
+    case_ids, opp_ids = _apply_records(
+        session, batch, plan, delivery, account, now, done, contact_ids
+    )
     note_id = _apply_note(session, plan, delivery, parsed, account, now, done)
     if note_id is not None:
-        _touch_contacts(session, contact_ids, now)
         _link_note(
             session,
+            batch,
             note_id,
             contact_ids,
             company_ids,
@@ -175,10 +224,12 @@ def apply_plan(
             opp_ids,
             fresh=plan.note_id is None,
         )
-        _touch_contacts(session, contact_ids, now)
+        batch.touched.update(contact_ids)
         delivery.note_id = note_id
     if plan.task is not None:
-        _apply_task(session, plan, plan.task, delivery, account, now, done, note_id, contact_ids)
+        _apply_task(
+            session, batch, plan, plan.task, delivery, account, now, done, note_id, contact_ids
+        )
     links = {
         "contact_ids": sorted(set(contact_ids)),
         "company_ids": sorted(set(company_ids)),
@@ -186,6 +237,8 @@ def apply_plan(
         "opportunity_ids": opp_ids,
     }
     _emit_all(session, account.id, done.events, delivery, plan, links, now)
+    if writes is None:
+        batch.finish(session, now)
     return done.to_json()
 
 
@@ -196,6 +249,7 @@ def _apply_contacts(
     account: Account,
     now: datetime,
     done: Applied,
+    writes: BatchWrites,
 ) -> tuple[list[int], list[int]]:
     """The contacts to file under (created when new) and companies matched by address."""
     contact_ids: list[int] = []
@@ -207,7 +261,7 @@ def _apply_contacts(
             continue
         contact_id = action.contact_id
         if action.action == "create_contact":
-            contact_id = _create_contact(session, action, delivery, account, now, done)
+            contact_id = _create_contact(session, action, delivery, account, now, done, writes)
         else:
             done.linked.append(f"contact {action.address}")
         if contact_id is not None:
@@ -222,13 +276,19 @@ def _create_contact(
     account: Account,
     now: datetime,
     done: Applied,
+    writes: BatchWrites,
 ) -> int:
-    """A new contact, unless one with the address exists by now (decided on a snapshot)."""
-    existing = session.scalar(
-        select(ContactEmail.contact_id).where(
-            ContactEmail.account_id == account.id, ContactEmail.email == action.address
+    """A new contact, unless one with the address exists by now (decided on a snapshot):
+    `writes` answers when the transaction looked the address up already."""
+    known = writes.contacts.setdefault(account.id, {})
+    if action.address in known:
+        existing = known[action.address]
+    else:
+        existing = session.scalar(
+            select(ContactEmail.contact_id).where(
+                ContactEmail.account_id == account.id, ContactEmail.email == action.address
+            )
         )
-    )
     if existing is not None:
         return int(existing)
     contact_id = _insert(
@@ -241,10 +301,12 @@ def _create_contact(
         created_at=now,
         last_activity_at=now,
     )
-    _insert(
-        session, ContactEmail, account_id=account.id, contact_id=contact_id, email=action.address
+    email = {"account_id": account.id, "contact_id": contact_id, "email": action.address}
+    writes.add(ContactEmail.__table__, [email])  # type: ignore[arg-type]
+    writes.add(
+        contact_terms, contact_term_rows(account.id, contact_id, action.name, [action.address])
     )
-    index_contact(session, account.id, contact_id, action.name, [action.address])
+    known[action.address] = contact_id
     done.created.append(f"contact {action.name} <{action.address}>")
     done.events.append(_contact_event(contact_id, action, delivery.id))
     return contact_id
@@ -258,6 +320,7 @@ def _companies_of(session: Session, contact_ids: list[int]) -> list[int]:
 
 def _apply_records(
     session: Session,
+    writes: BatchWrites,
     plan: FilingPlan,
     delivery: Delivery,
     account: Account,
@@ -282,9 +345,17 @@ def _apply_records(
             done.linked.append(f"{record.kind} {record.ref}")
         (case_ids if record.kind == "case" else opp_ids).append(record_id)
     for case_id in case_ids:
-        _link(session, case_contacts, "case_id", case_id, "contact_id", contact_ids)
+        _link(session, writes, case_contacts, "case_id", case_id, "contact_id", contact_ids)
     for opp_id in opp_ids:
-        _link(session, opportunity_contacts, "opportunity_id", opp_id, "contact_id", contact_ids)
+        _link(
+            session,
+            writes,
+            opportunity_contacts,
+            "opportunity_id",
+            opp_id,
+            "contact_id",
+            contact_ids,
+        )
     return case_ids, opp_ids
 
 
@@ -337,6 +408,7 @@ def _apply_note(
 
 def _link_note(
     session: Session,
+    writes: BatchWrites,
     note_id: int,
     contact_ids: list[int],
     company_ids: list[int],
@@ -352,11 +424,12 @@ def _link_note(
         (note_cases, "case_id", case_ids),
         (note_opportunities, "opportunity_id", opp_ids),
     ):
-        _link(session, table, "note_id", note_id, column, ids, fresh=fresh)
+        _link(session, writes, table, "note_id", note_id, column, ids, fresh=fresh)
 
 
 def _apply_task(
     session: Session,
+    writes: BatchWrites,
     plan: FilingPlan,
     task: TaskAction,
     delivery: Delivery,
@@ -392,7 +465,7 @@ def _apply_task(
         timezone=task.timezone,
         created_at=now,
     )
-    _link(session, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
+    _link(session, writes, task_contacts, "task_id", task_id, "contact_id", contact_ids, fresh=True)
     due = task.due.isoformat() if task.due else "no deadline"
     done.created.append(f"task #{task_id} ({due})")
     done.events.append(_task_event(task_id, task, delivery, note_id, contact_ids))

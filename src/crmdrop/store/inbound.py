@@ -265,6 +265,22 @@ def load_claimed(session: Session, ids: list[int]) -> list[Delivery]:
     return sorted(rows, key=lambda d: ids.index(d.id))
 
 
+def lock_queued(session: Session, ids: list[int]) -> dict[int, Delivery]:
+    """The deliveries still queued among `ids`, by id, locked until the transaction ends
+    (PostgreSQL; in id order, so that two transactions wait rather than deadlock): a
+    worker whose lease ran out and the one that took its claim over never both file one.
+    Their raw bytes stay unloaded: the apply step has the parsed message."""
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.status == QUEUED)
+        .order_by(Delivery.id)
+        .with_for_update()
+    ).all()
+    return {row.id: row for row in rows}
+
+
 def unclaim(session: Session, ids: list[int]) -> None:
     """Give back claims that were not tried after all (the attempt does not count)."""
     if ids:

@@ -37,14 +37,21 @@ def terms_of(name: str, emails: Iterable[str]) -> set[str]:
     return {t[:MAX_TERM] for t in out if t}
 
 
+def contact_term_rows(
+    account_id: int, contact_id: int, name: str, emails: Iterable[str]
+) -> list[dict[str, int | str]]:
+    """A new contact's `contact_terms` rows (for `index_contact`, or a batch's inserts)."""
+    return [
+        {"account_id": account_id, "term": t, "contact_id": contact_id}
+        for t in sorted(terms_of(name, emails))
+    ]
+
+
 def index_contact(
     session: Session, account_id: int, contact_id: int, name: str, emails: Iterable[str]
 ) -> None:
     """Add a new contact's terms (nothing indexed for it yet)."""
-    rows = [
-        {"account_id": account_id, "term": t, "contact_id": contact_id}
-        for t in sorted(terms_of(name, emails))
-    ]
+    rows = contact_term_rows(account_id, contact_id, name, emails)
     if rows:
         session.execute(insert(contact_terms), rows)
 

@@ -1,7 +1,10 @@
 """AccountView over the database: the read-only questions `decide` asks (DESIGN step 4).
 
-One instance serves one delivery; the small per-account sets (colleagues,
-exclusions) are loaded once, contacts are looked up one indexed query at a time.
+One instance serves the deliveries of one account in one read snapshot (a worker's
+batch); the small per-account sets (colleagues, exclusions) are loaded once. `prefetch`
+answers the batch's duplicate checks, addresses and domains in three queries instead of
+several round trips per delivery; whatever it did not load is looked up one indexed query
+at a time.
 Every statement is built once at import with bind parameters: building a
 `select()` per call costs ~200 µs, more than SQLite takes to answer it
 (docs/performance.md).
@@ -9,7 +12,7 @@ Every statement is built once at import with bind parameters: building a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import BindParameter, Executable, bindparam, select
@@ -88,6 +91,23 @@ _THREAD_CONTACTS = (
 _FILED_NOTE = select(Note.id).where(
     Note.account_id == _ACCOUNT, Note.message_key == bindparam("key")
 )
+_FILED_NOTES = select(Note.id, Note.message_key).where(
+    Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
+)
+_ADDRESSES: BindParameter[list[str]] = bindparam("emails", expanding=True)
+_CONTACTS_BY_EMAIL = (
+    select(ContactEmail.email, Contact.id, Contact.name, Contact.company_id)
+    .join(ContactEmail, ContactEmail.contact_id == Contact.id)
+    .where(ContactEmail.account_id == _ACCOUNT, ContactEmail.email.in_(_ADDRESSES))
+)
+_COMPANIES_BY_EMAIL = (
+    select(CompanyEmail.email, Company.id, Company.name)
+    .join(CompanyEmail, CompanyEmail.company_id == Company.id)
+    .where(CompanyEmail.account_id == _ACCOUNT, CompanyEmail.email.in_(_ADDRESSES))
+)
+_COMPANIES_BY_DOMAIN = select(Company.domain, Company.id).where(
+    Company.account_id == _ACCOUNT, Company.domain.in_(bindparam("domains", expanding=True))
+)
 
 
 class SqlAccountView:
@@ -100,6 +120,31 @@ class SqlAccountView:
         self.discard_automated = account.discard_automated
         self._colleagues: frozenset[str] | None = None
         self._exclusions: frozenset[str] | None = None
+        # What `prefetch` loaded, absent ones as None: valid for this snapshot only.
+        self._filed: dict[str, int | None] = {}
+        self._found: dict[str, ContactMatch | None] = {}
+        self._domains: dict[str, int | None] = {}
+
+    def prefetch(self, message_keys: Iterable[str], addresses: Iterable[str]) -> None:
+        """Load the notes filed for these messages, the contacts or companies of these
+        (normalized) addresses and the companies of their domains, in one query each."""
+        keys = sorted(set(message_keys) - self._filed.keys())
+        if keys:
+            self._filed.update(dict.fromkeys(keys))
+            self._filed.update((r.message_key, r.id) for r in self._rows(_FILED_NOTES, keys=keys))
+        emails = sorted(set(addresses) - self._found.keys())
+        if not emails:
+            return
+        self._found.update(dict.fromkeys(emails))
+        for r in self._rows(_COMPANIES_BY_EMAIL, emails=emails):
+            self._found[r.email] = ContactMatch("company", r.id, r.name, r.id)
+        for r in self._rows(_CONTACTS_BY_EMAIL, emails=emails):  # a contact beats a company
+            self._found[r.email] = ContactMatch("contact", r.id, r.name, r.company_id)
+        domains = sorted({e.rpartition("@")[2] for e in emails} - self._domains.keys())
+        by_domain: dict[str, list[int]] = {d: [] for d in domains}
+        for r in self._rows(_COMPANIES_BY_DOMAIN, domains=domains):
+            by_domain[r.domain].append(r.id)
+        self._domains.update((d, ids[0] if len(ids) == 1 else None) for d, ids in by_domain.items())
 
     def _rows(self, statement: Executable, **params: object) -> Sequence[Any]:
         return self.session.execute(statement, {"account": self.account_id, **params}).all()
@@ -119,6 +164,8 @@ class SqlAccountView:
         return domain if domain in self._exclusions else None
 
     def find(self, address: str) -> ContactMatch | None:
+        if address in self._found:
+            return self._found[address]
         rows = self._rows(_CONTACT_BY_EMAIL, email=address)
         if rows:
             row = rows[0]
@@ -131,6 +178,8 @@ class SqlAccountView:
         return None
 
     def company_for_domain(self, domain: str) -> int | None:
+        if domain in self._domains:
+            return self._domains[domain]
         ids = self._rows(_COMPANY_BY_DOMAIN, domain=domain)
         return ids[0].id if len(ids) == 1 else None
 
@@ -171,6 +220,12 @@ class SqlAccountView:
         rows = self._rows(_THREAD_CONTACTS, notes=note_ids)
         return [ContactMatch("contact", r.id, r.name, r.company_id) for r in rows]
 
+    def note_filed(self, message_key: str, note_id: int) -> None:
+        """This transaction filed (or found) the note of `message_key`."""
+        self._filed[message_key] = note_id
+
     def filed_note(self, message_key: str) -> int | None:
+        if message_key in self._filed:
+            return self._filed[message_key]
         rows = self._rows(_FILED_NOTE, key=message_key)
         return rows[0].id if rows else None

@@ -1,0 +1,87 @@
+"""SQL statements per filing in the worker's batch path, by statement text.
+
+Every statement is a round trip on PostgreSQL, so their count is a figure that the
+machine's load does not change. Runs the worker in-process on `bench_filing.py`'s
+messages (one existing and one new contact each), after a warm-up batch, and prints the
+statements per filing and the most frequent ones. `--profile` also prints a cProfile
+of the drain (cumulative time) and the CPU time per filing.
+
+    .venv/bin/python bench/count_statements.py --db postgresql
+    .venv/bin/python bench/count_statements.py --db sqlite --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_filing import _sequences_past_seeded, queue, seed_contacts
+from common import bench_database
+from crmdrop.config import load_settings
+from crmdrop.store import accounts
+from crmdrop.store.db import Database
+from crmdrop.worker import process_one, worker_started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("--contacts", type=int, default=10_000)
+    parser.add_argument("--messages", type=int, default=256)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="crmdrop-count-"))
+    with bench_database(args.db, data) as url:
+        settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
+        db = Database(settings.db_url)
+        db.migrate()
+        with db.writing() as session:
+            user = accounts.add_user(session, "owner@mycorp.example", name="O", account="bench")
+            owner = (user.account_id, user.id, user.email)
+        seed_contacts(db, owner[0], args.contacts)
+        _sequences_past_seeded(db)
+        worker_started(db)
+        queue(db, owner, args.contacts, 64, "warm")
+        while process_one(db, settings):
+            pass
+        queue(db, owner, args.contacts, args.messages, "counted")
+        counts: Counter[str] = Counter()
+
+        def count(*call: Any) -> None:
+            counts[re.sub(r"\s+", " ", call[2])[:100]] += 1
+
+        event.listen(Engine, "before_cursor_execute", count)
+        profile = cProfile.Profile() if args.profile else None
+        cpu = time.process_time()
+        if profile:
+            profile.enable()
+        while process_one(db, settings):
+            pass
+        if profile:
+            profile.disable()
+        cpu = time.process_time() - cpu
+        event.remove(Engine, "before_cursor_execute", count)
+        db.dispose()
+    n = args.messages
+    print(f"{args.db}: {sum(counts.values()) / n:.2f} statements per filing")
+    for statement, times in counts.most_common(30):
+        print(f"{times / n:6.2f}  {statement}")
+    if profile:
+        print(f"{cpu / n * 1000:.2f} ms CPU per filing (in-process, profiled)")
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
