@@ -11,17 +11,22 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Insert,
+    Integer,
     Table,
     and_,
     delete,
     insert,
+    literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload, undefer
+from sqlalchemy.orm.attributes import set_committed_value
 
+from crmdrop.spool import Spool
+from crmdrop.store.blobs import copy_raw_postgresql, fill_blob, read_blob, zeroblob_insert
 from crmdrop.store.models import Delivery, IntakeKey, RawMessage
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.webhooks import Event, emit_delivery
@@ -60,24 +65,48 @@ _INSERT_RAW: dict[str, Insert] = {
 }
 
 
+# SQLite, a spooled message: a zeroblob of its size, filled in chunks (`store.blobs`).
+_INSERT_RAW_ZEROBLOB = zeroblob_insert(_INSERT_RAW["sqlite"], "data", returning="rowid")
+
+
 def raw_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def store_raw(conn: Connection | Session, raw: bytes, *, now: datetime) -> str:
-    """Keep the message's bytes once (keyed by their SHA-256); the key."""
-    digest = raw_digest(raw)
+def store_raw(conn: Connection | Session, raw: bytes | Spool, *, now: datetime) -> str:
+    """Keep the message's bytes once (keyed by their SHA-256); the key.
+
+    A `Spool` in a file is streamed into the database a chunk at a time, never held
+    whole; one in memory (small) is bound as it is, without a copy.
+    """
+    digest = raw.digest if isinstance(raw, Spool) else raw_digest(raw)
     dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    if isinstance(raw, Spool) and raw.on_disk:
+        _stream_raw(conn, dialect, raw, now=now)
+        return digest
+    data = raw.getvalue() if isinstance(raw, Spool) else raw
     conn.execute(
-        _INSERT_RAW[dialect], dict(digest=digest, data=raw, size=len(raw), received_at=now)
+        _INSERT_RAW[dialect], dict(digest=digest, data=data, size=len(data), received_at=now)
     )
     return digest
+
+
+def _stream_raw(conn: Connection | Session, dialect: str, raw: Spool, *, now: datetime) -> None:
+    if dialect == "postgresql":
+        connection = conn.connection() if isinstance(conn, Session) else conn
+        copy_raw_postgresql(connection, raw.digest, raw.size, raw.chunks(), now=now)
+        return
+    values = dict(digest=raw.digest, size=raw.size, received_at=now, blob_size=raw.size)
+    rowid = conn.execute(_INSERT_RAW_ZEROBLOB, values).scalar()
+    if rowid is not None:  # None: these bytes were stored already
+        written = fill_blob(conn, "raw_messages", "data", int(rowid), raw.chunks())
+        assert written == raw.size, (written, raw.size)
 
 
 def add_delivery(
     conn: Connection | Session,
     new: NewDelivery,
-    raw: bytes | None,
+    raw: bytes | Spool | None,
     *,
     now: datetime,
     reason: str = "",
@@ -212,13 +241,30 @@ def claim_due(
 
 
 def load_claimed(session: Session, ids: list[int]) -> list[Delivery]:
-    """The claimed deliveries with their raw bytes, in claim order."""
+    """The claimed deliveries with their raw bytes, in claim order.
+
+    SQLite: the bytes are read by incremental blob I/O straight into one `bytes`; as a
+    column value SQLite would first build its own copy of the whole blob (50 MB for a
+    25 MB message)."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    raw = joinedload(Delivery.raw_message)
     rows = session.scalars(
         select(Delivery)
-        .options(joinedload(Delivery.raw_message).options(undefer(RawMessage.data)))
+        .options(raw if sqlite else raw.options(undefer(RawMessage.data)))
         .where(Delivery.id.in_(ids))
     ).all()
+    if sqlite:
+        _read_raw_blobs(session, {d.raw_message for d in rows if d.raw_message is not None})
     return sorted(rows, key=lambda d: ids.index(d.id))
+
+
+def _read_raw_blobs(session: Session, raws: set[RawMessage]) -> None:
+    by_digest = {r.digest: r for r in raws}
+    rowid_column = literal_column("rowid", type_=Integer)
+    query = select(rowid_column, RawMessage.digest).where(RawMessage.digest.in_(list(by_digest)))
+    for rowid, digest in session.execute(query).all():
+        data = read_blob(session, "raw_messages", "data", int(rowid))
+        set_committed_value(by_digest[digest], "data", data)
 
 
 def unclaim(session: Session, ids: list[int]) -> None:
