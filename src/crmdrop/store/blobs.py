@@ -10,11 +10,12 @@ transaction. PostgreSQL: `COPY ... FROM STDIN` streams the bytes to the server.
 from __future__ import annotations
 
 import binascii
+import io
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, bindparam, func, literal_column
+from sqlalchemy import Connection, Insert, bindparam, func, literal_column, text
 from sqlalchemy.orm import Session
 
 
@@ -46,6 +47,22 @@ def read_blob(conn: Connection | Session, table: str, column: str, rowid: int) -
     """A whole blob (SQLite), read into one `bytes` without SQLite's own copy of it."""
     with driver_connection(conn).blobopen(table, column, rowid, readonly=True) as blob:
         return bytes(blob.read())
+
+
+_CHUNK = 1024 * 1024
+
+
+def read_bytea(
+    conn: Connection | Session, table: str, column: str, digest: str, size: int
+) -> bytes:
+    """A whole bytea (PostgreSQL) read a slice at a time into one `bytes`: as one value,
+    the driver would hold its hex text (twice its size) besides the bytes."""
+    sql = text(f"SELECT substring({column} FROM :start FOR :count) FROM {table} WHERE digest = :d")
+    buffer = io.BytesIO()
+    for start in range(1, size + 1, _CHUNK):
+        chunk = conn.execute(sql, dict(start=start, count=_CHUNK, d=digest)).scalar_one()
+        buffer.write(chunk)
+    return buffer.getvalue()
 
 
 # PostgreSQL: COPY knows no ON CONFLICT, so the bytes go to a temporary table first

@@ -22,11 +22,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, joinedload, undefer
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crmdrop.spool import Spool
-from crmdrop.store.blobs import copy_raw_postgresql, fill_blob, read_blob, zeroblob_insert
+from crmdrop.store.blobs import (
+    copy_raw_postgresql,
+    fill_blob,
+    read_blob,
+    read_bytea,
+    zeroblob_insert,
+)
 from crmdrop.store.models import Delivery, IntakeKey, RawMessage
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.webhooks import Event, emit_delivery
@@ -243,22 +249,24 @@ def claim_due(
 def load_claimed(session: Session, ids: list[int]) -> list[Delivery]:
     """The claimed deliveries with their raw bytes, in claim order.
 
-    SQLite: the bytes are read by incremental blob I/O straight into one `bytes`; as a
-    column value SQLite would first build its own copy of the whole blob (50 MB for a
-    25 MB message)."""
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    raw = joinedload(Delivery.raw_message)
+    The bytes are read into one `bytes` without the database driver's own copy of the
+    whole value (SQLite would build one, 25 MB for a 25 MB message; psycopg would hold
+    its hex text, 50 MB): by incremental blob I/O on SQLite, by slices on PostgreSQL."""
     rows = session.scalars(
-        select(Delivery)
-        .options(raw if sqlite else raw.options(undefer(RawMessage.data)))
-        .where(Delivery.id.in_(ids))
+        select(Delivery).options(joinedload(Delivery.raw_message)).where(Delivery.id.in_(ids))
     ).all()
-    if sqlite:
-        _read_raw_blobs(session, {d.raw_message for d in rows if d.raw_message is not None})
+    _read_raw(session, {d.raw_message for d in rows if d.raw_message is not None})
     return sorted(rows, key=lambda d: ids.index(d.id))
 
 
-def _read_raw_blobs(session: Session, raws: set[RawMessage]) -> None:
+def _read_raw(session: Session, raws: set[RawMessage]) -> None:
+    if not raws:
+        return
+    if session.get_bind().dialect.name != "sqlite":
+        for raw in raws:
+            data = read_bytea(session, "raw_messages", "data", raw.digest, raw.size)
+            set_committed_value(raw, "data", data)
+        return
     by_digest = {r.digest: r for r in raws}
     rowid_column = literal_column("rowid", type_=Integer)
     query = select(rowid_column, RawMessage.digest).where(RawMessage.digest.in_(list(by_digest)))

@@ -4,7 +4,9 @@ SQLite writes a `zeroblob(n)` without allocating it only when it is the record's
 field; in the middle of the row it is built in memory (25 MB for a 25 MB message, and a
 copy). The accepting process inserts a zeroblob and fills it in chunks (issue #12), so
 `data` moves to the end: added anew, copied, the old column dropped. PostgreSQL streams
-the bytes by COPY, where the order does not matter: nothing changes there.
+the bytes by COPY, where the order does not matter; there the column is stored
+uncompressed (mostly base64, it hardly compresses), so that the worker's reads by
+slices fetch only the slice.
 
 Revision ID: 0010
 Revises: 0009
@@ -23,6 +25,7 @@ depends_on = None
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
+        op.execute("ALTER TABLE raw_messages ALTER COLUMN data SET STORAGE EXTERNAL")
         return
     op.execute("ALTER TABLE raw_messages ADD COLUMN data_last BLOB NOT NULL DEFAULT x''")
     op.execute("UPDATE raw_messages SET data_last = data")
@@ -31,4 +34,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Nothing to undo: the same columns, in another order."""
+    """The same columns in another order (SQLite); PostgreSQL: compressed again."""
+    if op.get_bind().dialect.name != "sqlite":
+        op.execute("ALTER TABLE raw_messages ALTER COLUMN data SET STORAGE EXTENDED")
