@@ -349,7 +349,8 @@ def _insert_attachment(session: Session, note_id: int, part: MailAttachment) -> 
             _INSERT_ATTACHMENT_ZEROBLOB, dict(values, blob_size=part.size)
         ).scalar_one()
         written = fill_blob(session, "attachments", "data", int(row_id), part.chunks())
-        assert written == part.size, (written, part.size)  # else the file would be cut
+        if written != part.size:  # never file a cut attachment
+            raise RuntimeError(f"wrote {written} of {part.size} bytes of an attachment")
         return
     _insert(session, Attachment, **values, data=part.content())
 
