@@ -1,9 +1,13 @@
 """Peak resident memory for 25 MB messages: the SMTP process and the worker.
 
-For each scenario a fresh `crmdrop serve` (SQLite) is started; its idle RSS is read,
-then one 25 MB message (a PDF-like attachment, base64) is sent — or ten at once over
-ten sessions — and, once every delivery is filed, the peak RSS (VmHWM, which the
-kernel keeps per process) of the SMTP process and of its worker child is read.
+For each scenario a fresh `crmdrop serve` (SQLite) is started and warmed up with one
+small message (filed), so that start-up work (the worker builds its date tables, the
+first message imports the parsing modules) is not counted; once both processes are idle
+(their CPU time stands still) their RSS is read as "idle" and their peak is reset
+(`/proc/<pid>/clear_refs`, 5). Then one 25 MB message (a PDF-like attachment, base64)
+is sent — or ten at once over ten sessions — and, once every delivery is filed, the
+peak RSS (VmHWM, which the kernel keeps per process) of the SMTP process and of its
+worker child is read.
 
     .venv/bin/python bench/bench_memory.py [--size-mb 25] [--many 10]
 """
@@ -21,7 +25,7 @@ from email.utils import make_msgid
 from pathlib import Path
 
 import aiosmtplib
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -73,16 +77,13 @@ def scenario(count: int, args: argparse.Namespace) -> tuple[float, float, float,
         engine = create_engine(url)
         try:
             wait_port(smtp)
-            time.sleep(3)  # the worker child is up and idle
-            (worker,) = children(served.pid)
-            idle = (rss_mb(served.pid), rss_mb(worker))
+            (worker,) = wait_for_children(served.pid)
+            warm_up = [big_message(user["email"], 20_000, 0)]
+            asyncio.run(send_all(smtp, user["email"], user["dropbox"]["note"], warm_up))
+            wait_filed(engine)
+            idle = (settled_rss_mb(served.pid), settled_rss_mb(worker))
             asyncio.run(send_all(smtp, user["email"], user["dropbox"]["note"], messages))
-            query = text("SELECT count(*) FROM deliveries WHERE status = 'queued'")
-            while True:
-                with engine.connect() as conn:
-                    if not conn.execute(query).scalar():
-                        break
-                time.sleep(0.2)
+            wait_filed(engine)
             with engine.connect() as conn:
                 statuses = conn.execute(
                     text("SELECT status, count(*) FROM deliveries GROUP BY status")
@@ -93,6 +94,39 @@ def scenario(count: int, args: argparse.Namespace) -> tuple[float, float, float,
             stop(served)
             engine.dispose()
     return idle[0], peaks[0], idle[1], peaks[1]
+
+
+def wait_for_children(pid: int) -> list[int]:
+    while not (found := children(pid)):
+        time.sleep(0.2)
+    return found
+
+
+def wait_filed(engine: Engine) -> None:
+    query = text("SELECT count(*) FROM deliveries WHERE status = 'queued'")
+    while True:
+        with engine.connect() as conn:
+            if not conn.execute(query).scalar():
+                return
+        time.sleep(0.2)
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def settled_rss_mb(pid: int) -> float:
+    """The RSS once the process has used no CPU for a second; its peak then reset to it."""
+    ticks = _cpu_ticks(pid)
+    while True:
+        time.sleep(1.0)
+        now = _cpu_ticks(pid)
+        if now - ticks <= 1:
+            break
+        ticks = now
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    return rss_mb(pid)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from crmdrop.config import Settings, load_settings
 from crmdrop.receive.batch import GroupCommitter, take_batch
 from crmdrop.receive.service import TEMPFAIL, Prepared, Receiver
 from crmdrop.serve import purge_step
+from crmdrop.spool import Spool
 from crmdrop.store import accounts
 from crmdrop.store.db import MIGRATIONS, Database
 from crmdrop.store.models import Delivery, Note, RawMessage
@@ -102,7 +103,7 @@ def test_a_group_commit_is_bounded_by_bytes_as_well_as_by_count() -> None:
     try:
 
         def waiting(size: int) -> tuple[Prepared, asyncio.Future[None]]:
-            return Prepared(b"x" * size, [], None, "", "smtp"), loop.create_future()
+            return Prepared(Spool.of(b"x" * size), [], None, "", "smtp"), loop.create_future()
 
         pending = [waiting(10) for _ in range(5)]
         batch, rest = take_batch(pending, max_count=3, max_bytes=1000)
@@ -130,7 +131,7 @@ def test_a_commit_that_raises_answers_every_waiting_session_with_451(tmp_path: P
 
     async def three_sessions() -> list[Prepared]:
         items = [
-            Prepared(b"msg %d" % i, [(None, None)] * 2, None, "", "smtp")  # type: ignore[list-item]
+            Prepared(Spool.of(b"msg %d" % i), [(None, None)] * 2, None, "", "smtp")  # type: ignore[list-item]
             for i in range(3)
         ]
         return await asyncio.wait_for(

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     smtp_relay: str | None = Field(None, description="host:port that outgoing replies go to.")
     reply_from: str | None = Field(None, description="From of replies; default crmdrop@domain.")
     max_message_size: int = Field(25 * 1024 * 1024, description="Bytes; larger → 552 5.3.4.")
+    smtp_spool_bytes: int = Field(
+        1024 * 1024,
+        description="DATA past this many bytes waits for its commit in a temporary file.",
+    )
     max_recipients: int = Field(50, description="RCPTs per message; more → 452 4.5.3.")
     worker_poll_seconds: float = Field(
         2.0, description="Idle safety poll of the worker (it is woken when mail is queued)."

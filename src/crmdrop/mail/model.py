@@ -6,8 +6,11 @@ dropboxes or storage; `dropbox/` consumes these types to decide a FilingPlan.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from crmdrop.mail.payload import EncodedPayload
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,29 @@ class ForwardedBlock:
 
 @dataclass(frozen=True)
 class Attachment:
+    """A file of the message. A large base64 one keeps `data` empty and its `source`
+    left encoded in the raw message: read it with `chunks()` (or `content()`)."""
+
     filename: str
     content_type: str
     data: bytes
     content_id: str | None = None
+    source: EncodedPayload | None = None
+
+    @property
+    def size(self) -> int:
+        return self.source.size if self.source is not None else len(self.data)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The decoded bytes a piece at a time (all at once when they are in `data`)."""
+        if self.source is None:
+            yield self.data
+        else:
+            yield from self.source.chunks()
+
+    def content(self) -> bytes:
+        """All the bytes at once: for small files, or where a caller needs them whole."""
+        return self.data if self.source is None else b"".join(self.source.chunks())
 
 
 @dataclass

@@ -8,11 +8,14 @@ text only when the message has no plain-text alternative.
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.message
 import email.utils
 import hashlib
 import re
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from email import policy as email_policy
 from email.message import Message
@@ -29,6 +32,7 @@ from crmdrop.mail.forwarded import MAX_BLOCKS, split_own_text
 from crmdrop.mail.headers import ADDRESS_HEADERS, clean_message_id, parse_id_list
 from crmdrop.mail.html import html_to_text, mailto_addresses
 from crmdrop.mail.model import Attachment, ForwardedBlock, FoundAddress, Mailbox, ParsedMessage
+from crmdrop.mail.payload import EncodedPayload
 from crmdrop.mail.tnef import is_tnef, read_tnef
 
 __all__ = ["parse_message"]
@@ -47,10 +51,16 @@ def parse_message(raw: bytes) -> ParsedMessage:
     """
     try:
         cut, defect = cap_mime_nesting(raw)
-        parsed = _parse(cut, 0)
+        digest = hashlib.sha256(raw).hexdigest()
+        skeleton, cuts = cut_base64_runs(cut, digest)
+        token = _CUTS.set(cuts)
+        try:
+            parsed = _parse(skeleton, 0)
+        finally:
+            _CUTS.reset(token)
         if defect:
             parsed.defects.insert(0, defect)
-        parsed.content_hash = hashlib.sha256(raw).hexdigest()
+        parsed.content_hash = digest
         return parsed
     except Exception as exc:  # last line of defence: a bug of ours, not the sender's
         failure = f"parse failed: {exc.__class__.__name__}: {exc}"[:300]
@@ -97,6 +107,100 @@ def cap_mime_nesting(raw: bytes, limit: int = MAX_MIME_NESTING) -> tuple[bytes, 
             dropped += j - i
         i = j
     return b"".join(kept), f"MIME nesting deeper than {limit}: {dropped} lines left out"
+
+
+# Memory: the stdlib parser holds every part as `str` and decoding copies it again, so
+# a 25 MB attachment costs a few times its size. In a message past `_CUT_FROM`, each run
+# of base64 lines longer than `_CUT_MIN` is taken out before the parser sees it and a
+# one-line token is left in its place; an attachment whose body is such a run is not
+# decoded here but handed on as slices of `raw` (`EncodedPayload`), decoded in chunks
+# where it is stored. Any other part with a token gets its text back before decoding,
+# so what it reads is what the stdlib would read. The token carries the message's own
+# hash: it cannot occur in the message by chance, and it is the same at every parse.
+_CUT_FROM = 1024 * 1024
+_CUT_MIN = 64 * 1024
+_BASE64_RUN = re.compile(rb"(?m)^(?:[A-Za-z0-9+/]{40,998}+={0,2}+\r?\n)++")  # possessive: linear
+
+
+@dataclass(frozen=True)
+class _Cuts:
+    """The runs taken out of one message, and how their tokens read in a payload."""
+
+    runs: list[memoryview]
+    token: re.Pattern[str]  # group 1: the run's index; group 2: its line end, if kept
+
+
+_CUTS: ContextVar[_Cuts | None] = ContextVar("crmdrop_mail_cuts", default=None)
+
+
+def cut_base64_runs(raw: bytes, digest: str) -> tuple[bytes, _Cuts | None]:
+    """`raw` with its long base64 runs replaced by tokens, and the runs (slices of `raw`)."""
+    if len(raw) < _CUT_FROM:
+        return raw, None
+    prefix = f"crmdropcut{digest[:16]}x"
+    view = memoryview(raw)
+    runs: list[memoryview] = []
+    pieces: list[bytes | memoryview] = []
+    last = 0
+    for found in _BASE64_RUN.finditer(raw):
+        start, end = found.span()
+        if end - start < _CUT_MIN:
+            continue
+        line_end = b"\r\n" if raw[end - 2 : end] == b"\r\n" else b"\n"
+        pieces += [view[last:start], f"{prefix}{len(runs)}".encode("ascii") + line_end]
+        runs.append(view[start:end])
+        last = end
+    if not runs:
+        return raw, None
+    pieces.append(view[last:])
+    return b"".join(pieces), _Cuts(runs, re.compile(re.escape(prefix) + r"(\d+)(\r?\n)?"))
+
+
+def _has_cut(part: Message) -> tuple[_Cuts, str] | None:
+    """The cuts and the payload of `part`, if it holds a token. The payload as stored
+    (`_payload`): `get_payload()` would decode 8-bit text by its charset, and raise
+    for a charset that is no text charset."""
+    cuts = _CUTS.get()
+    payload = getattr(part, "_payload", None) if cuts is not None else None
+    if cuts is None or not isinstance(payload, str) or cuts.token.search(payload) is None:
+        return None
+    return cuts, payload
+
+
+def _restore(part: Message) -> None:
+    """Put the runs back into the payload of `part` (to be decoded the ordinary way)."""
+    found = _has_cut(part)
+    if found is None:
+        return
+    cuts, payload = found
+
+    def text(match: re.Match[str]) -> str:
+        run = bytes(cuts.runs[int(match.group(1))]).decode("ascii")
+        if match.group(2):
+            return run
+        return run[:-2] if run.endswith("\r\n") else run[:-1]  # the parser took the line end
+
+    part.set_payload(cuts.token.sub(text, payload))
+
+
+def _encoded_payload(part: Message) -> EncodedPayload | None:
+    """The base64 body of `part` left in the raw message, if runs were cut from it."""
+    found = _has_cut(part)
+    cte = (_hget(part, "Content-Transfer-Encoding") or "").strip().lower()
+    if found is None or cte != "base64":
+        return None
+    cuts, payload = found
+    pieces: list[bytes | memoryview] = []
+    at = 0
+    for match in cuts.token.finditer(payload):
+        pieces += [payload[at : match.start()].encode("ascii", "surrogateescape")]
+        pieces.append(cuts.runs[int(match.group(1))])
+        at = match.end()
+    pieces.append(payload[at:].encode("ascii", "surrogateescape"))
+    try:
+        return EncodedPayload.read(tuple(pieces))
+    except (binascii.Error, ValueError):
+        return None  # broken base64: the stdlib's repairs apply (`_restore`, then decode)
 
 
 def _close(stack: list[bytes | None], mark: bytes) -> None:
@@ -217,6 +321,7 @@ class _Collector:
                 return
             self.attached.append(sub)
             return
+        _restore(part)
         data = part.get_payload(decode=True)
         if isinstance(data, bytes) and data.strip():
             self.attached.append(_parse(data, self.depth + 1))
@@ -228,6 +333,12 @@ class _Collector:
             filename = None
             self.defects.append("bad filename parameter")
         disposition = (_hget(part, "Content-Disposition") or "").split(";", 1)[0].strip().lower()
+        is_attachment = disposition == "attachment" or (
+            filename is not None and disposition != "inline"
+        )
+        if self._streamed(part, ctype, filename, is_attachment):
+            return
+        _restore(part)
         try:
             data = part.get_payload(decode=True)
         except Exception:
@@ -235,9 +346,6 @@ class _Collector:
             self.defects.append("undecodable payload")
         if not isinstance(data, bytes):
             data = b""
-        is_attachment = disposition == "attachment" or (
-            filename is not None and disposition != "inline"
-        )
         if ctype in ("text/plain", "text/html") and not is_attachment:
             charset = part.get_content_charset()
             text, defect = decode_bytes(data, charset)
@@ -260,15 +368,34 @@ class _Collector:
             return
         if ctype == "multipart" or ctype.startswith("multipart/"):
             return  # an empty multipart leaf: nothing to keep
-        cid = _hget(part, "Content-ID")
         self.attachments.append(
-            Attachment(
-                filename=filename or "",
-                content_type=ctype,
-                data=data,
-                content_id=clean_message_id(decode_header_str(cid)) if cid else None,
-            )
+            Attachment(filename or "", ctype, data, content_id=_content_id(part))
         )
+
+    def _streamed(
+        self, part: Message, ctype: str, filename: str | None, is_attachment: bool
+    ) -> bool:
+        """Keep a large base64 file as it lies in the raw message (see `_CUT_FROM`): not
+        a body text, not TNEF (both read here), not a multipart."""
+        if ctype in ("text/plain", "text/html") and not is_attachment:
+            return False
+        if is_tnef(ctype, filename, b"") or (filename or "").lower() == "winmail.dat":
+            return False
+        if ctype == "multipart" or ctype.startswith("multipart/"):
+            return False
+        source = _encoded_payload(part)
+        if source is None:
+            return False
+        attachment = Attachment(
+            filename or "", ctype, b"", content_id=_content_id(part), source=source
+        )
+        self.attachments.append(attachment)
+        return True
+
+
+def _content_id(part: Message) -> str | None:
+    cid = _hget(part, "Content-ID")
+    return clean_message_id(decode_header_str(cid)) if cid else None
 
 
 def _from_message(msg: Message, depth: int) -> ParsedMessage:

@@ -1,21 +1,23 @@
-"""DATA read into one growing buffer, for bounded memory with large messages.
+"""DATA read into a `Spool`, for bounded memory with large messages.
 
 aiosmtpd keeps DATA as a list of one `bytearray` per line and joins them at the end:
 a 25 MB message costs about three times its size (≈ 330,000 small objects, then the
-joined copy). Here each line is written, dot-unstuffed, into one `io.BytesIO`, whose
-`getvalue()` hands its buffer over without a copy: the message is held once, as the
-`bytes` that travel on to the database unchanged. The protocol is aiosmtpd's own
-(the same replies, size and line-length limits, and handler hook).
+joined copy). Here each line is written, dot-unstuffed, into one `Spool`: in memory
+while small, past `spool_threshold` in a temporary file, its SHA-256 computed as it
+arrives. The handler finds it as `server.spool` (the envelope's content stays None),
+and it is closed (its file deleted) once the handler has answered. The protocol is
+aiosmtpd's own (the same replies, size and line-length limits, and handler hook).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, syntax
+
+from crmdrop.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,10 @@ _END = b".\r\n"
 
 
 class BufferedData(SMTP):
-    """An aiosmtpd server whose DATA is one buffer (mix in before `SMTP`/`LMTP`)."""
+    """An aiosmtpd server whose DATA is one `Spool` (mix in before `SMTP`/`LMTP`)."""
+
+    spool_threshold = 1024 * 1024  # set from CRMDROP_SMTP_SPOOL_BYTES by the factory
+    spool: Spool | None = None  # the message of the DATA being answered
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -43,14 +48,18 @@ class BufferedData(SMTP):
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         assert content is not None
-        self.envelope.content = self.envelope.original_content = content
-        status: Any = await self._call_handler_hook("DATA")
+        self.spool = content
+        try:
+            status: Any = await self._call_handler_hook("DATA")
+        finally:
+            self.spool = None
+            content.close()
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
 
-    async def _read_data(self) -> tuple[bytes | None, str | None]:
+    async def _read_data(self) -> tuple[Spool | None, str | None]:
         """The message (dot-unstuffed) or the refusal to give once it has all arrived."""
-        buffer = io.BytesIO()
+        buffer = Spool(self.spool_threshold)
         size, limit = 0, self.data_size_limit
         refusal: str | None = None
         partial = False  # inside an over-long line, being skipped
@@ -59,6 +68,7 @@ class BufferedData(SMTP):
                 line = await self._reader.readuntil(b"\r\n")
             except asyncio.CancelledError:
                 log.info("Connection lost during DATA")
+                buffer.close()
                 self._writer.close()
                 raise
             except asyncio.LimitOverrunError as exc:
@@ -81,4 +91,4 @@ class BufferedData(SMTP):
                 buffer.close()  # keep nothing of a message being refused
                 continue
             buffer.write(memoryview(line)[1:] if line.startswith(b".") else line)
-        return (buffer.getvalue(), None) if refusal is None else (None, refusal)
+        return (buffer, None) if refusal is None else (None, refusal)

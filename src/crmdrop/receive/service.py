@@ -24,6 +24,7 @@ from crmdrop.dropbox.sender_auth import AuthVerdict, upstream_verdict
 from crmdrop.dropbox.senders import check_sender
 from crmdrop.mail.headers import HeaderSummary, read_header_summary
 from crmdrop.receive.authcheck import dns_verdict
+from crmdrop.spool import Spool
 from crmdrop.store.accounts import (
     Recipient,
     dropbox_owner,
@@ -86,7 +87,7 @@ class Verdict:
 class Prepared:
     """A message checked and ready to store: one row per recipient, accepted or refused."""
 
-    raw: bytes
+    raw: Spool  # read back in chunks by the commit (past the threshold: from a file)
     rows: list[tuple[NewDelivery, str | None]]  # (row, refusal) — refusal None: accepted
     message_id: str | None
     mail_from: str
@@ -158,7 +159,7 @@ class Receiver:
     def _authenticate(
         self,
         summary: HeaderSummary,
-        raw: bytes,
+        raw: Spool,
         *,
         author: str | None,
         mail_from: str,
@@ -171,7 +172,7 @@ class Receiver:
             return upstream_verdict(summary.headers, settings.upstream_authserv, author)
         if settings.sender_auth == "dns":
             return dns_verdict(
-                raw,
+                raw.getvalue(),  # DKIM hashes the body: the one place it is read whole
                 ip=peer,
                 helo=helo,
                 mail_from=mail_from,
@@ -186,7 +187,7 @@ class Receiver:
         *,
         mail_from: str,
         rcpts: list[Rcpt],
-        raw: bytes,
+        raw: Spool,
         protocol: str,
         peer: str,
         helo: str | None = None,
@@ -195,7 +196,7 @@ class Receiver:
 
         With `sender_auth = dns` this waits on DNS: call it off the event loop then.
         """
-        summary = read_header_summary(raw)
+        summary = read_header_summary(raw.head())  # the header block only, not the body
         author = next((m.address for m in summary.from_ if m.address), None)
         recipients = [m.address for m in [*summary.to, *summary.cc] if m.address]
         auth = self._authenticate(
@@ -295,7 +296,7 @@ class Receiver:
             return Verdict([TOO_BIG] * len(rcpts), [])
         try:
             prepared = self.prepare(
-                mail_from=mail_from, rcpts=rcpts, raw=raw, protocol=protocol, peer=peer
+                mail_from=mail_from, rcpts=rcpts, raw=Spool.of(raw), protocol=protocol, peer=peer
             )
         except Exception:
             log.exception("could not check a message from %s", mail_from)

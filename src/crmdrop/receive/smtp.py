@@ -32,6 +32,7 @@ from crmdrop.receive.service import (
     Verdict,
     same_dropbox,
 )
+from crmdrop.spool import Spool
 from crmdrop.telemetry import REFUSALS, Refusal
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class DropboxHandler:
         unique: list[Rcpt] = []
         slot = [_find_or_add(unique, rcpt) for rcpt in rcpts]
         try:
-            per_dropbox = await self._accept(session, envelope, unique)
+            per_dropbox = await self._accept(server, session, envelope, unique)
             replies = [per_dropbox[i] for i in slot]
         except Exception:  # our fault: temporary, and in LMTP once per recipient
             log.exception("%s: could not take a message", self.protocol)
@@ -219,10 +220,13 @@ class DropboxHandler:
             return "\r\n".join(replies)
         return Verdict(replies, []).smtp_reply()
 
-    async def _accept(self, session: Session, envelope: Envelope, rcpts: list[Rcpt]) -> list[str]:
-        raw = envelope.original_content or b""
-        if isinstance(raw, str):  # pragma: no cover - decode_data is off
-            raw = raw.encode("utf-8", "surrogateescape")
+    async def _accept(
+        self, server: SMTP, session: Session, envelope: Envelope, rcpts: list[Rcpt]
+    ) -> list[str]:
+        raw = server.spool if isinstance(server, BufferedData) else None
+        if raw is None:  # pragma: no cover - every server here reads DATA into a Spool
+            content = envelope.original_content or b""
+            raw = Spool.of(content.encode() if isinstance(content, str) else content)
         if len(raw) > self.receiver.settings.max_message_size:
             return [TOO_BIG] * len(rcpts)
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
@@ -230,7 +234,7 @@ class DropboxHandler:
             self.receiver.prepare,
             mail_from=envelope.mail_from or "",
             rcpts=rcpts,
-            raw=raw,  # the one buffer DATA was read into: no copy
+            raw=raw,  # the spool DATA was read into: no copy
             protocol=self.protocol,
             peer=str(peer),
             helo=session.host_name,
@@ -298,6 +302,8 @@ async def start_servers(
                 command_call_limit=settings.smtp_max_commands if handler.guard else None,
                 tls_context=tls if handler.protocol == "smtp" else None,  # LMTP: no TLS
             )
+            if isinstance(server, BufferedData):
+                server.spool_threshold = settings.smtp_spool_bytes
             if isinstance(server, DropboxSMTP):
                 server.guard = handler.guard
             return server

@@ -15,7 +15,9 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
+from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
+from crmdrop.store.blobs import fill_blob, zeroblob_insert
 from crmdrop.store.models import (
     Account,
     Attachment,
@@ -392,18 +394,36 @@ def _apply_note(
         chain=[m.to_json() for m in draft.chain] or None,
     )
     for part in parsed.attachments:
-        _insert(
-            session,
-            Attachment,
-            note_id=note_id,
-            filename=part.filename,
-            content_type=part.content_type,
-            size=len(part.data),
-            data=part.data,
-        )
+        _insert_attachment(session, note_id, part)
     done.created.append(f"note #{note_id}")
     done.events.append((Event.NOTE_FILED, {"id": note_id, "subject": draft.subject}))
     return note_id
+
+
+# SQLite: a large attachment goes in as a zeroblob of its size, filled in chunks.
+_INSERT_ATTACHMENT_ZEROBLOB = zeroblob_insert(
+    insert(Attachment.__table__),  # type: ignore[arg-type]
+    "data",
+    returning="id",
+)
+
+
+def _insert_attachment(session: Session, note_id: int, part: MailAttachment) -> None:
+    """One attachment row. A file the parser left encoded (`part.source`) is decoded a
+    chunk at a time into the row on SQLite; PostgreSQL gets it decoded whole (once: the
+    encoded text is never held besides)."""
+    values = dict(
+        note_id=note_id, filename=part.filename, content_type=part.content_type, size=part.size
+    )
+    if part.source is not None and session.get_bind().dialect.name == "sqlite":
+        row_id = session.execute(
+            _INSERT_ATTACHMENT_ZEROBLOB, dict(values, blob_size=part.size)
+        ).scalar_one()
+        written = fill_blob(session, "attachments", "data", int(row_id), part.chunks())
+        if written != part.size:  # never file a cut attachment
+            raise RuntimeError(f"wrote {written} of {part.size} bytes of an attachment")
+        return
+    _insert(session, Attachment, **values, data=part.content())
 
 
 def _link_note(

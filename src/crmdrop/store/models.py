@@ -432,9 +432,10 @@ class RawMessage(Base):
 
     __tablename__ = "raw_messages"
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
     size: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Last (migration 0010): SQLite then writes its zeroblob without building it in memory.
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
 
 
 class Delivery(Base):
