@@ -29,6 +29,7 @@ from crmdrop.mail.forwarded import MAX_BLOCKS, split_own_text
 from crmdrop.mail.headers import ADDRESS_HEADERS, clean_message_id, parse_id_list
 from crmdrop.mail.html import html_to_text, mailto_addresses
 from crmdrop.mail.model import Attachment, ForwardedBlock, FoundAddress, Mailbox, ParsedMessage
+from crmdrop.mail.policy import HASHING_POLICY
 from crmdrop.mail.tnef import is_tnef, read_tnef
 
 __all__ = ["parse_message"]
@@ -211,7 +212,7 @@ class _Collector:
             inner = payload[0]
             try:
                 sub = _from_message(inner, self.depth + 1)
-                sub.content_hash = hashlib.sha256(inner.as_bytes()).hexdigest()
+                sub.content_hash = hashlib.sha256(inner.as_bytes(policy=HASHING_POLICY)).hexdigest()
             except Exception as exc:
                 self.defects.append(f"attached message unreadable: {exc.__class__.__name__}")
                 return
