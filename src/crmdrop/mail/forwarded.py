@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 from crmdrop.mail.addresses import parse_address_list, parse_mailbox
 from crmdrop.mail.dates import parse_loose_date, time_of_day
@@ -276,11 +277,11 @@ _OTHER_HEADER = re.compile(r"^(?:[A-Za-z][\w-]*:\s|[^\s：:]{1,12}\s?：)")
 # --- lines ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Line:
+class _Line(NamedTuple):
+    """One line of the text (a tuple: a body has thousands, made per message)."""
+
     depth: int
     text: str  # quote markers removed, right-stripped
-    raw: str
     src: int  # the line's index in the text (a flattened line yields several _Lines)
 
 
@@ -314,21 +315,22 @@ def _split_lines(text: str) -> list[_Line]:
     if text.startswith("\ufeff"):
         text = text[1:]
     for src, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
-        m = _QUOTE_PREFIX.match(raw)
+        m = _QUOTE_PREFIX.match(raw) if ">" in raw[:1] or ">" in raw.lstrip(" \t")[:1] else None
         if m:
             depth = m.group(1).count(">")
-            content = raw[m.end() :]
+            content = raw[m.end() :].rstrip()
         else:
             depth = 0
-            content = raw
-        content = content.rstrip().replace("\u00a0", " ")
+            content = raw.rstrip()
+        if "\u00a0" in content:
+            content = content.replace("\u00a0", " ")
         if "\ufeff" in content:
             content = content.replace("\ufeff", "")
         if len(content) < 40 or content.count(":") + content.count("：") < 3:
-            out.append(_Line(depth, content, raw, src))  # no room for a flattened block
+            out.append(_Line(depth, content, src))  # no room for a flattened block
             continue
         for part in _unglue(content):
-            out.append(_Line(depth, part, raw, src))
+            out.append(_Line(depth, part, src))
     return out
 
 
