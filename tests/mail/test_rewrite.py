@@ -39,8 +39,18 @@ def test_every_corpus_message_and_part_is_written_as_as_bytes_writes_it() -> Non
     assert compared > 5000
 
 
+# Folded header values: words, blanks and line breaks in any order and length.
+_FOLDED = st.lists(
+    st.sampled_from([" ", "\t", "\r\n ", "\n\t", "\r", "\x0b", ":", ",", "word", "y" * 30]),
+    max_size=20,
+).map("".join)
+
+
 @settings(max_examples=3000, deadline=None, derandomize=True)
-@given(name=_HEADER_NAMES, value=st.text(st.characters(max_codepoint=127), max_size=120))
+@given(
+    name=_HEADER_NAMES,
+    value=st.one_of(st.text(st.characters(max_codepoint=127), max_size=120), _FOLDED),
+)
 def test_any_ascii_header_is_written_as_as_bytes_writes_it(name: str, value: str) -> None:
     msg = email.message.Message(policy=policy.compat32)
     msg[name] = value
