@@ -184,3 +184,41 @@ def test_a_greeting_line_above_a_wrapped_wrote_line_stays_own_text() -> None:
     assert own == "Hello"
     assert block.from_ == Mailbox("Bob", "bob@client.example")
     assert block.date is not None and (block.date.month, block.date.day) == (4, 2)
+
+
+def test_the_fast_label_and_separator_tests_accept_exactly_what_the_full_patterns_read() -> None:
+    """The per-line gates (tries) must never disagree with the patterns they stand for."""
+    import re
+
+    from crmdrop.mail import forwarded as fw
+    from crmdrop.mail.labels import SEPARATORS
+
+    full_sep = re.compile(
+        r"^"
+        + fw._SEP_DECOR
+        + "(?:"
+        + "|".join(
+            re.escape(p).replace(r"\ ", r"\s+") for rows in SEPARATORS.values() for p, _, _ in rows
+        )
+        + ")",
+        re.IGNORECASE,
+    )
+    words = [lbl for row in FIELD_LABELS.values() for ls in row.values() for lbl in ls]
+    words += [p for rows in SEPARATORS.values() for p, _, _ in rows]
+    lines = {"", "Hello there:", "From the desk of Jane: hi", "Fromage: brie"}
+    for word in words:
+        for w in (word, word.upper(), word.lower(), word.replace(" ", " \t ")):
+            for shape in (
+                "{}: x",
+                "*{}:* x",
+                "**{}** : x",
+                "_{}_：y",
+                "--- {} ---",
+                "{}x: y",
+                "{}",
+            ):
+                line = shape.format(w)
+                lines |= {line, line[:-1], line[1:]}
+    for line in lines:
+        assert fw._is_label_line(line) == bool(fw._LABEL_LINE.match(line)), line
+        assert bool(fw._SEP_ANY.match(line)) == bool(full_sep.match(line)), line

@@ -93,6 +93,8 @@ def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, str | No
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?]*)\?=")
 _BETWEEN = re.compile(r"(\?=)[ \t\r\n]+(=\?)")
+# A raw 8-bit header byte as ``email`` hands it over (surrogate-escaped).
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def _decode_word(charset: str, enc: str, payload: str) -> str:
@@ -166,7 +168,7 @@ def decode_header_str(value: str, *, rfc2047: bool = True) -> str:
     decoded (unless `rfc2047` is False: address lists are split first, then each name
     decoded, so an encoded comma cannot split a name); folding whitespace is collapsed.
     """
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
+    if not value.isascii() and _ESCAPED_BYTE.search(value):
         raw = value.encode("ascii", errors="surrogateescape")
         try:
             value = raw.decode("utf-8")

@@ -33,6 +33,7 @@ from crmdrop.mail.headers import ADDRESS_HEADERS, clean_message_id, parse_id_lis
 from crmdrop.mail.html import html_to_text, mailto_addresses
 from crmdrop.mail.model import Attachment, ForwardedBlock, FoundAddress, Mailbox, ParsedMessage
 from crmdrop.mail.payload import EncodedPayload
+from crmdrop.mail.rewrite import message_bytes
 from crmdrop.mail.tnef import is_tnef, read_tnef
 
 __all__ = ["parse_message"]
@@ -80,7 +81,8 @@ def cap_mime_nesting(raw: bytes, limit: int = MAX_MIME_NESTING) -> tuple[bytes, 
     follows the boundaries: a part opened below `limit` is kept, deeper lines are dropped
     until their enclosing boundary closes.
     """
-    if len(_NESTING_HINT.findall(raw)) <= limit:
+    # Every hint is a "content-type:" in some case: counting those is a fast first bound.
+    if raw.lower().count(b"content-type:") <= limit or len(_NESTING_HINT.findall(raw)) <= limit:
         return raw, None
     lines = raw.splitlines(keepends=True)
     stack: list[bytes | None] = []  # boundary of each open multipart; None: message/*
@@ -315,7 +317,7 @@ class _Collector:
             inner = payload[0]
             try:
                 sub = _from_message(inner, self.depth + 1)
-                sub.content_hash = hashlib.sha256(inner.as_bytes()).hexdigest()
+                sub.content_hash = hashlib.sha256(message_bytes(inner)).hexdigest()
             except Exception as exc:
                 self.defects.append(f"attached message unreadable: {exc.__class__.__name__}")
                 return
