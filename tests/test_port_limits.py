@@ -19,7 +19,8 @@ LIMITS = {
     **SERVER_ENV,
     "CRMDROP_SMTP_MAX_SESSIONS": "3",
     "CRMDROP_SMTP_MAX_SESSIONS_PER_IP": "2",
-    "CRMDROP_SMTP_MAX_COMMANDS": "5",
+    "CRMDROP_SMTP_MAX_COMMANDS": "8",
+    "CRMDROP_SMTP_MAX_SAME_COMMAND": "5",
     "CRMDROP_SMTP_IDLE_TIMEOUT": "2",
     "CRMDROP_SMTP_UNKNOWN_RCPT_TARPIT": "2",
     "CRMDROP_SMTP_UNKNOWN_RCPT_LIMIT": "4",
@@ -90,10 +91,30 @@ def test_a_command_given_too_often_ends_the_session_with_421(limited: OwnServer)
     try:
         replies = [client.cmd("NOOP") for _ in range(6)]
         assert all(r.startswith("250") for r in replies[:5])
-        assert replies[5].startswith("421 4.7.0")
+        assert replies[5] == "421 4.7.0 NOOP sent too many times"
         assert client.closed()
     finally:
         client.close()
+
+
+def test_commands_are_limited_in_all_per_session(limited: OwnServer) -> None:
+    client = Client(limited.server.smtp_port, "127.0.0.8")
+    try:
+        verbs = ["EHLO a.example", "NOOP", "RSET", "HELP", "NOOP", "RSET", "HELP", "NOOP"]
+        replies = [client.cmd(verb) for verb in verbs]  # 8 in all, no verb over 5 times
+        assert all(r.startswith(("250", "214")) for r in replies), replies
+        assert "MAIL" in replies[3]  # HELP still lists the (counted) verbs
+        assert client.cmd("VRFY x@y.example") == (
+            "421 4.7.0 Too many commands in one session, please reconnect"
+        )
+        assert client.closed()
+    finally:
+        client.close()
+    fresh = Client(limited.server.smtp_port, "127.0.0.8")  # a new session starts from zero
+    try:
+        assert fresh.cmd("NOOP").startswith("250")
+    finally:
+        fresh.close()
 
 
 def test_an_idle_session_is_closed(limited: OwnServer) -> None:
