@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from crmdrop.config import Settings
 from crmdrop.receive.batch import GroupCommitter
 from crmdrop.receive.data import BufferedData
-from crmdrop.receive.limits import GUESSING, PortGuard
+from crmdrop.receive.limits import GUESSING, PortGuard, SlotCounts
 from crmdrop.receive.service import (
     TEMPFAIL,
     TOO_BIG,
@@ -294,16 +294,18 @@ async def start_servers(
     smtp: tuple[str, int] | None,
     lmtp: tuple[str, int] | None,
     reuse_port: bool = False,
+    counts: SlotCounts | None = None,
 ) -> list[asyncio.AbstractServer]:
     """Listen for SMTP and/or LMTP on the running loop; return the servers to close.
 
     `reuse_port`: several processes listen on the same ports (SO_REUSEPORT) and the
-    kernel spreads the connections among them (`serve --acceptors N`).
+    kernel spreads the connections among them (`serve --acceptors N`); they then share
+    `counts`, so that their port limits hold for all of them together.
     """
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     committer = GroupCommitter(receiver)
-    guard = PortGuard.from_settings(settings)  # SMTP only: LMTP's client is our own MTA
+    guard = PortGuard.from_settings(settings, counts)  # SMTP only: LMTP's is our own MTA
     tls = tls_context(settings)
     for proto, where, cls in (("smtp", smtp, DropboxSMTP), ("lmtp", lmtp, DropboxLMTP)):
         if where is None:
