@@ -92,7 +92,10 @@ class Settings(BaseSettings):
         10, description="Concurrent SMTP sessions per client IP; more → 421 4.7.0."
     )
     smtp_max_commands: int = Field(
-        200, description="Times one SMTP command may be given in a session; more → 421."
+        1000, description="SMTP commands in one session, all verbs together; more → 421."
+    )
+    smtp_max_same_command: int = Field(
+        200, description="Times one SMTP verb may be given in a session; more → 421."
     )
     smtp_idle_timeout: float = Field(
         300.0, description="Seconds an SMTP/LMTP session may wait between commands."

@@ -27,6 +27,7 @@ from crmdrop.outbound.sender import send_one
 from crmdrop.outbound.webhooks import send_webhook
 from crmdrop.receive.authcheck import configure_resolver
 from crmdrop.receive.http import inbound_router
+from crmdrop.receive.limits import LIMITS_FILE, SlotCounts
 from crmdrop.receive.providers import Provider
 from crmdrop.receive.service import Receiver
 from crmdrop.receive.smtp import start_servers
@@ -237,12 +238,17 @@ async def serve(
         configure_resolver(settings.dns_resolver, settings.dns_timeout)
     cache = OwnerCache(db)
     receiver = Receiver(db, settings, cache)
+    several = acceptors > 1 or acceptor_of is not None
     servers = await start_servers(
         receiver,
         settings,
         smtp=split_hostport(settings.smtp_listen),
         lmtp=split_hostport(settings.lmtp_listen),
-        reuse_port=acceptors > 1 or acceptor_of is not None,
+        reuse_port=several,
+        # The acceptors of one host count sessions and token guesses together.
+        counts=SlotCounts.shared(settings.data_dir / LIMITS_FILE, fresh=acceptor_of is None)
+        if several
+        else None,
     )
     if settings.postfix_policy_listen and acceptor_of is None:
         servers.append(

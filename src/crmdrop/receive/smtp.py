@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from crmdrop.config import Settings
 from crmdrop.receive.batch import GroupCommitter
 from crmdrop.receive.data import BufferedData
-from crmdrop.receive.limits import GUESSING, PortGuard
+from crmdrop.receive.limits import GUESSING, PortGuard, SlotCounts
 from crmdrop.receive.service import (
     TEMPFAIL,
     TOO_BIG,
@@ -58,11 +58,41 @@ class _EnhancedReplies:
         await super().push(status)  # type: ignore[misc]
 
 
+TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, please reconnect"
+
+
 class DropboxSMTP(_EnhancedReplies, BufferedData):
-    """The public port: sessions counted and limited by the shared `PortGuard`."""
+    """The public port: sessions counted and limited by the shared `PortGuard`, and the
+    commands of one session limited in all (`max_commands`) as well as per verb
+    (aiosmtpd's `command_call_limit`)."""
 
     line_length_limit = LINE_LIMIT
     guard: PortGuard | None = None
+
+    _commands_left = 0
+
+    def limit_commands(self, total: int) -> None:
+        """At most `total` commands in this session (one protocol object per session).
+
+        aiosmtpd dispatches every recognised verb through `_smtp_methods`: counting there
+        covers them all. (Unknown verbs: aiosmtpd closes after 5; blank or overlong lines
+        do not reset the idle timer, so the idle timeout ends such a session.)"""
+        self._commands_left = total
+        methods = self._smtp_methods
+        self._smtp_methods = {name: self._counted(m) for name, m in methods.items()}
+
+    def _counted(self, method: Any) -> Any:
+        @functools.wraps(method)  # keeps the syntax HELP shows
+        async def counted(arg: str | None) -> None:
+            self._commands_left -= 1
+            if self._commands_left < 0:
+                log.warning("SMTP session from %s: too many commands", _peer_ip(self.session))
+                await self.push(TOO_MANY_COMMANDS)
+                _close(self)
+                return
+            await method(arg)
+
+        return counted
 
     async def _handle_client(self) -> None:
         guard, ip = self.guard, _peer_ip(self.session)
@@ -268,16 +298,18 @@ async def start_servers(
     smtp: tuple[str, int] | None,
     lmtp: tuple[str, int] | None,
     reuse_port: bool = False,
+    counts: SlotCounts | None = None,
 ) -> list[asyncio.AbstractServer]:
     """Listen for SMTP and/or LMTP on the running loop; return the servers to close.
 
     `reuse_port`: several processes listen on the same ports (SO_REUSEPORT) and the
-    kernel spreads the connections among them (`serve --acceptors N`).
+    kernel spreads the connections among them (`serve --acceptors N`); they then share
+    `counts`, so that their port limits hold for all of them together.
     """
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     committer = GroupCommitter(receiver)
-    guard = PortGuard.from_settings(settings)  # SMTP only: LMTP's client is our own MTA
+    guard = PortGuard.from_settings(settings, counts)  # SMTP only: LMTP's is our own MTA
     tls = tls_context(settings)
     for proto, where, cls in (("smtp", smtp, DropboxSMTP), ("lmtp", lmtp, DropboxLMTP)):
         if where is None:
@@ -299,13 +331,14 @@ async def start_servers(
                 hostname=settings.smtp_hostname,
                 ident="crmdrop ESMTP",
                 timeout=settings.smtp_idle_timeout,
-                command_call_limit=settings.smtp_max_commands if handler.guard else None,
+                command_call_limit=settings.smtp_max_same_command if handler.guard else None,
                 tls_context=tls if handler.protocol == "smtp" else None,  # LMTP: no TLS
             )
             if isinstance(server, BufferedData):
                 server.spool_threshold = settings.smtp_spool_bytes
             if isinstance(server, DropboxSMTP):
                 server.guard = handler.guard
+                server.limit_commands(settings.smtp_max_commands)
             return server
 
         server = await loop.create_server(
