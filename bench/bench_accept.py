@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, machine_load, median, smtp_load, wait_port
+from common import BENCH_SESSIONS, free_port, machine_load, median, smtp_load, wait_port
 
 DOMAIN = "dropbox.bench"
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine_load())
     data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
-    env = {**os.environ, "CRMDROP_DOMAIN": DOMAIN, "CRMDROP_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "CRMDROP_DOMAIN": DOMAIN, "CRMDROP_LOG_LEVEL": "WARNING", **BENCH_SESSIONS}
     crmdrop("migrate", "--data", str(data), env=env)
     user = json.loads(
         crmdrop(

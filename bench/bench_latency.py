@@ -123,7 +123,7 @@ def main() -> None:
                     time.sleep(0.05)
             accepted = asyncio.run(send(smtp, user["email"], rcpt, args))
             deadline = time.monotonic() + 60
-            while len(watcher.seen) < len(accepted) and time.monotonic() < deadline:
+            while set(accepted) - set(watcher.seen) and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             watcher.stopping.set()
