@@ -230,11 +230,13 @@ def test_tokens_are_shown_once_listed_without_the_secret_and_revoked(crm: Crm) -
     assert "needs a name" in out
 
 
+SLOW_POLL_ENV = {**SERVER_ENV, "CRMDROP_WORKER_POLL_SECONDS": "60"}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def slow_poll(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnServer]:
     """A server whose safety polls are a minute apart: only wake-ups can be quick."""
-    env = {**SERVER_ENV, "CRMDROP_WORKER_POLL_SECONDS": "60"}
-    yield from own_server(request.param, tmp_path, env)
+    yield from own_server(request.param, tmp_path, SLOW_POLL_ENV)
 
 
 def test_a_filing_wakes_the_webhook_sender_without_waiting_for_its_poll(
@@ -255,8 +257,7 @@ def test_a_filing_wakes_the_webhook_sender_without_waiting_for_its_poll(
 def test_an_idle_server_does_not_poll_its_database(tmp_path: Path) -> None:
     """PostgreSQL counts every transaction: with the safety polls a minute apart, an idle
     `serve` (worker, reply sender, webhook sender) runs next to none — no busy polling."""
-    env = {**SERVER_ENV, "CRMDROP_WORKER_POLL_SECONDS": "60"}
-    for own in own_server("postgresql", tmp_path, env):
+    for own in own_server("postgresql", tmp_path, SLOW_POLL_ENV):
         # The 4 s window holds this test's own two reads and little else; a sender
         # polling every 0.2 s would have committed about 20 times.
         commits = _idle_commits(own)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 import crmdrop.worker
 from crmdrop.config import Settings, load_settings
 from crmdrop.dropbox.plan import DropboxKind
-from crmdrop.filing import BatchCache, apply_decision, decide_delivery
+from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
 from crmdrop.receive.service import Receiver
@@ -126,6 +126,30 @@ def test_a_delivery_over_its_time_budget_is_parked_at_once_with_its_reason(
     assert all("over the budget" in d.reason for d in deliveries)
 
 
+def _decide_on_one_snapshot(
+    db: Database, settings: Settings, raws: list[bytes], now: datetime
+) -> list[tuple[int, ParsedMessage, Decision]]:
+    """Each queued delivery (its raw message given in queue order) decided as the worker
+    decides a batch: case dropboxes, one read snapshot, one cache, nothing filed yet."""
+    decided = []
+    with db.reading() as session:
+        cache = BatchCache()
+        for delivery, raw in zip(_deliveries(db), raws, strict=True):
+            parsed = parse_message(raw)
+            decision = decide_delivery(
+                session,
+                parsed,
+                user=cache.user(session, delivery.user_id),
+                kind=DropboxKind.CASE,
+                mail_from="buyer@client.example",
+                settings=settings,
+                now=now,
+                cache=cache,
+            )
+            decided.append((delivery.id, parsed, decision))
+    return decided
+
+
 def test_a_plan_that_turns_out_a_duplicate_creates_no_second_case(
     store: tuple[Database, Settings],
 ) -> None:
@@ -140,24 +164,11 @@ def test_a_plan_that_turns_out_a_duplicate_creates_no_second_case(
     for box in (box_a, box_b):
         _queue(db, settings, box, raw, "buyer@client.example")
     now = datetime.now(UTC)
-    decisions = []
-    with db.reading() as session:  # both decided on one snapshot, before either is filed
-        cache = BatchCache()
-        for delivery in _deliveries(db):
-            parsed = parse_message(raw)
-            decision = decide_delivery(
-                session,
-                parsed,
-                user=cache.user(session, delivery.user_id),
-                kind=DropboxKind.CASE,
-                mail_from="buyer@client.example",
-                settings=settings,
-                now=now,
-                cache=cache,
-            )
-            assert decision.plan is not None
-            assert [r.action for r in decision.plan.records] == ["create"]
-            decisions.append((delivery.id, parsed, decision))
+    # both decided on one snapshot, before either is filed
+    decisions = _decide_on_one_snapshot(db, settings, [raw, raw], now)
+    for _, _, decision in decisions:
+        assert decision.plan is not None
+        assert [r.action for r in decision.plan.records] == ["create"]
     for delivery_id, parsed, decision in decisions:
         with db.writing() as session:
             delivery = session.get(Delivery, delivery_id)
@@ -190,24 +201,10 @@ def test_a_batch_applied_in_one_transaction_files_a_late_duplicate_and_a_new_con
     for box, raw in zip((box_a, box_b, box_a), raws, strict=True):
         _queue(db, settings, box, raw, "buyer@client.example")
     now = datetime.now(UTC)
-    decided = []
-    with db.reading() as session:
-        cache = BatchCache()
-        for delivery, raw in zip(_deliveries(db), raws, strict=True):
-            parsed = parse_message(raw)
-            decision = decide_delivery(
-                session,
-                parsed,
-                user=cache.user(session, delivery.user_id),
-                kind=DropboxKind.CASE,
-                mail_from="buyer@client.example",
-                settings=settings,
-                now=now,
-                cache=cache,
-            )
-            assert decision.plan is not None
-            assert [c.action for c in decision.plan.contacts] == ["create_contact"]
-            decided.append((delivery.id, parsed, decision))
+    decided = _decide_on_one_snapshot(db, settings, raws, now)
+    for _, _, decision in decided:
+        assert decision.plan is not None
+        assert [c.action for c in decision.plan.contacts] == ["create_contact"]
     with db.writing() as session:
         crmdrop.worker._apply_all(session, decided, settings, now)
     deliveries = _deliveries(db)
