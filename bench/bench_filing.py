@@ -67,7 +67,10 @@ def seed_contacts(db: Database, account_id: int, count: int) -> None:
 
 
 def _sequences_past_seeded(db: Database) -> None:
-    """PostgreSQL: the seeded rows had explicit ids; move the id sequence past them."""
+    """PostgreSQL: the seeded rows had explicit ids; move the id sequence past them, and
+    gather the planner's statistics, as autovacuum does within a minute of a bulk load
+    (without them PostgreSQL guesses that an account has a few dozen addresses and scans
+    all 100,000 of them for each batch: 25 ms a query instead of 0.3 ms)."""
     if not db.is_sqlite:
         with db.writing() as session:
             session.execute(
@@ -75,6 +78,8 @@ def _sequences_past_seeded(db: Database) -> None:
                     "SELECT setval(pg_get_serial_sequence('contacts', 'id'), max(id)) FROM contacts"
                 )
             )
+        with db.write_engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
 
 
 def queue(db: Database, owner: tuple[int, int, str], contacts: int, count: int, tag: str) -> None:
