@@ -9,8 +9,11 @@ it is exactly one commit per message; no timer, no added delay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
 
 from crmdrop.receive.service import TEMPFAIL, Prepared, Receiver
 
@@ -36,11 +39,54 @@ def take_batch(
     return pending[:max_count], pending[max_count:]
 
 
+class _Writer:
+    """One thread that commits the batches handed to it, one after the other: its
+    connection stays warm, SQLite has one writer anyway, and a hand-over is a queue put
+    and one `call_soon_threadsafe` back (no executor, no concurrent future to chain)."""
+
+    def __init__(self, commit: Callable[[list[Prepared]], None]) -> None:
+        self._commit = commit
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, items: list[Prepared]) -> asyncio.Future[None]:
+        """A future of the loop, done (or failed, as the commit did) once committed."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="crmdrop-commit", daemon=True)
+            self._thread.start()
+        self._jobs.put((items, loop, done))
+        return done
+
+    def _serve(self) -> None:
+        while True:
+            items, loop, done = self._jobs.get()
+            error: BaseException | None = None
+            try:
+                self._commit(items)
+            except BaseException as exc:  # handed to the waiting task, as an executor would
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop (shutdown): nobody waits
+                loop.call_soon_threadsafe(_settle, done, error)
+
+
+_Job = tuple[list[Prepared], asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.cancelled():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 class GroupCommitter:
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
-        # One writer thread: its connection stays warm, and SQLite has one writer anyway.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmdrop-commit")
+        self._writer = _Writer(receiver.commit)
         self._pending: list[_Waiting] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -60,9 +106,7 @@ class GroupCommitter:
         while self._pending:
             batch, self._pending = take_batch(self._pending)
             try:
-                items = [item for item, _ in batch]
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._writer, self.receiver.commit, items)
+                await self._writer.run([item for item, _ in batch])
             except Exception:
                 log.exception("a group commit of %d messages failed", len(batch))
                 _answer(batch, failed=True)
