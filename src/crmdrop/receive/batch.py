@@ -18,6 +18,7 @@ import contextlib
 import logging
 import queue
 import threading
+import weakref
 
 from crmdrop.receive.service import TEMPFAIL, Prepared, Receiver
 
@@ -47,7 +48,7 @@ def take_batch(
 class GroupCommitter:
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
-        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -64,23 +65,14 @@ class GroupCommitter:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
+                # The thread holds the committer weakly and stops once it is gone (woken
+                # by `None`), as an executor's thread does: no receiver kept alive.
                 self._thread = threading.Thread(
-                    target=self._serve, name="crmdrop-commit", daemon=True
+                    target=_serve, args=(weakref.ref(self), self._queue), daemon=True
                 )
+                self._thread.name = "crmdrop-commit"
+                weakref.finalize(self, self._queue.put, None)
                 self._thread.start()
-
-    def _serve(self) -> None:
-        """The writer thread: commit whatever waits, batch after batch, for ever."""
-        waiting: list[_Queued] = []
-        while True:
-            if not waiting:
-                waiting.append(self._queue.get())
-            with contextlib.suppress(queue.Empty):
-                while len(waiting) < MAX_BATCH:
-                    waiting.append(self._queue.get_nowait())
-            taken, _ = take_batch([(item, future) for item, future, _ in waiting])
-            batch, waiting = waiting[: len(taken)], waiting[len(taken) :]
-            self._commit(batch)
 
     def _commit(self, batch: list[_Queued]) -> None:
         failed = False
@@ -95,6 +87,28 @@ class GroupCommitter:
         for loop, answered in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop (shutdown): nobody waits
                 loop.call_soon_threadsafe(_answer, answered, failed)
+
+
+def _serve(committer: weakref.ref[GroupCommitter], jobs: queue.SimpleQueue[_Queued | None]) -> None:
+    """The writer thread: commit whatever waits, batch after batch, until the committer
+    is gone."""
+    waiting: list[_Queued] = []
+    while True:
+        if not waiting:
+            job = jobs.get()
+            if job is None:
+                return
+            waiting.append(job)
+        with contextlib.suppress(queue.Empty):
+            while len(waiting) < MAX_BATCH and (job := jobs.get_nowait()) is not None:
+                waiting.append(job)
+        taken, _ = take_batch([(item, future) for item, future, _ in waiting])
+        batch, waiting = waiting[: len(taken)], waiting[len(taken) :]
+        owner = committer()
+        if owner is None:
+            return
+        owner._commit(batch)
+        del owner
 
 
 def _answer(batch: list[_Waiting], failed: bool) -> None:
