@@ -20,7 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_SESSIONS, free_port, machine_load, median, smtp_load, wait_port
+from common import (
+    BENCH_SESSIONS,
+    cpu_seconds,
+    free_port,
+    machine_load,
+    median,
+    smtp_load,
+    wait_port,
+)
 
 DOMAIN = "dropbox.bench"
 
@@ -33,12 +41,6 @@ def crmdrop(*args: str, env: dict[str, str]) -> str:
         capture_output=True,
         text=True,
     ).stdout
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used: robust where wall time is not (a busy host)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(pid: int, run: Callable[[], float], messages: int, cpu: list[float]) -> float:

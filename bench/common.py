@@ -180,6 +180,12 @@ def machine_load() -> str:
     return f"load average {one:.1f} / {five:.1f} (1 / 5 min) on {os.cpu_count()} cores"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used: robust where wall time is not (a busy host)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_serve(env: dict[str, str], *flags: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """`crmdrop serve` on free loopback ports: (process, SMTP port, LMTP port)."""
     smtp, lmtp = free_port(), free_port()

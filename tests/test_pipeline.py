@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import smtplib
+import socket
 from email.message import EmailMessage
 
 import httpx
@@ -380,3 +381,43 @@ def test_lmtp_refuses_an_oversized_message_once_per_recipient(crm: Crm) -> None:
     result = lmtp_session(crm.lmtp, owner.email, boxes, msg.as_bytes())
     assert [result["data"][b][:9] for b in boxes] == ["552 5.3.4", "552 5.3.4"]
     assert crm.export(owner.account)["deliveries"] == []
+
+
+def test_lmtp_offers_pipelining_and_answers_pipelined_commands_in_order(crm: Crm) -> None:
+    owner = crm.new_owner()
+    msg = make_message(from_=owner.email, to=["piped@client.example"])
+    unknown = "dropbox-unknown000000@dropbox.test"
+    with socket.create_connection(("127.0.0.1", crm.lmtp), timeout=30) as sock:
+        reader = sock.makefile("rb")
+
+        def replies(count: int) -> list[str]:
+            out: list[str] = []
+            while len(out) < count:
+                line = reader.readline().decode().rstrip("\r\n")
+                if line[3:4] != "-":
+                    out.append(line)
+            return out
+
+        assert replies(1)[0].startswith("220")
+        sock.sendall(b"LHLO tests.example\r\n")
+        lhlo: list[str] = []
+        while not lhlo or lhlo[-1][3:4] == "-":
+            lhlo.append(reader.readline().decode().rstrip("\r\n"))
+        assert "250-PIPELINING" in lhlo
+        piped = [f"MAIL FROM:<{owner.email}>", f"RCPT TO:<{unknown}>"]
+        piped += [f"RCPT TO:<{owner.dropbox['note']}>", "DATA"]
+        sock.sendall("".join(f"{c}\r\n" for c in piped).encode())
+        mail, refused, accepted, go_ahead = replies(4)
+        assert (mail[:3], refused[:9], accepted[:3], go_ahead[:3]) == (
+            "250",
+            "550 5.1.1",
+            "250",
+            "354",
+        )
+        body = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        assert b"\r\n." not in body  # no dot-stuffing needed
+        sock.sendall(body.rstrip(b"\r\n") + b"\r\n.\r\nQUIT\r\n")
+        assert replies(1)[0].startswith("250 2.0.0")
+        assert replies(1)[0].startswith("221")
+    data = crm.settled(owner.account)
+    assert note_for(data, msg["Message-ID"])["contacts"] == ["piped@client.example"]
