@@ -310,12 +310,17 @@ def _unglue(text: str) -> list[str]:
     return [text[a:b].strip() for a, b in itertools.pairwise(bounds)]
 
 
+# `_Line(…)` runs a Python-level __new__; a body has thousands of lines.
+_new_line: Callable[[tuple[int, str, int]], _Line] = partial(tuple.__new__, _Line)
+
+
 def _split_lines(text: str) -> list[_Line]:
     out: list[_Line] = []
     if text.startswith("\ufeff"):
         text = text[1:]
     for src, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
-        m = _QUOTE_PREFIX.match(raw) if ">" in raw[:1] or ">" in raw.lstrip(" \t")[:1] else None
+        quoted = ">" in raw and (raw[:1] == ">" or raw.lstrip(" \t")[:1] == ">")
+        m = _QUOTE_PREFIX.match(raw) if quoted else None
         if m:
             depth = m.group(1).count(">")
             content = raw[m.end() :].rstrip()
@@ -327,10 +332,10 @@ def _split_lines(text: str) -> list[_Line]:
         if "\ufeff" in content:
             content = content.replace("\ufeff", "")
         if len(content) < 40 or content.count(":") + content.count("：") < 3:
-            out.append(_Line(depth, content, src))  # no room for a flattened block
+            out.append(_new_line((depth, content, src)))  # no room for a flattened block
             continue
         for part in _unglue(content):
-            out.append(_Line(depth, part, src))
+            out.append(_new_line((depth, part, src)))
     return out
 
 
@@ -687,11 +692,14 @@ def _near_colon_end(lines: list[_Line]) -> list[bool]:
     """Per line: does it or one of the next three end as a wrote line can end: ":" (or
     anyhow, when it names an address), Zoho's "----"? Only there can a wrote line start."""
     near = [False] * len(lines)
-    for k, ln in enumerate(lines):
-        if ln.text.endswith((":", "：", "---")) or ("@" in ln.text and len(ln.text) < _WROTE_MAX):
-            for j in range(max(0, k - 3), k + 1):
-                near[j] = True
+    for k, (_, text, _) in enumerate(lines):
+        if text.endswith(_WROTE_ENDS) or ("@" in text and len(text) < _WROTE_MAX):
+            near[max(0, k - 3) : k + 1] = _NEAR[: k + 1 - max(0, k - 3)]
     return near
+
+
+_WROTE_ENDS = (":", "：", "---")
+_NEAR = [True] * 4
 
 
 def _separator_kind(s: str) -> tuple[str, str, str] | None:
@@ -867,9 +875,9 @@ def find_forwarded_blocks_html(html: str, subject: str | None = None) -> list[Fo
 def strip_signature(text: str) -> str:
     """Cut a trailing signature (``-- ``, "Sent from my iPhone", …) from a message's words."""
     lines = text.split("\n")
-    for idx in range(len(lines) - 1, -1, -1):
+    for idx in range(len(lines) - 1, max(-1, len(lines) - 26), -1):  # the last 25 lines
         s = lines[idx].strip()
-        if s and _SIGNATURE.match(s) and (len(lines) - idx) <= 25:
+        if s and _SIGNATURE.match(s):
             lines = lines[:idx]
             break
     return "\n".join(lines).rstrip()
