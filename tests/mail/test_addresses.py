@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import email_validator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -132,3 +133,18 @@ def test_plausibility_is_email_validators_verdict() -> None:
 @settings(max_examples=300, deadline=None)
 def test_plausibility_is_email_validators_verdict_drawn(local: str, domain: str) -> None:
     _same_verdict(f"{local}@{domain}")
+
+
+@given(
+    st.from_regex(
+        r"(?:[a-zA-Z0-9-]{1,5}\.){1,3}[a-zA-Z]{1,4}|[a-z]{1,3}\.(?:test|local|arpa)", fullmatch=True
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_plain_domains_are_read_as_email_validator_reads_them(domain: str) -> None:
+    if addresses._plain_domain(domain):
+        ok = email_validator.validate_email(
+            f"a@{domain}", check_deliverability=False, test_environment=True
+        )
+        assert (ok.domain, ok.ascii_domain) == (domain.lower(), domain.lower())
+    _same_verdict(f"jane@{domain}")

@@ -65,6 +65,8 @@ _REFERENCE = re.compile(r"#(?<![\w#]#)(CA|CO)0*(\d{1,9})(?!\w)", re.IGNORECASE)
 
 # --- 1. identity -------------------------------------------------------------------------
 
+_SPACE = re.compile(r"\s")  # for str patterns, exactly the characters `str.isspace` takes
+
 
 def normalize_message_id(value: str) -> str | None:
     """A Message-ID as the store keys it: ``<local@host>``, lowercased; None when empty.
@@ -74,7 +76,7 @@ def normalize_message_id(value: str) -> str | None:
     `References`) use the same form, so the store must key filed notes by it too.
     """
     core = value.strip().strip("<>").strip()
-    if not core or any(c.isspace() for c in core):
+    if not core or _SPACE.search(core):
         return None
     return f"<{core.lower()}>"
 
