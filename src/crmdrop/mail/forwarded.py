@@ -314,11 +314,28 @@ def _unglue(text: str) -> list[str]:
 _new_line: Callable[[tuple[int, str, int]], _Line] = partial(tuple.__new__, _Line)
 
 
+def _odd(text: str) -> bool:
+    """Could `text` hold a line that is more than its right-stripped self: a quote marker,
+    a no-break space or BOM to replace, a colon (a flattened block needs three)? Most
+    lines of prose have none. (`in` on a str is a fast search; a regex class is not.)"""
+    return ">" in text or ":" in text or "：" in text or "\u00a0" in text or "\ufeff" in text
+
+
 def _split_lines(text: str) -> list[_Line]:
-    out: list[_Line] = []
     if text.startswith("\ufeff"):
         text = text[1:]
-    for src, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    raws = text.split("\n")
+    if not _odd(text):
+        n = len(raws)
+        plain = zip(itertools.repeat(0, n), map(str.rstrip, raws), range(n), strict=True)
+        return list(map(_new_line, plain))
+    out: list[_Line] = []
+    for src, raw in enumerate(raws):
+        if not _odd(raw):
+            out.append(_new_line((0, raw.rstrip(), src)))
+            continue
         quoted = ">" in raw and (raw[:1] == ">" or raw.lstrip(" \t")[:1] == ">")
         m = _QUOTE_PREFIX.match(raw) if quoted else None
         if m:
@@ -671,18 +688,21 @@ def _header_value(hdr: _Header, name: str) -> str | None:
 
 def _scan(lines: list[_Line], subject: str | None) -> list[_Found]:
     """Every block in `lines`, outermost first: at each line a separator, else a header
-    block without one, else a wrote line."""
+    block without one, else a wrote line. The cheap test each step starts with comes
+    first here: most lines are prose, and pass none."""
     scan = _Scan(lines, subject, _near_colon_end(lines))
+    texts = [ln.text.strip() for ln in lines]
+    near = scan.near_colon_end
     i = 0
     while i < len(lines) and len(scan.found) < MAX_BLOCKS:  # a budget: 5,000 blocks took 9 s
-        s = lines[i].text.strip()
+        s = texts[i]
         if not s:
             i += 1
             continue
-        nxt = scan.separator(i, s)
+        nxt = scan.separator(i, s) if len(s) < _SEP_MAX and _SEP_GATE.match(s) else None
         if nxt is None and _is_label_line(s):
             nxt = scan.header_block(i)
-        if nxt is None:
+        if nxt is None and near[i]:
             nxt = scan.wrote(i)
         i = nxt if nxt is not None else i + 1
     return scan.found
@@ -702,9 +722,12 @@ _WROTE_ENDS = (":", "：", "---")
 _NEAR = [True] * 4
 
 
+_SEP_MAX = 120  # longer lines are prose, not a separator
+
+
 def _separator_kind(s: str) -> tuple[str, str, str] | None:
     """(client, kind, language) when the stripped line `s` is a separator line."""
-    if len(s) >= 120 or not _SEP_GATE.match(s):
+    if len(s) >= _SEP_MAX or not _SEP_GATE.match(s):
         return None
     if _SEP_ANY.match(s):
         for rx, client, kind, lang in _SEP_LIST:
