@@ -187,8 +187,16 @@ _COMMENT = re.compile(r"\([^()]*\)")
 _ROUTE = re.compile(r"^\s*@[^:<>]*:")
 
 
+_NESTING = re.compile(r'["\\<>()\[\]]')
+
+
 def split_address_list(value: str, seps: str = ",;") -> list[str]:
     """Split on commas and semicolons outside quotes, angle brackets, brackets and parens."""
+    if not _NESTING.search(value):  # nothing to be inside of: a plain split
+        pieces = [value]
+        for sep in seps:
+            pieces = [part for piece in pieces for part in piece.split(sep)]
+        return [piece.strip() for piece in pieces if piece.strip()]
     out: list[str] = []
     buf: list[str] = []
     depth_angle = depth_paren = depth_square = 0
