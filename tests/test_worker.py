@@ -9,16 +9,20 @@ from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 
+from crmdrop import worker
 from crmdrop.config import Settings, load_settings
 from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
+from crmdrop.store import db as store_db
 from crmdrop.store.db import Database
 from crmdrop.store.export import export_account
 from crmdrop.store.inbound import LEASE, claim_due
-from crmdrop.worker import process_one, worker_started
-from tests.support import make_message, pg_database
+from crmdrop.worker import Progress, file_next, process_one, worker_started
+from tests.support import PG_URL, make_message, pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -200,3 +204,74 @@ def test_a_starting_sqlite_worker_frees_what_a_crashed_one_had_claimed(tmp_path:
         (row,) = export_account(session, "acme")["deliveries"]
     db.dispose()
     assert (row["status"], row["attempts"]) == ("filed", 2)
+
+
+def test_a_batch_says_whether_the_worker_must_claim_again_at_once(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a batch that took everything due the worker waits to be woken (no empty
+    claim to learn that nothing is left); it claims again at once when the claim left
+    deliveries due or the batch deferred one (a reply decided after its original)."""
+    db, settings = store
+    with db.writing() as session:
+        user = accounts.add_user(session, "alice@mycorp.example", name="A", account="acme")
+        box = f"dropbox-{user.token}@dropbox.test"
+    receiver = Receiver(db, settings)
+
+    def send(subject: str, **headers: str) -> str:
+        msg = make_message(
+            from_="alice@mycorp.example",
+            to=["buyer@client.example"],
+            subject=subject,
+            message_id=make_msgid(domain="test.example"),
+            headers=headers,
+        )
+        queue(receiver, box, msg.as_bytes(), "alice@mycorp.example")
+        return str(msg["Message-ID"])
+
+    def steps() -> list[Progress]:
+        seen = [file_next(db, settings)]
+        while seen[-1] is not Progress.IDLE:
+            seen.append(file_next(db, settings))
+        return seen
+
+    send("alone")
+    assert steps() == [Progress.DRAINED, Progress.IDLE]
+    first = send("first")
+    send("reply", **{"In-Reply-To": first})
+    assert steps() == [Progress.MORE, Progress.DRAINED, Progress.IDLE]
+    with monkeypatch.context() as patch:
+        patch.setattr(worker, "BATCH_BYTES", 1)  # a claim stops at one message
+        send("one")
+        send("two")
+        assert steps() == [Progress.MORE, Progress.DRAINED, Progress.IDLE]
+    with monkeypatch.context() as patch:
+        patch.setattr(worker, "BATCH", 2)
+        for subject in ("three", "four", "five"):
+            send(subject)
+        assert steps() == [Progress.MORE, Progress.DRAINED, Progress.IDLE]
+    with db.reading() as session:
+        statuses = [d["status"] for d in export_account(session, "acme")["deliveries"]]
+    assert statuses == ["filed"] * 8
+
+
+def test_a_pooled_postgresql_connection_that_died_while_idle_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections are not pinged at every checkout (a round trip and a transaction
+    each), only after sitting idle: one the server dropped meanwhile (a restart) is
+    replaced, not handed out."""
+    with pg_database() as url:
+        db = Database(url)
+        db.migrate()
+        with db.reading() as session:
+            assert session.scalar(sa.text("SELECT 1")) == 1
+        monkeypatch.setattr(store_db, "PING_AFTER_IDLE", 0.0)  # every pooled one is "idle"
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                [url.rsplit("/", 1)[1]],
+            )
+        with db.reading() as session:
+            assert session.scalar(sa.text("SELECT 1")) == 1
+        db.dispose()

@@ -9,6 +9,7 @@ READ so that a multi-query read (an export) sees one consistent snapshot.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -73,6 +75,35 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     return engine
 
 
+# A pooled PostgreSQL connection that sat unused this long is checked before it is
+# handed out (a restarted server leaves every pooled connection dead).
+PING_AFTER_IDLE = 1.0  # seconds
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a connection at checkout only when it was idle past `PING_AFTER_IDLE`.
+
+    `pool_pre_ping` checks every checkout: a round trip and a transaction of its own,
+    before each of the worker's three transactions per batch and each group commit. A
+    connection back in use within the second was working a moment ago; one that fails
+    anyway is invalidated by SQLAlchemy on the error, as it would be mid-transaction."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()
+        except Exception as exc:  # the pool drops it and checks out another (a new one)
+            raise DisconnectionError(f"a pooled connection is dead: {exc}") from exc
+
+
 class Database:
     """The two session factories (read, write) over one database."""
 
@@ -91,9 +122,8 @@ class Database:
             self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(self.url, "BEGIN")
         else:
-            self.write_engine = create_engine(
-                self.url, pool_size=10, pool_pre_ping=True, hide_parameters=True
-            )
+            self.write_engine = create_engine(self.url, pool_size=10, hide_parameters=True)
+            _ping_when_idle(self.write_engine)
             # One snapshot per read transaction: an export must not see half a filing.
             self.read_engine = self.write_engine.execution_options(
                 isolation_level="REPEATABLE READ"
