@@ -179,6 +179,13 @@ def _phases(trace: Path, accepted: dict[int, float], seen: dict[int, float]) -> 
         sorted((b[f"{after}_cpu"] - b[f"{before}_cpu"]) * 1000 for b in batches)
         for before, after in itertools.pairwise(steps)
     ]
+    waits = sorted(b.get("lock", 0.0) * 1000 for b in batches)
+    others = [r["wait"] * 1000 for r in records if r["k"] == "lock"]
+    print(
+        f"SQLite write lock: the worker's batches waited median {percentile(waits, 50):.1f}, "
+        f"p99 {percentile(waits, 99):.1f} ms in all; other BEGINs waiting > 0.5 ms: "
+        f"{len(others)}, {sum(others):.0f} ms in all"
+    )
     print(
         "worker thread CPU per batch, median ms: claim {:.1f}, load {:.1f}, "
         "parse+decide {:.1f}, apply {:.1f}".format(*(percentile(c, 50) for c in cpu))

@@ -3,6 +3,7 @@ batch (SQLite decides a batch on one snapshot) — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -275,3 +276,37 @@ def test_a_pooled_postgresql_connection_that_died_while_idle_is_replaced(
         with db.reading() as session:
             assert session.scalar(sa.text("SELECT 1")) == 1
         db.dispose()
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_and_takes_it_once_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers take SQLite's write lock themselves (`BEGIN IMMEDIATE`, tried again a
+    fraction of a millisecond later at first): one waits while another process holds
+    the lock, goes on once it is free, and gives up past the busy timeout as before."""
+    settings = load_settings(data_dir=tmp_path, domain="dropbox.test", database_url=None)
+    db = Database(settings.db_url)
+    db.migrate()
+    assert db.sqlite_file is not None
+    holder = sqlite3.connect(db.sqlite_file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    wrote = threading.Event()
+
+    def write() -> None:
+        with db.writing() as session:
+            session.execute(sa.text("CREATE TABLE IF NOT EXISTS t (x)"))
+        wrote.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not wrote.wait(0.3)  # the lock is held: the writer waits
+    holder.execute("COMMIT")
+    writer.join(timeout=30)
+    assert wrote.is_set()
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT", 0.2)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sa.exc.OperationalError, match="locked"), db.writing() as session:
+        session.execute(sa.text("SELECT 1"))
+    holder.execute("ROLLBACK")
+    holder.close()
+    db.dispose()

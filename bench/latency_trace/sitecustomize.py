@@ -100,6 +100,41 @@ def _patch_worker() -> None:
     serve.WakeSocket = Socket
 
 
+def _patch_begin() -> None:
+    """SQLite: time each `BEGIN IMMEDIATE` (waiting for the other process's write lock)."""
+    from sqlalchemy.engine import Connection
+
+    from crmdrop.store import db
+
+    def timed(fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            start = time.time()
+            result = fn(*args, **kwargs)
+            waited = time.time() - start
+            record = getattr(_BATCH, "record", None)
+            if record is not None:
+                record["lock"] = record.get("lock", 0.0) + waited
+            elif waited > 0.0005:
+                _emit({"k": "lock", "t": start, "wait": waited})
+            return result
+
+        return wrapped
+
+    if hasattr(db, "_begin_immediate"):  # crmdrop's own wait for the lock
+        db._begin_immediate = timed(db._begin_immediate)
+        return
+    original = Connection.exec_driver_sql
+    timed_begin = timed(original)
+
+    def exec_driver_sql(self: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
+        if statement == "BEGIN IMMEDIATE":
+            return timed_begin(self, statement, *args, **kwargs)
+        return original(self, statement, *args, **kwargs)
+
+    Connection.exec_driver_sql = exec_driver_sql  # type: ignore[method-assign]
+
+
 if _PATH:
     _patch_accept()
     _patch_worker()
+    _patch_begin()
