@@ -73,6 +73,18 @@ _NESTING_HINT = re.compile(rb"(?im)^content-type:[ \t]*(?:multipart|message)/")
 _BOUNDARY = re.compile(rb'(?i)boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))')
 
 
+_SCAN = 1024 * 1024
+
+
+def _count_any_case(raw: bytes, needle: bytes) -> int:
+    """Occurrences of `needle` (lower case) in `raw`, in any case, lowering a MiB at a
+    time: `raw.lower()` would be a second copy of a 25 MB message. Each slice reaches
+    into the next by one byte less than `needle`, so a match is counted once, where it
+    starts."""
+    reach = _SCAN + len(needle) - 1
+    return sum(raw[i : i + reach].lower().count(needle) for i in range(0, len(raw), _SCAN))
+
+
 def cap_mime_nesting(raw: bytes, limit: int = MAX_MIME_NESTING) -> tuple[bytes, str | None]:
     """`raw` with MIME parts nested deeper than `limit` left out, and a defect saying so.
 
@@ -81,7 +93,7 @@ def cap_mime_nesting(raw: bytes, limit: int = MAX_MIME_NESTING) -> tuple[bytes, 
     until their enclosing boundary closes.
     """
     # Every hint is a "content-type:" in some case: counting those is a fast first bound.
-    if raw.lower().count(b"content-type:") <= limit or len(_NESTING_HINT.findall(raw)) <= limit:
+    if _count_any_case(raw, b"content-type:") <= limit or len(_NESTING_HINT.findall(raw)) <= limit:
         return raw, None
     lines = raw.splitlines(keepends=True)
     stack: list[bytes | None] = []  # boundary of each open multipart; None: message/*
