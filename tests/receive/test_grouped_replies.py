@@ -49,6 +49,11 @@ def test_the_lines_of_a_multi_line_reply_leave_together() -> None:
     assert pushed(b"", *lines) == [b"250-crmdrop\r\n250-PIPELINING\r\n250 HELP\r\n"]
 
 
+def test_a_push_of_whole_lines_leaves_at_once() -> None:
+    # LMTP's end of DATA: one push, one line per recipient, the last without a dash
+    assert pushed(b"", "250-2.0.0 a\r\n250 2.0.0 b") == [b"250-2.0.0 a\r\n250 2.0.0 b\r\n"]
+
+
 def test_a_reply_waits_while_the_next_command_is_unread() -> None:
     assert pushed(b"RCPT TO:<a@b.example>\r\n", "250 2.1.0 OK") == []
 

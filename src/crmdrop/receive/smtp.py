@@ -135,9 +135,10 @@ class _GroupedReplies:
     The lines of a multi-line reply go out together, and so do the replies to pipelined
     commands: while a whole command line already waits unread, its sender is not waiting
     for the reply to the one before (RFC 2920 §3.2 lets the server hold it). Each write
-    is a send and a wake-up of the MTA on the same host; behind Postfix there are two
-    per message instead of four. The reply that leaves with nothing unread behind it
-    takes the held ones along, so nothing a client waits for stays held.
+    is a send and a wake-up of the MTA on the same host; behind Postfix (which sends
+    RSET before each message on a cached connection) three per message, not five. The
+    reply that leaves with nothing unread behind it takes the held ones along, so
+    nothing a client waits for stays held.
     """
 
     enable_SMTPUTF8: bool
@@ -150,7 +151,8 @@ class _GroupedReplies:
             if isinstance(status, str)
             else status
         )
-        if line[3:4] == b"-" or self._command_waiting():
+        last = line[line.rfind(b"\n") + 1 :]  # a push may carry several lines (LMTP)
+        if last[3:4] == b"-" or self._command_waiting():
             self._held = [*(self._held or []), line]
             return
         if self._held:
