@@ -340,9 +340,10 @@ _COLUMNS = [
         "reason",
     ]
 ]
-# A raw message up to this size comes with its delivery (one query for the batch);
-# a larger one is read in pieces (`_read_large`), never whole by the driver.
-_SMALL_RAW = 1024 * 1024
+# A raw message up to this size comes with its delivery (one query for the batch: at
+# most 32 of them, 8 MiB, 16 MiB more as psycopg's hex text); a larger one is read in
+# pieces (`_read_large`), never whole by the driver.
+_SMALL_RAW = 256 * 1024
 _RAW_DATA = _RAW.c
 _LOAD_CLAIMED = (
     select(
