@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,6 +33,20 @@ def crmdrop(*args: str, env: dict[str, str]) -> str:
         capture_output=True,
         text=True,
     ).stdout
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used: robust where wall time is not (a busy host)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(pid: int, run: Callable[[], float], messages: int, cpu: list[float]) -> float:
+    """`run()`'s rate; appends the server's CPU per message (ms) to `cpu`."""
+    before = cpu_seconds(pid)
+    rate = run()
+    cpu.append((cpu_seconds(pid) - before) * 1000 / messages)
+    return rate
 
 
 def main() -> None:
@@ -88,17 +104,14 @@ def main() -> None:
         wait_port(bare_port)
         wait_port(smtp_port)
         bare_rates, ours = [], []
+        bare_cpu: list[float] = []
+        our_cpu: list[float] = []
+        load = partial(smtp_load, total=args.messages, sessions=args.sessions)
         for _ in range(args.rounds):
-            bare_rates.append(
-                smtp_load(
-                    bare_port, user["email"], rcpt, total=args.messages, sessions=args.sessions
-                )
-            )
-            ours.append(
-                smtp_load(
-                    smtp_port, user["email"], rcpt, total=args.messages, sessions=args.sessions
-                )
-            )
+            send_bare = partial(load, bare_port, user["email"], rcpt)
+            send_ours = partial(load, smtp_port, user["email"], rcpt)
+            bare_rates.append(timed(bare.pid, send_bare, args.messages, bare_cpu))
+            ours.append(timed(served.pid, send_ours, args.messages, our_cpu))
     finally:
         bare.send_signal(signal.SIGTERM)
         served.send_signal(signal.SIGTERM)
@@ -108,6 +121,11 @@ def main() -> None:
     print(f"bare aiosmtpd (discard):       {b:7.0f} msg/s  rounds {[round(x) for x in bare_rates]}")
     print(f"crmdrop serve (SQLite, durable): {o:7.0f} msg/s  rounds {[round(x) for x in ours]}")
     print(f"ratio: {o / b:.2f} (goal >= 0.8); {machine_load()}")
+    print(
+        f"server CPU per message (ms): bare {median(bare_cpu):.2f} "
+        f"{[round(x, 2) for x in bare_cpu]}, crmdrop {median(our_cpu):.2f} "
+        f"{[round(x, 2) for x in our_cpu]} (with --no-worker: the SMTP process alone)"
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 A 25 MB message read over SMTP must not cost 25 MB of memory per session until its
 commit: ten at once would be a quarter of a gigabyte. A `Spool` is written once (DATA
-as it arrives, its SHA-256 computed on the way) and then read back in chunks by whoever
-stores it, as often as needed (a failed group commit retries message by message).
+as it arrives; its SHA-256 computed on the way once it is in a file, else when asked)
+and then read back in chunks by whoever stores it, as often as needed (a failed group
+commit retries message by message).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ class Spool:
     def __init__(self, threshold: int) -> None:
         self.threshold = threshold
         self._file: BinaryIO = io.BytesIO()
+        # Hashed as written once on disk; in memory, when first asked for (by the commit,
+        # in its thread: off the event loop, and hashlib runs without the GIL).
         self._hash = hashlib.sha256()
+        self._digest: str | None = None
         self.size = 0
         self.on_disk = False
 
@@ -36,15 +40,16 @@ class Spool:
         """The bytes already in hand (HTTP, IMAP, a pipe), in memory, without a copy."""
         spool = cls(threshold=max(len(data), 1))
         spool._file = io.BytesIO(data)
-        spool._hash.update(data)
         spool.size = len(data)
         return spool
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        self._hash.update(view)
+        self._digest = None
         if not self.on_disk and self.size + len(view) > self.threshold:
             self._roll_over()
+        if self.on_disk:
+            self._hash.update(view)
         self._file.write(view)
         self.size += len(view)
 
@@ -52,7 +57,9 @@ class Spool:
         """Move what is in memory to a temporary file (deleted when closed)."""
         disk = tempfile.TemporaryFile(prefix="crmdrop-data-")  # noqa: SIM115 - closed by close()
         assert isinstance(self._file, io.BytesIO)
-        disk.write(self._file.getbuffer())
+        with self._file.getbuffer() as held:
+            self._hash.update(held)
+            disk.write(held)
         self._file.close()
         self._file = disk
         self.on_disk = True
@@ -63,7 +70,14 @@ class Spool:
     @property
     def digest(self) -> str:
         """The SHA-256 of every byte written (hex)."""
-        return self._hash.hexdigest()
+        if self._digest is None:
+            if self.on_disk:
+                self._digest = self._hash.hexdigest()
+            else:
+                assert isinstance(self._file, io.BytesIO)
+                with self._file.getbuffer() as held:
+                    self._digest = hashlib.sha256(held).hexdigest()
+        return self._digest
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
         """The bytes from the start, `size` at a time."""

@@ -13,6 +13,7 @@ import functools
 import logging
 import ssl
 import time
+import types
 import weakref
 from typing import Any
 
@@ -58,10 +59,28 @@ class _EnhancedReplies:
         await super().push(status)  # type: ignore[misc]
 
 
+@functools.lru_cache(maxsize=2048)
+def _parsed_address(arg: str, local_part_limit: int) -> tuple[str | None, str | None]:
+    """aiosmtpd's parse of a MAIL/RCPT argument, remembered: a function of the text and
+    the limit alone, costly (the `email` header parser, a class defined per call), and
+    an MTA names the same few addresses again and again."""
+    limits = types.SimpleNamespace(local_part_limit=local_part_limit)
+    return SMTP._getaddr(limits, arg)  # type: ignore[arg-type]
+
+
+class _RememberedAddresses:
+    """Mixin: MAIL FROM and RCPT TO parsed once per distinct argument."""
+
+    local_part_limit: int
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        return _parsed_address(arg, self.local_part_limit)
+
+
 TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, please reconnect"
 
 
-class DropboxSMTP(_EnhancedReplies, BufferedData):
+class DropboxSMTP(_EnhancedReplies, _RememberedAddresses, BufferedData):
     """The public port: sessions counted and limited by the shared `PortGuard`, and the
     commands of one session limited in all (`max_commands`) as well as per verb
     (aiosmtpd's `command_call_limit`)."""
@@ -110,7 +129,7 @@ class DropboxSMTP(_EnhancedReplies, BufferedData):
                 guard.leave(ip)
 
 
-class DropboxLMTP(_EnhancedReplies, BufferedData, LMTP):
+class DropboxLMTP(_EnhancedReplies, _RememberedAddresses, BufferedData, LMTP):
     line_length_limit = LINE_LIMIT
     per_recipient = True
 

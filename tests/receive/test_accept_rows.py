@@ -1,0 +1,74 @@
+"""On SQLite the accept path inserts its rows on the DB-API cursor (`DriverInsert`):
+what it stores must be exactly what the Core statement stores — the same values with
+the same SQLite storage classes (text dates in SQLAlchemy's format, NULs scrubbed,
+strings cut to their column), or the worker would read back something else."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+from crmdrop.config import load_settings
+from crmdrop.spool import Spool
+from crmdrop.store import accounts
+from crmdrop.store.db import Database
+from crmdrop.store.inbound import NewDelivery, add_delivery, store_raw
+from crmdrop.store.models import Delivery
+
+
+def _rows(path: Path, table: str, *, skip: set[str]) -> list[dict[str, tuple[object, str]]]:
+    """Every column but `skip`, as SQLite holds it: (value, storage class), in rowid order."""
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] not in skip]
+        columns = ", ".join(f"{n}, typeof({n})" for n in names)
+        found = conn.execute(f"SELECT {columns} FROM {table} ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    return [{n: (row[2 * i], row[2 * i + 1]) for i, n in enumerate(names)} for row in found]
+
+
+def test_the_cursor_insert_stores_what_the_core_insert_stores(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, domain="dropbox.test")
+    db = Database(settings.db_url)
+    db.migrate()
+    with db.writing() as session:
+        user = accounts.add_user(session, "u@mycorp.example", name="U", account="acme")
+        account_id, user_id = user.account_id, user.id
+    # Not UTC, with microseconds: the stored instant must be converted the same way.
+    now = datetime(2026, 11, 30, 9, 1, 2, 345678, tzinfo=timezone(timedelta(hours=2)))
+    new = NewDelivery(
+        account_id=account_id,
+        user_id=user_id,
+        dropbox_kind="note",
+        rcpt_to="dropbox-x@dropbox.test",
+        mail_from="a\x00b@sender.example",  # a NUL: scrubbed
+        protocol="smtp",
+        peer="127.0.0.1",
+        message_id=None,
+        subject="s" * 3000,  # cut to 2,000 by add_delivery
+        author="x" * 400 + "@sender.example",  # cut to the column's 320
+    )
+    # A Session takes the Core statements, a Connection the cursor.
+    with db.writing() as session:
+        digest = store_raw(session, Spool.of(b"core bytes"), now=now)
+        add_delivery(session, new, Spool.of(b"core bytes"), now=now, stored=digest)
+        add_delivery(session, new, None, now=now, reason="rejected: no")
+    with db.write_connection() as conn:
+        digest = store_raw(conn, Spool.of(b"fast bytes"), now=now)
+        assert store_raw(conn, Spool.of(b"fast bytes"), now=now) == digest  # stored once
+        fast_id = add_delivery(conn, new, Spool.of(b"fast bytes"), now=now, stored=digest)
+        add_delivery(conn, new, None, now=now, reason="rejected: no")
+    db.dispose()
+    path = tmp_path / "crmdrop.db"
+    core_raw, fast_raw = _rows(path, "raw_messages", skip={"digest", "data"})
+    assert core_raw == fast_raw and core_raw["received_at"][1] == "text"
+    core_a, core_r, fast_a, fast_r = _rows(path, "deliveries", skip={"id", "raw_digest"})
+    assert (core_a, core_r) == (fast_a, fast_r)
+    assert fast_a["mail_from"][0] == "ab@sender.example" and len(str(fast_a["author"][0])) == 320
+    assert fast_id == 3
+    with db.reading() as session:
+        read = session.get(Delivery, fast_id)
+        assert read is not None
+        assert read.received_at == now.astimezone(UTC) and read.raw == b"fast bytes"
