@@ -1,6 +1,7 @@
 """Peak resident memory for 25 MB messages: the SMTP process and the worker.
 
-For each scenario a fresh `crmdrop serve` (SQLite) is started and warmed up with one
+For each scenario a fresh `crmdrop serve` (SQLite, or a new PostgreSQL database with
+`--db postgresql`) is started and warmed up with one
 small message (filed), so that start-up work (the worker builds its date tables, the
 first message imports the parsing modules) is not counted; once both processes are idle
 (their CPU time stands still) their RSS is read as "idle" and their peak is reset
@@ -9,7 +10,7 @@ is sent — or ten at once over ten sessions — and, once every delivery is fil
 peak RSS (VmHWM, which the kernel keeps per process) of the SMTP process and of its
 worker child is read.
 
-    .venv/bin/python bench/bench_memory.py [--size-mb 25] [--many 10]
+    .venv/bin/python bench/bench_memory.py [--db sqlite] [--size-mb 25] [--many 10]
 """
 
 from __future__ import annotations
@@ -69,12 +70,12 @@ async def send_all(port: int, sender: str, rcpt: str, messages: list[bytes]) -> 
 def scenario(count: int, args: argparse.Namespace) -> tuple[float, float, float, float]:
     """(idle SMTP, peak SMTP, idle worker, peak worker) in MB."""
     data = Path(tempfile.mkdtemp(prefix="crmdrop-memory-"))
-    with bench_database("sqlite", data) as url:
+    with bench_database(args.db, data) as url:
         env = crmdrop_env(data, url, CRMDROP_MAX_MESSAGE_SIZE=str(40 * 1024 * 1024))
         user = add_user(env)
         messages = [big_message(user["email"], args.size_mb * 1_000_000, n) for n in range(count)]
         served, smtp, _ = start_serve(env)
-        engine = create_engine(url)
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         try:
             wait_port(smtp)
             (worker,) = wait_for_children(served.pid)
@@ -131,10 +132,12 @@ def settled_rss_mb(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--size-mb", type=int, default=25)
     parser.add_argument("--many", type=int, default=10)
     args = parser.parse_args()
     print(machine_load())
+    print(f"{args.db}:")
     for count in (1, args.many):
         s_idle, s_peak, w_idle, w_peak = scenario(count, args)
         print(

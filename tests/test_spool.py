@@ -1,6 +1,7 @@
 """Large messages in bounded memory (issue #12), on real servers and databases, never
 timed: DATA past the spool threshold waits in a temporary file, is stored byte for byte
-(SQLite and PostgreSQL), and is filed with its attachment byte for byte; a group commit
+(SQLite and PostgreSQL), and is filed with its attachment byte for byte (stored in
+chunks on both: blob I/O, binary COPY) and downloaded so; a group commit
 that fails still stores the spooled message when it is committed alone."""
 
 from __future__ import annotations
@@ -9,20 +10,24 @@ import dataclasses
 import hashlib
 import os
 import smtplib
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
-from crmdrop.config import Settings
+from crmdrop.config import Settings, load_settings
 from crmdrop.receive.service import TEMPFAIL, Receiver
 from crmdrop.spool import Spool
 from crmdrop.store import accounts
+from crmdrop.store.blobs import insert_streamed_postgresql
 from crmdrop.store.db import Database
 from crmdrop.store.models import Attachment, Delivery, RawMessage
 from crmdrop.worker import process_one
 from tests.conftest import SERVER_ENV, own_server
-from tests.support import make_message, wait_for
+from tests.support import make_message, pg_database, wait_for
 
 THRESHOLD = 64 * 1024
 
@@ -118,17 +123,28 @@ def test_a_message_past_the_spool_threshold_is_stored_and_filed_byte_for_byte(
                 stored = conn.execute(sa.text("SELECT data, size FROM raw_messages")).one()
             assert (_sha(bytes(stored.data)), stored.size) == (_sha(raw), len(raw))
 
-            def attachment() -> tuple[str, str, int] | None:
+            def attachment() -> tuple[int, str, str, int] | None:
                 with engine.connect() as conn:  # noqa: B023 - used at once
                     row = conn.execute(
-                        sa.text("SELECT filename, data, size FROM attachments")
+                        sa.text("SELECT id, filename, data, size FROM attachments")
                     ).first()
-                return None if row is None else (row.filename, _sha(bytes(row.data)), row.size)
+                if row is None:
+                    return None
+                return row.id, row.filename, _sha(bytes(row.data)), row.size
 
-            filed = wait_for(attachment, timeout=60, what="the note's attachment")
-            assert filed == ("contract.pdf", _sha(payload), len(payload))
+            attachment_id, *filed = wait_for(attachment, timeout=60, what="the note's attachment")
+            assert filed == ["contract.pdf", _sha(payload), len(payload)]
         finally:
             engine.dispose()
+        # ... and downloaded byte for byte (streamed into its row on both backends).
+        made = own.cli.json("tokens", "create", user["email"], "--name", "t", "--json")
+        download = httpx.get(
+            f"http://127.0.0.1:{own.server.http_port}/api/v1/attachments/{attachment_id}",
+            headers={"Authorization": f"Bearer {made['token']}"},
+            timeout=60,
+        )
+        assert download.status_code == 200
+        assert _sha(download.content) == _sha(payload)
 
 
 def test_a_failed_group_commit_still_stores_a_spooled_message_committed_alone(
@@ -179,3 +195,39 @@ def test_a_failed_group_commit_still_stores_a_spooled_message_committed_alone(
             ("a.bin", len(payload), _sha(payload))
         ]
     good.close()
+
+
+def test_values_streamed_into_postgresql_rows_are_their_own_and_never_cut(
+    tmp_path: Path,
+) -> None:
+    """Binary COPY into a staging table, then INSERT ... SELECT: two values in one
+    transaction do not mix, and a stream that is not the announced size fails the
+    transaction (nothing of it stays)."""
+    table = RawMessage.__table__
+    assert isinstance(table, sa.Table)
+    now = datetime.now(UTC)
+    first, second = os.urandom(2_500_000), os.urandom(1_200_001)
+
+    def chunks(data: bytes) -> Iterator[bytes]:
+        return (data[i : i + 1_048_576] for i in range(0, len(data), 1_048_576))
+
+    with pg_database() as url:
+        settings = load_settings(data_dir=tmp_path, domain="dropbox.test", database_url=url)
+        db = Database(settings.db_url)
+        db.migrate()
+        with db.writing() as session:
+            for data in (first, second):
+                values = {"digest": _sha(data), "size": len(data), "received_at": now}
+                insert_streamed_postgresql(session, table, values, "data", len(data), chunks(data))
+        for wrong in (first[:-1], first + b"x"):
+            with pytest.raises(RuntimeError, match="streamed"), db.writing() as session:
+                values = {"digest": "rolled back", "size": len(second), "received_at": now}
+                insert_streamed_postgresql(session, table, values, "data", len(second), [second])
+                values = {"digest": "cut", "size": len(first), "received_at": now}
+                insert_streamed_postgresql(session, table, values, "data", len(first), [wrong])
+        with db.reading() as session:
+            stored = session.execute(sa.select(RawMessage.digest, RawMessage.data)).all()
+        assert sorted((d, _sha(bytes(v))) for d, v in stored) == sorted(
+            (_sha(v), _sha(v)) for v in (first, second)
+        )
+        db.dispose()

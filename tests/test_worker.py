@@ -3,22 +3,27 @@ batch (SQLite decides a batch on one snapshot) — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from pathlib import Path
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 
+from crmdrop import worker
 from crmdrop.config import Settings, load_settings
 from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
+from crmdrop.store import db as store_db
 from crmdrop.store.db import Database
 from crmdrop.store.export import export_account
 from crmdrop.store.inbound import LEASE, claim_due
-from crmdrop.worker import process_one, worker_started
-from tests.support import make_message, pg_database
+from crmdrop.worker import Progress, file_next, process_one, worker_started
+from tests.support import PG_URL, make_message, pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -200,3 +205,108 @@ def test_a_starting_sqlite_worker_frees_what_a_crashed_one_had_claimed(tmp_path:
         (row,) = export_account(session, "acme")["deliveries"]
     db.dispose()
     assert (row["status"], row["attempts"]) == ("filed", 2)
+
+
+def test_a_batch_says_whether_the_worker_must_claim_again_at_once(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a batch that took everything due the worker waits to be woken (no empty
+    claim to learn that nothing is left); it claims again at once when the claim left
+    deliveries due or the batch deferred one (a reply decided after its original)."""
+    db, settings = store
+    with db.writing() as session:
+        user = accounts.add_user(session, "alice@mycorp.example", name="A", account="acme")
+        box = f"dropbox-{user.token}@dropbox.test"
+    receiver = Receiver(db, settings)
+
+    def send(subject: str, **headers: str) -> str:
+        msg = make_message(
+            from_="alice@mycorp.example",
+            to=["buyer@client.example"],
+            subject=subject,
+            message_id=make_msgid(domain="test.example"),
+            headers=headers,
+        )
+        queue(receiver, box, msg.as_bytes(), "alice@mycorp.example")
+        return str(msg["Message-ID"])
+
+    def steps() -> list[Progress]:
+        seen = [file_next(db, settings)]
+        while seen[-1] is not Progress.IDLE:
+            seen.append(file_next(db, settings))
+        return seen
+
+    send("alone")
+    assert steps() == [Progress.DRAINED, Progress.IDLE]
+    first = send("first")
+    send("reply", **{"In-Reply-To": first})
+    assert steps() == [Progress.MORE, Progress.DRAINED, Progress.IDLE]
+    with monkeypatch.context() as patch:
+        patch.setattr(worker, "BATCH_BYTES", 1)  # a claim stops at one message
+        send("one")
+        send("two")
+        assert steps() == [Progress.MORE, Progress.DRAINED, Progress.IDLE]
+    with monkeypatch.context() as patch:
+        patch.setattr(worker, "BATCH", 2)
+        for subject in ("three", "four", "five"):
+            send(subject)
+        assert steps() == [Progress.MORE, Progress.DRAINED, Progress.IDLE]
+    with db.reading() as session:
+        statuses = [d["status"] for d in export_account(session, "acme")["deliveries"]]
+    assert statuses == ["filed"] * 8
+
+
+def test_a_pooled_postgresql_connection_that_died_while_idle_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections are not pinged at every checkout (a round trip and a transaction
+    each), only after sitting idle: one the server dropped meanwhile (a restart) is
+    replaced, not handed out."""
+    with pg_database() as url:
+        db = Database(url)
+        db.migrate()
+        with db.reading() as session:
+            assert session.scalar(sa.text("SELECT 1")) == 1
+        monkeypatch.setattr(store_db, "PING_AFTER_IDLE", 0.0)  # every pooled one is "idle"
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                [url.rsplit("/", 1)[1]],
+            )
+        with db.reading() as session:
+            assert session.scalar(sa.text("SELECT 1")) == 1
+        db.dispose()
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_and_takes_it_once_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers take SQLite's write lock themselves (`BEGIN IMMEDIATE`, tried again a
+    fraction of a millisecond later at first): one waits while another process holds
+    the lock, goes on once it is free, and gives up past the busy timeout as before."""
+    settings = load_settings(data_dir=tmp_path, domain="dropbox.test", database_url=None)
+    db = Database(settings.db_url)
+    db.migrate()
+    assert db.sqlite_file is not None
+    holder = sqlite3.connect(db.sqlite_file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    wrote = threading.Event()
+
+    def write() -> None:
+        with db.writing() as session:
+            session.execute(sa.text("CREATE TABLE IF NOT EXISTS t (x)"))
+        wrote.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not wrote.wait(0.3)  # the lock is held: the writer waits
+    holder.execute("COMMIT")
+    writer.join(timeout=30)
+    assert wrote.is_set()
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT", 0.2)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sa.exc.OperationalError, match="locked"), db.writing() as session:
+        session.execute(sa.text("SELECT 1"))
+    holder.execute("ROLLBACK")
+    holder.close()
+    db.dispose()

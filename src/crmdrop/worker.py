@@ -12,6 +12,7 @@ is recorded, and is retried with backoff, then parked (cf. Mailman's runner).
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import sys
@@ -36,6 +37,7 @@ from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
     ClaimedDelivery,
+    any_due,
     claim_due,
     load_claimed,
     lock_queued,
@@ -202,20 +204,35 @@ BATCH = 32
 BATCH_BYTES = 32 * 1024 * 1024  # raw bytes held at once (a message may be 25 MB)
 
 
-def _claim(db: Database, settings: Settings, now: datetime, limit: int) -> tuple[list[int], int]:
+class Progress(enum.Enum):
+    """What one step of the filing loop did: whether to look at the queue again at once."""
+
+    IDLE = "idle"  # nothing was due
+    DRAINED = "drained"  # filed a batch; nothing else was due when it was claimed
+    MORE = "more"  # more is due now (left by the claim, deferred, or lost to a race)
+
+
+def _claim(
+    db: Database, settings: Settings, now: datetime, limit: int
+) -> tuple[list[int], int, bool]:
+    """(the ids claimed, how many were parked, whether any other delivery is still due)."""
+    lease = timedelta(seconds=settings.claim_lease_seconds)
     with db.writing() as session:
-        return claim_due(
+        claimed, parked = claim_due(
             session,
             now,
             limit=limit,
             max_bytes=BATCH_BYTES,
             max_attempts=settings.max_attempts,
             skip_locked=not db.is_sqlite,
-            lease=timedelta(seconds=settings.claim_lease_seconds),
+            lease=lease,
         )
+        # A full batch may well have left more: claim again rather than ask.
+        full = len(claimed) == limit
+        return claimed, parked, full or (bool(claimed) and any_due(session, now, lease=lease))
 
 
-def _process_batch(db: Database, settings: Settings, now: datetime) -> bool:
+def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
     """Claim a batch, parse and decide it under one read snapshot, then apply it in one
     short write transaction; should that fail, each delivery is applied (or failed) on
     its own. Three transactions for up to `BATCH` deliveries instead of two for each:
@@ -224,9 +241,9 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> bool:
     the queue and a dead one's batch is taken over when its lease runs out. Each step
     asks the database once per batch what it can (`BatchCache`): on PostgreSQL every
     statement is a round trip."""
-    claimed, parked = _claim(db, settings, now, BATCH)
+    claimed, parked, left = _claim(db, settings, now, BATCH)
     if not claimed:
-        return parked > 0
+        return Progress.MORE if parked else Progress.IDLE
     failed: list[Failure] = []
     with db.reading() as session:
         decided, deferred = _decide_batch(session, claimed, settings, now, failed)
@@ -246,7 +263,8 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> bool:
                 failed.append(Failure.current(one[0]))
     for failure in failed:
         _record_failure(db, settings, failure)
-    return True
+    more = left or bool(deferred) or any(failure.race for failure in failed)
+    return Progress.MORE if more else Progress.DRAINED
 
 
 Decided = tuple[int, ParsedMessage, Decision]  # a delivery's id, its message, its decision
@@ -326,16 +344,23 @@ def worker_started(db: Database) -> None:
             log.warning("released %d deliveries a stopped worker had claimed", released)
 
 
-def process_one(db: Database, settings: Settings) -> bool:
-    """Process the next due delivery; False when the queue has nothing due."""
+def file_next(db: Database, settings: Settings) -> Progress:
+    """Process the next batch of due deliveries (`Progress.IDLE`: none was due)."""
     if _UNRECORDED:
         _release_unrecorded(db, settings)
     return _process_batch(db, settings, datetime.now(UTC))
 
 
+def process_one(db: Database, settings: Settings) -> bool:
+    """Process the next due deliveries; False when the queue has nothing due."""
+    return file_next(db, settings) is not Progress.IDLE
+
+
 class PollingThread(threading.Thread):
     """Runs `step` until stopped; when it found nothing to do, waits until `wake` is set
-    (a delivery was queued) or `idle` seconds have passed (the safety poll).
+    (a delivery was queued) or `idle` seconds have passed (the safety poll). With
+    `gather`, a wake-up is followed by that many seconds more, so that one step serves
+    a burst of wake-ups (one per filed batch) rather than one step for each.
 
     An error in one step is logged and followed by a pause, never the end of the loop.
     """
@@ -346,11 +371,14 @@ class PollingThread(threading.Thread):
         step: Callable[[], bool],
         idle: float,
         wake: threading.Event | None = None,
+        *,
+        gather: float = 0.0,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.step = step
         self.idle = idle
         self.wake = wake or threading.Event()
+        self.gather = gather
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -365,5 +393,5 @@ class PollingThread(threading.Thread):
             except Exception:
                 log.exception("%s: step failed; pausing", self.name)
                 busy = False
-            if not busy:
-                self.wake.wait(self.idle)
+            if not busy and self.wake.wait(self.idle) and self.gather:
+                self.stopping.wait(self.gather)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
+import email_validator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crmdrop.mail import addresses
 from crmdrop.mail.addresses import (
     extract_addresses_from_text,
     is_plausible_address,
@@ -92,3 +99,52 @@ def test_text_addresses_are_deduplicated_case_insensitively() -> None:
 def test_text_addresses_drop_outlook_single_quotes_but_keep_apostrophes() -> None:
     got = [a for a, _ in extract_addresses_from_text("To: 'jane@x.com'; ann.o'neil@x.co.uk")]
     assert got == ["jane@x.com", "ann.o'neil@x.co.uk"]
+
+
+# The verdict of `is_plausible_address` comes from email-validator, in part per domain
+# (`addresses._syntax_error`): it must be email-validator's own, address by address.
+_LOCALS = ["a", "jane.doe", "x+y", "-", "a..b", ".a", "a.", "INFO", "o'brien", "a" * 64]
+_LOCALS += ["a" * 200, "a b", "ü", '"q"', "a!#$%&'*/=?^_`{|}~", ""]
+_DOMAINS = ["example.com", "x.test", "test", "localhost", "a.local", "corp.internal"]
+_DOMAINS += ["foo.invalid", "x.onion", "1.2.3.4", "[1.2.3.4]", "xn--bcher-kva.example"]
+_DOMAINS += ["XN--BCHER-KVA.Example", "bücher.example", "-a.com", "a-.com", "a..com", "com"]
+_DOMAINS += ["a.123", "a_b.com", "b" * 63 + ".com", "b" * 64 + ".com", ("c" * 60 + ".") * 4]
+_DOMAINS += [("c" * 50 + ".") * 4 + "com", "EXAMPLE.COM.", "ex ample.com", "home.arpa"]
+_DOMAINS += ["xn--zz.com", "ab--c.com", "a@b.com", "e\u0301.com"]
+
+
+def _same_verdict(address: str) -> None:
+    whole, split = addresses._validate(address), addresses._syntax_error(address)
+    assert (whole is None) == (split is None), (address, whole, split)
+    # "special-use" in the reason makes `is_plausible_address` try the domain as ".com"
+    assert ("special-use" in (whole or "")) == ("special-use" in (split or "")), address
+
+
+def test_plausibility_is_email_validators_verdict() -> None:
+    for local, domain in itertools.product(_LOCALS, _DOMAINS):
+        _same_verdict(f"{local}@{domain}")
+        _same_verdict(f"{local}@{domain}".upper())
+
+
+@given(
+    local=st.sampled_from(_LOCALS) | st.text('abXY09.-_+@!"<> (),é', max_size=12),
+    domain=st.sampled_from(_DOMAINS) | st.text("abXY09.-_@ é", max_size=20),
+)
+@settings(max_examples=300, deadline=None)
+def test_plausibility_is_email_validators_verdict_drawn(local: str, domain: str) -> None:
+    _same_verdict(f"{local}@{domain}")
+
+
+@given(
+    st.from_regex(
+        r"(?:[a-zA-Z0-9-]{1,5}\.){1,3}[a-zA-Z]{1,4}|[a-z]{1,3}\.(?:test|local|arpa)", fullmatch=True
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_plain_domains_are_read_as_email_validator_reads_them(domain: str) -> None:
+    if addresses._plain_domain(domain):
+        ok = email_validator.validate_email(
+            f"a@{domain}", check_deliverability=False, test_environment=True
+        )
+        assert (ok.domain, ok.ascii_domain) == (domain.lower(), domain.lower())
+    _same_verdict(f"jane@{domain}")

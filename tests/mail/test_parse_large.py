@@ -10,7 +10,7 @@ import os
 from email import policy
 from email.message import EmailMessage, Message
 
-from crmdrop.mail.parse import parse_message
+from crmdrop.mail.parse import _SCAN, _count_any_case, parse_message
 
 
 def _stdlib_files(raw: bytes) -> list[tuple[str, bytes]]:
@@ -86,3 +86,12 @@ def test_an_attachment_of_an_attached_message_is_streamed_too() -> None:
     assert file.content() == dict(_stdlib_files(raw))["inner.pdf"]
     again = parse_message(raw).attached[0]
     assert again.content_hash == attached.content_hash  # the same at every parse
+
+
+def test_content_type_is_counted_in_any_case_once_wherever_a_slice_ends() -> None:
+    """The nesting check counts "content-type:" a MiB at a time (no lowered copy of a
+    25 MB message): a match across a slice's end is counted once, as in the whole."""
+    needle = b"Content-TYPE:"
+    for offset in range(-len(needle) - 1, 2):
+        raw = b"x" * (_SCAN + offset) + needle + b"y" * _SCAN + needle.upper()
+        assert _count_any_case(raw, b"content-type:") == raw.lower().count(b"content-type:") == 2

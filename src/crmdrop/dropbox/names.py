@@ -104,11 +104,14 @@ _PARTICLES = frozenset({"van", "von", "der", "den", "de", "da", "di", "du", "le"
 _COMPANY_SUFFIXES = frozenset({"inc", "ltd", "llc", "gmbh", "ag", "sa", "bv", "plc", "co", "corp"})
 _WS = re.compile(r"\s+")
 _WORD_CHARS = re.compile(r"^[^\W\d_]+(?:[-'][^\W\d_]+)*$")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_SEPARATORS = re.compile(r"[._]+")
+_DIGITS = re.compile(r"\d+")
 
 
 def _cap(word: str) -> str:
     """Capitalize each hyphen/apostrophe part: o'brien → O'Brien, jean-luc → Jean-Luc."""
-    return re.sub(r"[^\W\d_]+", lambda m: m.group(0)[:1].upper() + m.group(0)[1:], word)
+    return _LETTERS.sub(lambda m: m.group(0)[:1].upper() + m.group(0)[1:], word)
 
 
 def name_from_local_part(local: str) -> str:
@@ -119,10 +122,10 @@ def name_from_local_part(local: str) -> str:
     Falls back to the local part as given when nothing word-like is left.
     """
     base = local.partition("+")[0].lower()
-    parts = [p for p in re.split(r"[._]+", base) if p]
+    parts = [p for p in _SEPARATORS.split(base) if p]
     if len(parts) == 1 and "-" in parts[0]:
         parts = [p for p in parts[0].split("-") if p]
-    words = [re.sub(r"\d+", "", p).strip("-'") for p in parts]
+    words = [_DIGITS.sub("", p).strip("-'") for p in parts]
     words = [w for w in words if w]
     if not words:
         return local

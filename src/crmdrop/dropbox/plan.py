@@ -213,24 +213,34 @@ class FilingPlan:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (dates as ISO strings, enums as values)."""
-
-        def convert(value: Any) -> Any:
-            if isinstance(value, ForwardedEntry | ChainMessage):
-                return value.to_json()
-            if is_dataclass(value) and not isinstance(value, type):
-                return {f.name: convert(getattr(value, f.name)) for f in fields(value)}
-            if isinstance(value, Enum):
-                return value.value
-            if isinstance(value, datetime | date):
-                return value.isoformat()
-            if isinstance(value, dict):
-                return {k: convert(v) for k, v in value.items()}
-            if isinstance(value, list | tuple):
-                return [convert(v) for v in value]
-            return value
-
-        result: dict[str, Any] = convert(self)
+        result: dict[str, Any] = _to_json(self)
         return result
+
+
+# Types JSON takes as they are (by exact type: a str Enum is an Enum, not a str).
+_PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per dataclass: `fields()` is slow
+
+
+def _to_json(value: Any) -> Any:
+    if type(value) in _PLAIN:  # most values: strings, numbers, None
+        return value
+    if isinstance(value, ForwardedEntry | ChainMessage):
+        return value.to_json()
+    if is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES.get(type(value))
+        if names is None:
+            names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+        return {name: _to_json(getattr(value, name)) for name in names}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ import unicodedata
 from functools import lru_cache
 from urllib.parse import unquote
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import DOMAIN_MAX_LENGTH, DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
 
 from crmdrop.mail.encoding import decode_rfc2047
 from crmdrop.mail.model import Mailbox
@@ -81,17 +83,83 @@ def is_plausible_address(addr: str) -> bool:
     a = addr.strip()
     if not a or "@" not in a or len(a) > 320:
         return False
+    error = _syntax_error(a)
+    if error is None:
+        return True
+    # Internal domains (".local", ".internal", ".lan") are real in company mail.
+    tld = a.rsplit(".", 1)[-1].lower()
+    if "special-use" in error and tld in _INTERNAL_TLDS:
+        return is_plausible_address(a[: -len(tld)] + "com")
+    return False
+
+
+def _validate(a: str) -> str | None:
+    """email-validator's verdict on `a`: None when valid, else why not."""
     try:
         validate_email(a, check_deliverability=False, allow_smtputf8=True, test_environment=True)
     except EmailNotValidError as exc:
-        # Internal domains (".local", ".internal", ".lan") are real in company mail.
-        tld = a.rsplit(".", 1)[-1].lower()
-        if "special-use" in str(exc) and tld in _INTERNAL_TLDS:
-            return is_plausible_address(a[: -len(tld)] + "com")
-        return False
+        return str(exc)
     except (UnicodeError, ValueError):
+        return "unreadable"
+    return None
+
+
+_STUB_LOCAL = "a"
+
+
+# A domain email-validator accepts as it is, lowercased (each step of its check passes:
+# ASCII letters, digits and inner hyphens, labels of 1-63, a TLD of letters). Punycode and
+# R-LDH labels ("ab--c") and special-use names go to the validator.
+_PLAIN_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+
+
+def _plain_domain(domain: str) -> bool:
+    if len(domain) > DOMAIN_MAX_LENGTH or "--" in domain or not _PLAIN_DOMAIN.fullmatch(domain):
         return False
-    return True
+    lower = domain.lower()
+    special = (d for d in email_validator.SPECIAL_USE_DOMAIN_NAMES if d != "test")
+    return not any(lower == d or lower.endswith("." + d) for d in special)
+
+
+@lru_cache(maxsize=16384)
+def _domain_forms(domain: str) -> tuple[str, ...] | str:
+    """The forms email-validator gives `domain` (as written, Unicode, IDNA ASCII), or why
+    an address at it is not valid: the verdict on a one-letter address at it."""
+    if _plain_domain(domain):
+        return (domain, domain.lower())
+    try:
+        ok = validate_email(
+            f"{_STUB_LOCAL}@{domain}",
+            check_deliverability=False,
+            allow_smtputf8=True,
+            test_environment=True,
+        )
+    except EmailNotValidError as exc:
+        return str(exc)
+    except (UnicodeError, ValueError):
+        return "unreadable"
+    return (domain, ok.domain, ok.ascii_domain)
+
+
+def _syntax_error(a: str) -> str | None:
+    """`_validate(a)`, with the domain's half of the work done once per domain.
+
+    For an ASCII address with one "@" whose local part is a plain dot-atom, email-validator
+    accepts the local part as it is, checks the domain on its own, then the length of the
+    address in each of the domain's forms: so its verdict is the domain's verdict (a
+    one-letter address fails only where every address at that domain fails too: a bad
+    domain, or one too long for any address) and the length. Anything else (quotes,
+    Unicode, a display name) goes to email-validator whole.
+    """
+    local, _, domain = a.partition("@")
+    if not a.isascii() or "@" in domain or not DOT_ATOM_TEXT.match(local):
+        return _validate(a)
+    forms = _domain_forms(domain)
+    if isinstance(forms, str):
+        return forms
+    if len(local) + 1 + max(len(f.encode("utf-8")) for f in forms) > EMAIL_MAX_LENGTH:
+        return "The email address is too long."
+    return None
 
 
 # --- address lists -----------------------------------------------------------------
@@ -119,8 +187,16 @@ _COMMENT = re.compile(r"\([^()]*\)")
 _ROUTE = re.compile(r"^\s*@[^:<>]*:")
 
 
+_NESTING = re.compile(r'["\\<>()\[\]]')
+
+
 def split_address_list(value: str, seps: str = ",;") -> list[str]:
     """Split on commas and semicolons outside quotes, angle brackets, brackets and parens."""
+    if not _NESTING.search(value):  # nothing to be inside of: a plain split
+        pieces = [value]
+        for sep in seps:
+            pieces = [part for piece in pieces for part in piece.split(sep)]
+        return [piece.strip() for piece in pieces if piece.strip()]
     out: list[str] = []
     buf: list[str] = []
     depth_angle = depth_paren = depth_square = 0
@@ -193,12 +269,23 @@ def _unquote_name(name: str) -> str:
     return _WS.sub(" ", name).strip()
 
 
+# Pieces longer than this are read each time (the cache would hold their text).
+_CACHED_PIECE = 512
+
+
 def parse_mailbox(piece: str) -> Mailbox | None:
     """Read one ``Name <addr>`` / ``addr (Name)`` / ``addr`` / ``Name`` item.
 
     Returns a Mailbox whose address is None when only a name is given; an address is
-    never invented from a name.
+    never invented from a name. Memoised: the same few senders write most mail, and the
+    result (a frozen Mailbox) depends on the text alone.
     """
+    if len(piece) <= _CACHED_PIECE:
+        return _parse_mailbox_cached(piece)
+    return _parse_mailbox(piece)
+
+
+def _parse_mailbox(piece: str) -> Mailbox | None:
     s = piece.strip()
     if not s:
         return None
@@ -269,6 +356,9 @@ def parse_mailbox(piece: str) -> Mailbox | None:
     if not name and addr is None:
         return None
     return Mailbox(name=name, address=addr)
+
+
+_parse_mailbox_cached = lru_cache(maxsize=16384)(_parse_mailbox)
 
 
 _NAME_WORDS = re.compile(r"^[^\W\d_][\w'’.-]*(?:\s+[^\W\d_][\w'’.-]*){0,2}$")

@@ -310,12 +310,34 @@ def _unglue(text: str) -> list[str]:
     return [text[a:b].strip() for a, b in itertools.pairwise(bounds)]
 
 
+# `_Line(…)` runs a Python-level __new__; a body has thousands of lines.
+_new_line: Callable[[tuple[int, str, int]], _Line] = partial(tuple.__new__, _Line)
+
+
+def _odd(text: str) -> bool:
+    """Could `text` hold a line that is more than its right-stripped self: a quote marker,
+    a no-break space or BOM to replace, a colon (a flattened block needs three)? Most
+    lines of prose have none. (`in` on a str is a fast search; a regex class is not.)"""
+    return ">" in text or ":" in text or "：" in text or "\u00a0" in text or "\ufeff" in text
+
+
 def _split_lines(text: str) -> list[_Line]:
-    out: list[_Line] = []
     if text.startswith("\ufeff"):
         text = text[1:]
-    for src, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
-        m = _QUOTE_PREFIX.match(raw) if ">" in raw[:1] or ">" in raw.lstrip(" \t")[:1] else None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    raws = text.split("\n")
+    if not _odd(text):
+        n = len(raws)
+        plain = zip(itertools.repeat(0, n), map(str.rstrip, raws), range(n), strict=True)
+        return list(map(_new_line, plain))
+    out: list[_Line] = []
+    for src, raw in enumerate(raws):
+        if not _odd(raw):
+            out.append(_new_line((0, raw.rstrip(), src)))
+            continue
+        quoted = ">" in raw and (raw[:1] == ">" or raw.lstrip(" \t")[:1] == ">")
+        m = _QUOTE_PREFIX.match(raw) if quoted else None
         if m:
             depth = m.group(1).count(">")
             content = raw[m.end() :].rstrip()
@@ -327,10 +349,10 @@ def _split_lines(text: str) -> list[_Line]:
         if "\ufeff" in content:
             content = content.replace("\ufeff", "")
         if len(content) < 40 or content.count(":") + content.count("：") < 3:
-            out.append(_Line(depth, content, src))  # no room for a flattened block
+            out.append(_new_line((depth, content, src)))  # no room for a flattened block
             continue
         for part in _unglue(content):
-            out.append(_Line(depth, part, src))
+            out.append(_new_line((depth, part, src)))
     return out
 
 
@@ -666,18 +688,21 @@ def _header_value(hdr: _Header, name: str) -> str | None:
 
 def _scan(lines: list[_Line], subject: str | None) -> list[_Found]:
     """Every block in `lines`, outermost first: at each line a separator, else a header
-    block without one, else a wrote line."""
+    block without one, else a wrote line. The cheap test each step starts with comes
+    first here: most lines are prose, and pass none."""
     scan = _Scan(lines, subject, _near_colon_end(lines))
+    texts = [ln.text.strip() for ln in lines]
+    near = scan.near_colon_end
     i = 0
     while i < len(lines) and len(scan.found) < MAX_BLOCKS:  # a budget: 5,000 blocks took 9 s
-        s = lines[i].text.strip()
+        s = texts[i]
         if not s:
             i += 1
             continue
-        nxt = scan.separator(i, s)
+        nxt = scan.separator(i, s) if len(s) < _SEP_MAX and _SEP_GATE.match(s) else None
         if nxt is None and _is_label_line(s):
             nxt = scan.header_block(i)
-        if nxt is None:
+        if nxt is None and near[i]:
             nxt = scan.wrote(i)
         i = nxt if nxt is not None else i + 1
     return scan.found
@@ -687,16 +712,22 @@ def _near_colon_end(lines: list[_Line]) -> list[bool]:
     """Per line: does it or one of the next three end as a wrote line can end: ":" (or
     anyhow, when it names an address), Zoho's "----"? Only there can a wrote line start."""
     near = [False] * len(lines)
-    for k, ln in enumerate(lines):
-        if ln.text.endswith((":", "：", "---")) or ("@" in ln.text and len(ln.text) < _WROTE_MAX):
-            for j in range(max(0, k - 3), k + 1):
-                near[j] = True
+    for k, (_, text, _) in enumerate(lines):
+        if text.endswith(_WROTE_ENDS) or ("@" in text and len(text) < _WROTE_MAX):
+            near[max(0, k - 3) : k + 1] = _NEAR[: k + 1 - max(0, k - 3)]
     return near
+
+
+_WROTE_ENDS = (":", "：", "---")
+_NEAR = [True] * 4
+
+
+_SEP_MAX = 120  # longer lines are prose, not a separator
 
 
 def _separator_kind(s: str) -> tuple[str, str, str] | None:
     """(client, kind, language) when the stripped line `s` is a separator line."""
-    if len(s) >= 120 or not _SEP_GATE.match(s):
+    if len(s) >= _SEP_MAX or not _SEP_GATE.match(s):
         return None
     if _SEP_ANY.match(s):
         for rx, client, kind, lang in _SEP_LIST:
@@ -867,9 +898,9 @@ def find_forwarded_blocks_html(html: str, subject: str | None = None) -> list[Fo
 def strip_signature(text: str) -> str:
     """Cut a trailing signature (``-- ``, "Sent from my iPhone", …) from a message's words."""
     lines = text.split("\n")
-    for idx in range(len(lines) - 1, -1, -1):
+    for idx in range(len(lines) - 1, max(-1, len(lines) - 26), -1):  # the last 25 lines
         s = lines[idx].strip()
-        if s and _SIGNATURE.match(s) and (len(lines) - idx) <= 25:
+        if s and _SIGNATURE.match(s):
             lines = lines[:idx]
             break
     return "\n".join(lines).rstrip()

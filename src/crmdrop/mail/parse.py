@@ -56,12 +56,11 @@ def parse_message(raw: bytes) -> ParsedMessage:
         skeleton, cuts = cut_base64_runs(cut, digest)
         token = _CUTS.set(cuts)
         try:
-            parsed = _parse(skeleton, 0)
+            parsed = _parse(skeleton, 0, digest)
         finally:
             _CUTS.reset(token)
         if defect:
             parsed.defects.insert(0, defect)
-        parsed.content_hash = digest
         return parsed
     except Exception as exc:  # last line of defence: a bug of ours, not the sender's
         failure = f"parse failed: {exc.__class__.__name__}: {exc}"[:300]
@@ -74,6 +73,18 @@ _NESTING_HINT = re.compile(rb"(?im)^content-type:[ \t]*(?:multipart|message)/")
 _BOUNDARY = re.compile(rb'(?i)boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))')
 
 
+_SCAN = 1024 * 1024
+
+
+def _count_any_case(raw: bytes, needle: bytes) -> int:
+    """Occurrences of `needle` (lower case) in `raw`, in any case, lowering a MiB at a
+    time: `raw.lower()` would be a second copy of a 25 MB message. Each slice reaches
+    into the next by one byte less than `needle`, so a match is counted once, where it
+    starts."""
+    reach = _SCAN + len(needle) - 1
+    return sum(raw[i : i + reach].lower().count(needle) for i in range(0, len(raw), _SCAN))
+
+
 def cap_mime_nesting(raw: bytes, limit: int = MAX_MIME_NESTING) -> tuple[bytes, str | None]:
     """`raw` with MIME parts nested deeper than `limit` left out, and a defect saying so.
 
@@ -82,7 +93,7 @@ def cap_mime_nesting(raw: bytes, limit: int = MAX_MIME_NESTING) -> tuple[bytes, 
     until their enclosing boundary closes.
     """
     # Every hint is a "content-type:" in some case: counting those is a fast first bound.
-    if raw.lower().count(b"content-type:") <= limit or len(_NESTING_HINT.findall(raw)) <= limit:
+    if _count_any_case(raw, b"content-type:") <= limit or len(_NESTING_HINT.findall(raw)) <= limit:
         return raw, None
     lines = raw.splitlines(keepends=True)
     stack: list[bytes | None] = []  # boundary of each open multipart; None: message/*
@@ -239,10 +250,12 @@ def _empty(raw: bytes, defect: str) -> ParsedMessage:
     )
 
 
-def _parse(raw: bytes, depth: int) -> ParsedMessage:
+def _parse(raw: bytes, depth: int, digest: str | None = None) -> ParsedMessage:
+    """`raw` parsed; its content hash is `digest` when the caller has it (the whole
+    message's, also when `raw` is its skeleton), else the hash of `raw`."""
     msg = email.message_from_bytes(raw, policy=email_policy.compat32)
     result = _from_message(msg, depth)
-    result.content_hash = hashlib.sha256(raw).hexdigest()
+    result.content_hash = digest if digest is not None else hashlib.sha256(raw).hexdigest()
     return result
 
 
@@ -268,6 +281,8 @@ def _hget(part: Message, name: str) -> str | None:
 def _filename(part: Message) -> str | None:
     """The attachment's filename (RFC 2231, RFC 2047 and raw 8-bit UTF-8 all handled)."""
     raw_values = [_hget(part, "Content-Disposition"), _hget(part, "Content-Type")]
+    if not any(v and "name" in v.lower() for v in raw_values):
+        return None  # no filename= or name= parameter (RFC 2231 forms included): body parts
     if any(v and any("\udc80" <= ch <= "\udcff" for ch in v) for v in raw_values):
         clean = Message()
         for hname, value in zip(("Content-Disposition", "Content-Type"), raw_values, strict=True):

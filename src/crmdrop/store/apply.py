@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
 from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
-from crmdrop.store.blobs import fill_blob, zeroblob_insert
+from crmdrop.store.blobs import fill_blob, insert_streamed_postgresql, zeroblob_insert
 from crmdrop.store.inbound import ClaimedDelivery, finish_deliveries
 from crmdrop.store.models import (
     Account,
@@ -498,11 +498,16 @@ _INSERT_ATTACHMENT_ZEROBLOB = zeroblob_insert(
 
 def _insert_attachment(session: Session, note_id: int, part: MailAttachment) -> None:
     """One attachment row. A file the parser left encoded (`part.source`) is decoded a
-    chunk at a time into the row on SQLite; PostgreSQL gets it decoded whole (once: the
-    encoded text is never held besides)."""
+    chunk at a time into the row, never held whole (SQLite: blob I/O into a zeroblob;
+    PostgreSQL: binary COPY, `store.blobs`)."""
     values = dict(
         note_id=note_id, filename=part.filename, content_type=part.content_type, size=part.size
     )
+    if part.source is not None and session.get_bind().dialect.name == "postgresql":
+        table = Attachment.__table__
+        assert isinstance(table, Table)
+        insert_streamed_postgresql(session, table, values, "data", part.size, part.chunks())
+        return
     if part.source is not None and session.get_bind().dialect.name == "sqlite":
         row_id = session.execute(
             _INSERT_ATTACHMENT_ZEROBLOB, dict(values, blob_size=part.size)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import binascii
 import io
+import struct
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, bindparam, func, literal_column, text
+from sqlalchemy import Connection, Insert, Table, TextClause, bindparam, func, literal_column, text
 from sqlalchemy.orm import Session
 
 
@@ -94,3 +95,53 @@ def copy_raw_postgresql(
             copy.write(f"\t{size}\t{now.astimezone(UTC).isoformat()}\n".encode("ascii"))
         cursor.execute(_RAW_MOVE)
         cursor.execute("DELETE FROM raw_messages_incoming")
+
+
+# PostgreSQL, a large value of a new row: staged by binary COPY in a temporary table (one
+# per session, emptied at commit), then moved into the row by one INSERT ... SELECT.
+_BYTEA_STAGE = "CREATE TEMP TABLE IF NOT EXISTS bytea_incoming (data bytea) ON COMMIT DELETE ROWS"
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # no flags, no header extension
+_COPY_END = b"\xff\xff"
+_STREAMED_INSERTS: dict[tuple[str, tuple[str, ...], str], TextClause] = {}
+
+
+def _streamed_insert(table: Table, names: tuple[str, ...], column: str) -> TextClause:
+    key = (table.name, names, column)
+    statement = _STREAMED_INSERTS.get(key)
+    if statement is None:
+        # The CTE empties the stage as it reads it; the columns' own types bind the values.
+        statement = text(
+            "WITH staged AS (DELETE FROM bytea_incoming RETURNING data) "
+            f"INSERT INTO {table.name} ({', '.join(names)}, {column}) "
+            f"SELECT {', '.join(':' + n for n in names)}, data FROM staged"
+        ).bindparams(*(bindparam(n, type_=table.c[n].type) for n in names))
+        _STREAMED_INSERTS[key] = statement
+    return statement
+
+
+def insert_streamed_postgresql(
+    conn: Connection | Session,
+    table: Table,
+    values: dict[str, Any],
+    column: str,
+    size: int,
+    chunks: Iterable[bytes],
+) -> None:
+    """INSERT a row of `table` whose `column` gets `chunks` (`size` bytes in all), without
+    holding them: binary COPY sends them as they come (bound as one parameter, the value
+    would be held whole, and psycopg would send it as hex text besides). A stream that is
+    not `size` bytes long fails the COPY, so the transaction: no cut value is stored."""
+    with driver_connection(conn).cursor() as cursor:
+        cursor.execute(_BYTEA_STAGE)
+        with cursor.copy("COPY bytea_incoming (data) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(_COPY_SIGNATURE + struct.pack("!hi", 1, size))  # one field of `size`
+            written = 0
+            for chunk in chunks:
+                written += len(chunk)
+                if written > size:
+                    break
+                copy.write(chunk)
+            if written != size:
+                raise RuntimeError(f"streamed {written} bytes into a value of {size}")
+            copy.write(_COPY_END)
+    conn.execute(_streamed_insert(table, tuple(values), column), values)

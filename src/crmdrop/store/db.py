@@ -9,6 +9,8 @@ READ so that a multi-query read (an export) sees one consistent snapshot.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -68,9 +71,68 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        if begin == "BEGIN IMMEDIATE":
+            _begin_immediate(conn.connection.driver_connection)
+        else:
+            conn.exec_driver_sql(begin)
 
     return engine
+
+
+# SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20 ... ms between its tries: a writer
+# that finds the write lock held for 2 ms (the other process's group commit, the
+# worker's batch) comes back after 3 or 8 ms. Ours tries again after a fraction of a
+# millisecond first, backing off to 5 ms; the time limit stays SQLite's 30 s.
+BUSY_TIMEOUT = 30.0  # seconds
+_BUSY_FIRST, _BUSY_MAX = 0.0002, 0.005  # seconds between tries, at first and at most
+
+
+def _begin_immediate(dbapi_connection: sqlite3.Connection) -> None:
+    """`BEGIN IMMEDIATE`: take the write lock, waiting for it as long as SQLite would."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = _BUSY_FIRST
+    dbapi_connection.execute("PRAGMA busy_timeout=0")  # fail at once; we wait, below
+    try:
+        while True:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc  # as before
+            time.sleep(delay)
+            delay = min(delay * 1.5, _BUSY_MAX)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+
+
+# A pooled PostgreSQL connection that sat unused this long is checked before it is
+# handed out (a restarted server leaves every pooled connection dead).
+PING_AFTER_IDLE = 1.0  # seconds
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a connection at checkout only when it was idle past `PING_AFTER_IDLE`.
+
+    `pool_pre_ping` checks every checkout: a round trip and a transaction of its own,
+    before each of the worker's three transactions per batch and each group commit. A
+    connection back in use within the second was working a moment ago; one that fails
+    anyway is invalidated by SQLAlchemy on the error, as it would be mid-transaction."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()
+        except Exception as exc:  # the pool drops it and checks out another (a new one)
+            raise DisconnectionError(f"a pooled connection is dead: {exc}") from exc
 
 
 class Database:
@@ -91,9 +153,8 @@ class Database:
             self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(self.url, "BEGIN")
         else:
-            self.write_engine = create_engine(
-                self.url, pool_size=10, pool_pre_ping=True, hide_parameters=True
-            )
+            self.write_engine = create_engine(self.url, pool_size=10, hide_parameters=True)
+            _ping_when_idle(self.write_engine)
             # One snapshot per read transaction: an export must not see half a filing.
             self.read_engine = self.write_engine.execution_options(
                 isolation_level="REPEATABLE READ"

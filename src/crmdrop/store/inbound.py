@@ -306,6 +306,14 @@ def _due(now: datetime, lease: timedelta) -> ColumnElement[bool]:
     )
 
 
+def any_due(session: Session, now: datetime, *, lease: timedelta = LEASE) -> bool:
+    """Whether any delivery is due now. Asked in the claim's transaction: a worker whose
+    claim took all that was due waits to be woken, instead of claiming again to learn
+    that nothing is left (a write transaction per batch)."""
+    query = select(Delivery.id).where(_due(now, lease)).limit(1)
+    return session.execute(query).first() is not None
+
+
 def claim_due(
     session: Session,
     now: datetime,
