@@ -22,7 +22,7 @@ from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
 from crmdrop.store.contacts import list_contacts
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import NewDelivery, add_delivery
+from crmdrop.store.inbound import NewDelivery, add_delivery, lock_queued
 from crmdrop.store.models import Case, ContactEmail, Delivery, User, note_contacts
 from crmdrop.worker import is_known_race, process_one
 from tests.support import make_message
@@ -171,8 +171,7 @@ def test_a_plan_that_turns_out_a_duplicate_creates_no_second_case(
         assert [r.action for r in decision.plan.records] == ["create"]
     for delivery_id, parsed, decision in decisions:
         with db.writing() as session:
-            delivery = session.get(Delivery, delivery_id)
-            assert delivery is not None
+            delivery = lock_queued(session, [delivery_id])[delivery_id]
             apply_decision(
                 session, delivery, parsed, decision, settings=settings, now=now, cache=BatchCache()
             )

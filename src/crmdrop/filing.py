@@ -32,7 +32,8 @@ from crmdrop.mail.model import ParsedMessage
 from crmdrop.outbound.replies import build_reply
 from crmdrop.store.accounts import StoreError, dropbox_owner, user_info
 from crmdrop.store.apply import BatchWrites, apply_plan
-from crmdrop.store.models import Account, Delivery, User
+from crmdrop.store.inbound import ClaimedDelivery
+from crmdrop.store.models import Account, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.view import SqlAccountView
@@ -97,10 +98,14 @@ class BatchCache:
             if plan.note is not None and plan.note_id is None:
                 keys.append(plan.message_key)
             addresses.extend(a.address for a in plan.contacts if a.action == "create_contact")
+        new_notes = new_contacts = 0
         for account_id, (keys, addresses) in wanted.items():
             self.view(session, account_id).prefetch(keys, [])
+            new_notes += len(keys)
             if self.writes is not None:
-                self.writes.look_up(session, account_id, addresses)
+                new_contacts += self.writes.look_up(session, account_id, addresses)
+        if self.writes is not None:  # at most: a late duplicate creates no note
+            self.writes.reserve(session, notes=new_notes, contacts=new_contacts)
 
 
 _M = TypeVar("_M", User, Account)
@@ -169,7 +174,7 @@ def decide_delivery(
 
 def apply_decision(
     session: Session,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     parsed: ParsedMessage,
     decision: Decision,
     *,
@@ -179,11 +184,11 @@ def apply_decision(
 ) -> None:
     """Carry the decision out and finish the delivery, inside the caller's transaction.
 
-    The delivery's fields are set together at the end, so that it costs one UPDATE."""
+    The delivery's outcome is written with the batch's (`BatchWrites.finish`): one
+    UPDATE for all of them; without `cache.writes`, before this returns."""
+    writes = cache.writes or BatchWrites()
     if decision.plan is None:
-        _finish(
-            delivery, now, DeliveryStatus.REJECTED, f"rejected by the worker: {decision.refused}"
-        )
+        _finish(delivery, DeliveryStatus.REJECTED, f"rejected by the worker: {decision.refused}")
         emit_delivery(session, delivery, Event.DELIVERY_REJECTED, now=now)
     else:
         account = cache.account(session, delivery.account_id)
@@ -197,23 +202,24 @@ def apply_decision(
                 parsed=parsed,
                 account=account,
                 now=now,
-                writes=cache.writes,
+                writes=writes,
             )
         if plan.note is not None and delivery.note_id is not None:
             view.note_filed(plan.message_key, delivery.note_id)
         reason = "; ".join([plan.reason, *plan.notices])
         if plan.outcome is Outcome.NO_CONTACT:
             reason += _error_reply(session, delivery, parsed, plan, settings, now, cache)
-        _finish(delivery, now, DeliveryStatus.of(plan.outcome), reason)
+        _finish(delivery, DeliveryStatus.of(plan.outcome), reason)
         # MIME defects the parser recovered from are part of the record (SPEC §6.3).
         delivery.plan = {**plan.to_json(), "applied": done, "defects": list(parsed.defects)}
+    writes.finished.append(delivery)
+    if cache.writes is None:
+        writes.finish(session, now)
     log.info("delivery #%s: %s (%s)", delivery.id, delivery.status, delivery.reason)
 
 
-def _finish(delivery: Delivery, now: datetime, status: DeliveryStatus, reason: str) -> None:
-    delivery.finished_at = now
-    delivery.claimed_at = None
-    delivery.last_error = None
+def _finish(delivery: ClaimedDelivery, status: DeliveryStatus, reason: str) -> None:
+    """The outcome, written at the batch's end (finished now, claim and error cleared)."""
     delivery.status = status
     delivery.reason = reason
 
@@ -248,7 +254,7 @@ def _addresses_text(plan: FilingPlan) -> str:
 
 def _error_reply(
     session: Session,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     parsed: ParsedMessage,
     plan: FilingPlan,
     settings: Settings,

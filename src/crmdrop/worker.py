@@ -36,6 +36,7 @@ from crmdrop.mail.parse import parse_message
 from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
+    ClaimedDelivery,
     any_due,
     claim_due,
     load_claimed,
@@ -45,7 +46,6 @@ from crmdrop.store.inbound import (
     release_claims,
     unclaim,
 )
-from crmdrop.store.models import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _release_unrecorded(db: Database, settings: Settings) -> None:
             return
 
 
-def _parse(delivery: Delivery) -> tuple[ParsedMessage, float]:
+def _parse(delivery: ClaimedDelivery) -> tuple[ParsedMessage, float]:
     """The delivery's message, parsed, and when its time budget started."""
     started = time.monotonic()
     return parse_message(delivery.raw or b""), started
@@ -174,7 +174,7 @@ def _check_budget(started: float, settings: Settings, stage: str) -> None:
 
 def _decide(
     session: Session,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     parsed: ParsedMessage,
     started: float,
     settings: Settings,
@@ -275,7 +275,7 @@ def _decide_batch(
 ) -> tuple[list[Decided], list[int]]:
     """Parse every claimed delivery, then decide them in claim order: the decided ones
     and those deferred to the next round (`_depends_on`); failures go to `failed`."""
-    parsed: list[tuple[Delivery, ParsedMessage, float]] = []
+    parsed: list[tuple[ClaimedDelivery, ParsedMessage, float]] = []
     for delivery in load_claimed(session, claimed):
         try:
             message, started = _parse(delivery)
@@ -324,7 +324,7 @@ def _apply_all(session: Session, decided: list[Decided], settings: Settings, now
     deliveries that no other worker finished meanwhile (locked, then checked)."""
     queued = lock_queued(session, [delivery_id for delivery_id, _, _ in decided])
     todo = [(queued[i], parsed, decision) for i, parsed, decision in decided if i in queued]
-    writes = BatchWrites()
+    writes = BatchWrites(sequences=session.get_bind().dialect.name == "postgresql")
     cache = BatchCache(writes=writes)
     cache.prefetch_apply(session, [(d.account_id, decision) for d, _, decision in todo])
     for delivery, parsed, decision in todo:

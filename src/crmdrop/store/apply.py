@@ -9,15 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+import sqlalchemy as sa
+from sqlalchemy import Insert, Integer, String, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
 from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.store.blobs import fill_blob, insert_streamed_postgresql, zeroblob_insert
+from crmdrop.store.inbound import ClaimedDelivery, finish_deliveries
 from crmdrop.store.models import (
     Account,
     Attachment,
@@ -25,7 +28,6 @@ from crmdrop.store.models import (
     Case,
     Contact,
     ContactEmail,
-    Delivery,
     Note,
     Opportunity,
     Task,
@@ -47,27 +49,80 @@ _CONTACTS_OF = select(ContactEmail.email, ContactEmail.contact_id).where(
 )
 
 
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_NOTES, _CONTACTS = _table(Note), _table(Contact)
+
+
+_RESERVE = text(
+    "SELECT 'notes', nextval(pg_get_serial_sequence('notes', 'id')) "
+    "FROM generate_series(1, :notes) UNION ALL "
+    "SELECT 'contacts', nextval(pg_get_serial_sequence('contacts', 'id')) "
+    "FROM generate_series(1, :contacts)"
+).columns(sa.column("kind", String), sa.column("id", Integer))
+
+
 @dataclass
 class BatchWrites:
     """What the filings of one transaction share: the contacts looked up by address, and
     the rows nothing reads back (links, addresses, search terms, the contacts' latest
-    activity), written at the end by `finish` with one statement per table — on
-    PostgreSQL every statement is a round trip. A unique key that another worker took
-    meanwhile fails the transaction there, as it would have one statement earlier."""
+    activity, the deliveries' outcome), written at the end by `finish` with one statement
+    per table — on PostgreSQL every statement is a round trip. A unique key that another
+    worker took meanwhile fails the transaction there, as it would have one statement
+    earlier.
+
+    `sequences` (PostgreSQL): the new notes and contacts are written at the end too,
+    with ids taken from their tables' sequences beforehand (`reserve`, one statement for
+    the batch), instead of an INSERT ... RETURNING id each."""
 
     # per account: address -> its contact (None: none), as this transaction knows it
     contacts: dict[int, dict[str, int | None]] = field(default_factory=dict)
     rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
     touched: set[int] = field(default_factory=set)
+    finished: list[ClaimedDelivery] = field(default_factory=list)
+    sequences: bool = False
+    ids: dict[Table, list[int]] = field(default_factory=dict)  # reserved, not used yet
+    # the company of each contact this transaction created (its row may not be written)
+    companies: dict[int, int | None] = field(default_factory=dict)
 
-    def look_up(self, session: Session, account_id: int, addresses: Iterable[str]) -> None:
-        """Find the contacts of these addresses, for the whole batch in one query."""
+    def look_up(self, session: Session, account_id: int, addresses: Iterable[str]) -> int:
+        """Find the contacts of these addresses, for the whole batch in one query; how
+        many of them have none (the contacts to create)."""
         known = self.contacts.setdefault(account_id, {})
-        wanted = sorted(set(addresses) - known.keys())
+        asked = set(addresses)
+        wanted = sorted(asked - known.keys())
         if wanted:
             known.update(dict.fromkeys(wanted))
             rows = session.execute(_CONTACTS_OF, {"account": account_id, "emails": wanted})
             known.update((row.email, row.contact_id) for row in rows)
+        return sum(known[address] is None for address in asked)
+
+    def reserve(self, session: Session, notes: int, contacts: int) -> None:
+        """Take the ids of the batch's new notes and contacts in one statement."""
+        if self.sequences and notes + contacts > 0:
+            found = session.execute(_RESERVE, {"notes": notes, "contacts": contacts})
+            for name, value in found:
+                self.ids.setdefault(_NOTES if name == "notes" else _CONTACTS, []).append(value)
+            for taken in self.ids.values():
+                taken.sort(reverse=True)  # popped from the end: used in ascending order
+
+    def insert(self, session: Session, model: type[Base], **values: Any) -> int:
+        """A new row's id; with `sequences`, the row is written by `finish`."""
+        if not self.sequences:
+            return _insert(session, model, **values)
+        table = _table(model)
+        taken = self.ids.get(table)
+        if taken:
+            row_id = taken.pop()
+        else:
+            sql = f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
+            row_id = int(session.execute(text(sql)).scalar_one())
+        self.add(table, [{"id": row_id, **values}])
+        return row_id
 
     def add(self, table: Table, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -77,12 +132,32 @@ class BatchWrites:
         """The `right` ids already waiting to be linked to `left_id`."""
         return {row[right] for row in self.rows.get(table, []) if row[left] == left_id}
 
-    def finish(self, session: Session, now: datetime) -> None:
-        for table, rows in self.rows.items():
-            session.execute(insert(table), rows)
+    def write_rows(self, session: Session) -> None:
+        """Write the rows waiting so far, a statement per table, parents first."""
+        for table in sorted(self.rows, key=_table_order().__getitem__):
+            session.execute(_insert_rows(table), self.rows[table])
         self.rows.clear()
+
+    def finish(self, session: Session, now: datetime) -> None:
+        self.write_rows(session)
         _touch_contacts(session, sorted(self.touched), now)
         self.touched.clear()
+        finish_deliveries(session, self.finished, now)
+        self.finished.clear()
+
+
+@cache
+def _table_order() -> dict[Table, int]:
+    """Each table's place in an order where a table comes after those it refers to."""
+    return {table: i for i, table in enumerate(Base.metadata.sorted_tables)}
+
+
+@cache
+def _insert_rows(table: Table) -> Insert:
+    """An executemany INSERT, built once per table. On PostgreSQL psycopg sends it as a
+    pipeline: one round trip for the rows (a multi-row INSERT by SQLAlchemy's
+    "insertmanyvalues" measured more CPU, psycopg parsing its long text, for no less wait)."""
+    return insert(table)
 
 
 def _link(
@@ -158,7 +233,12 @@ def _next_ref(session: Session, account_id: int, kind: str) -> int:
 
 
 def _new_record(
-    session: Session, account: Account, kind: str, title: str, delivery: Delivery, now: datetime
+    session: Session,
+    account: Account,
+    kind: str,
+    title: str,
+    delivery: ClaimedDelivery,
+    now: datetime,
 ) -> Case | Opportunity:
     model: type[Case] | type[Opportunity] = Case if kind == "case" else Opportunity
     record = model(
@@ -191,7 +271,7 @@ def apply_plan(
     session: Session,
     plan: FilingPlan,
     *,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     parsed: ParsedMessage,
     account: Account,
     now: datetime,
@@ -210,11 +290,11 @@ def apply_plan(
     batch = BatchWrites() if writes is None else writes
     contact_ids, company_ids = _apply_contacts(session, plan, delivery, account, now, done, batch)
     if account.file_under_companies and contact_ids:
-        company_ids.extend(_companies_of(session, contact_ids))
+        company_ids.extend(_companies_of(session, batch, contact_ids))
     case_ids, opp_ids = _apply_records(
         session, batch, plan, delivery, account, now, done, contact_ids
     )
-    note_id = _apply_note(session, plan, delivery, parsed, account, now, done)
+    note_id = _apply_note(session, batch, plan, delivery, parsed, account, now, done)
     if note_id is not None:
         _link_note(
             session,
@@ -247,7 +327,7 @@ def apply_plan(
 def _apply_contacts(
     session: Session,
     plan: FilingPlan,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     account: Account,
     now: datetime,
     done: Applied,
@@ -274,7 +354,7 @@ def _apply_contacts(
 def _create_contact(
     session: Session,
     action: ContactAction,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     account: Account,
     now: datetime,
     done: Applied,
@@ -293,7 +373,7 @@ def _create_contact(
         )
     if existing is not None:
         return int(existing)
-    contact_id = _insert(
+    contact_id = writes.insert(
         session,
         Contact,
         account_id=account.id,
@@ -309,14 +389,19 @@ def _create_contact(
         contact_terms, contact_term_rows(account.id, contact_id, action.name, [action.address])
     )
     known[action.address] = contact_id
+    writes.companies[contact_id] = action.company_for_new
     done.created.append(f"contact {action.name} <{action.address}>")
     done.events.append(_contact_event(contact_id, action, delivery.id))
     return contact_id
 
 
-def _companies_of(session: Session, contact_ids: list[int]) -> list[int]:
-    """The companies the contacts belong to (the account files under companies)."""
-    found = session.scalars(select(Contact.company_id).where(Contact.id.in_(contact_ids))).all()
+def _companies_of(session: Session, writes: BatchWrites, contact_ids: list[int]) -> list[int]:
+    """The companies the contacts belong to (the account files under companies); those
+    of the contacts this transaction created from `writes` (their rows may wait)."""
+    found = [writes.companies[i] for i in contact_ids if i in writes.companies]
+    older = [i for i in contact_ids if i not in writes.companies]
+    if older:
+        found.extend(session.scalars(select(Contact.company_id).where(Contact.id.in_(older))))
     return [cid for cid in found if cid is not None]
 
 
@@ -324,7 +409,7 @@ def _apply_records(
     session: Session,
     writes: BatchWrites,
     plan: FilingPlan,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     account: Account,
     now: datetime,
     done: Applied,
@@ -363,18 +448,21 @@ def _apply_records(
 
 def _apply_note(
     session: Session,
+    writes: BatchWrites,
     plan: FilingPlan,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     parsed: ParsedMessage,
     account: Account,
     now: datetime,
     done: Applied,
 ) -> int | None:
-    """The note: the one filed before (a duplicate), or a new one with its attachments."""
+    """The note: the one filed before (a duplicate), or a new one with its attachments.
+    Its attachments and task refer to it at once: then it is not left to the batch's end."""
     if plan.note_id is not None or plan.note is None:
         return plan.note_id
     draft = plan.note
-    note_id = _insert(
+    now_or_later = _insert if parsed.attachments or plan.task is not None else writes.insert
+    note_id = now_or_later(
         session,
         Note,
         account_id=account.id,
@@ -457,7 +545,7 @@ def _apply_task(
     writes: BatchWrites,
     plan: FilingPlan,
     task: TaskAction,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     account: Account,
     now: datetime,
     done: Applied,
@@ -475,6 +563,8 @@ def _apply_task(
     )
     if exists is not None:
         return
+    if writes.sequences:
+        writes.write_rows(session)  # its note may be one of the rows waiting
     task_id = _insert(
         session,
         Task,
@@ -510,7 +600,7 @@ def _contact_event(
 
 
 def _record_event(
-    kind: str, made: Case | Opportunity, ref: str, delivery: Delivery
+    kind: str, made: Case | Opportunity, ref: str, delivery: ClaimedDelivery
 ) -> tuple[Event, dict[str, Any]]:
     event = Event.CASE_CREATED if kind == "case" else Event.OPPORTUNITY_CREATED
     data = {
@@ -524,7 +614,11 @@ def _record_event(
 
 
 def _task_event(
-    task_id: int, task: TaskAction, delivery: Delivery, note_id: int | None, contact_ids: list[int]
+    task_id: int,
+    task: TaskAction,
+    delivery: ClaimedDelivery,
+    note_id: int | None,
+    contact_ids: list[int],
 ) -> tuple[Event, dict[str, Any]]:
     data = {
         "id": task_id,
@@ -542,7 +636,7 @@ def _emit_all(
     session: Session,
     account_id: int,
     events: list[tuple[Event, dict[str, Any]]],
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     plan: FilingPlan,
     links: dict[str, list[int]],
     now: datetime,

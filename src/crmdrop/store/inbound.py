@@ -16,7 +16,10 @@ from sqlalchemy import (
     Integer,
     Table,
     and_,
+    bindparam,
+    case,
     delete,
+    func,
     insert,
     literal_column,
     or_,
@@ -25,8 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Session, joinedload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Session
 
 from crmdrop.spool import Spool
 from crmdrop.store.blobs import (
@@ -372,49 +374,144 @@ def claim_due(
     return claimed, len(exhausted)
 
 
-def load_claimed(session: Session, ids: list[int]) -> list[Delivery]:
+_DELIVERIES = Delivery.__table__
+assert isinstance(_DELIVERIES, Table)
+
+
+@dataclass(eq=False)
+class ClaimedDelivery:
+    """A claimed delivery as the worker reads and finishes it: its columns, not an ORM
+    object (no identity map, no unit of work on the filing path). The filing step sets
+    the outcome fields; `finish_deliveries` writes them, one statement for a batch."""
+
+    id: int
+    account_id: int
+    user_id: int
+    dropbox_kind: str
+    mail_from: str
+    subject: str
+    author: str
+    message_id: str | None
+    sender_auth: str
+    attempts: int
+    received_at: datetime
+    status: str
+    reason: str
+    raw: bytes | None = None  # loaded by `load_claimed` only
+    note_id: int | None = None  # set: written (None leaves the column as it is)
+    plan: dict[str, object] | None = None  # set: written (a refusal writes none)
+
+
+_COLUMNS = [
+    _DELIVERIES.c[name]
+    for name in [
+        "id",
+        "account_id",
+        "user_id",
+        "dropbox_kind",
+        "mail_from",
+        "subject",
+        "author",
+        "message_id",
+        "sender_auth",
+        "attempts",
+        "received_at",
+        "status",
+        "reason",
+    ]
+]
+# A raw message up to this size comes with its delivery (one query for the batch: at
+# most 32 of them, 8 MiB, 16 MiB more as psycopg's hex text); a larger one is read in
+# pieces (`_read_large`), never whole by the driver.
+_SMALL_RAW = 256 * 1024
+_RAW_DATA = _RAW.c
+_LOAD_CLAIMED = (
+    select(
+        *_COLUMNS,
+        _RAW_DATA.digest,
+        _RAW_DATA.size,
+        case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data), else_=None),
+    )
+    .select_from(_DELIVERIES.outerjoin(_RAW))
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+)
+_LOCK_QUEUED = (
+    select(*_COLUMNS)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), _DELIVERIES.c.status == QUEUED)
+    .order_by(_DELIVERIES.c.id)
+    .with_for_update()
+)
+
+
+def load_claimed(session: Session, ids: list[int]) -> list[ClaimedDelivery]:
     """The claimed deliveries with their raw bytes, in claim order.
 
-    The bytes are read into one `bytes` without the database driver's own copy of the
-    whole value (SQLite would build one, 25 MB for a 25 MB message; psycopg would hold
-    its hex text, 50 MB): by incremental blob I/O on SQLite, by slices on PostgreSQL."""
-    rows = session.scalars(
-        select(Delivery).options(joinedload(Delivery.raw_message)).where(Delivery.id.in_(ids))
-    ).all()
-    _read_raw(session, {d.raw_message for d in rows if d.raw_message is not None})
-    return sorted(rows, key=lambda d: ids.index(d.id))
+    A small message comes in the same query as its delivery. A large one is read into
+    one `bytes` without the database driver's own copy of the whole value (SQLite would
+    build one, 25 MB for a 25 MB message; psycopg would hold its hex text, 50 MB): by
+    incremental blob I/O on SQLite, by slices on PostgreSQL."""
+    found: dict[int, ClaimedDelivery] = {}
+    large: dict[str, tuple[int, list[ClaimedDelivery]]] = {}
+    for *columns, digest, size, data in session.execute(_LOAD_CLAIMED, {"ids": ids}):
+        delivery = found[columns[0]] = ClaimedDelivery(*columns)
+        delivery.raw = data
+        if digest is not None and data is None:
+            large.setdefault(digest, (size, []))[1].append(delivery)
+    for digest, (size, waiting) in large.items():
+        data = _read_large(session, digest, size)
+        for delivery in waiting:
+            delivery.raw = data
+    return [found[i] for i in ids if i in found]
 
 
-def lock_queued(session: Session, ids: list[int]) -> dict[int, Delivery]:
+def lock_queued(session: Session, ids: list[int]) -> dict[int, ClaimedDelivery]:
     """The deliveries still queued among `ids`, by id, locked until the transaction ends
     (PostgreSQL; in id order, so that two transactions wait rather than deadlock): a
     worker whose lease ran out and the one that took its claim over never both file one.
     Their raw bytes stay unloaded: the apply step has the parsed message."""
     if not ids:
         return {}
-    rows = session.scalars(
-        select(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.status == QUEUED)
-        .order_by(Delivery.id)
-        .with_for_update()
-    ).all()
-    return {row.id: row for row in rows}
+    rows = session.execute(_LOCK_QUEUED, {"ids": ids})
+    return {row[0]: ClaimedDelivery(*row) for row in rows}
 
 
-def _read_raw(session: Session, raws: set[RawMessage]) -> None:
-    if not raws:
-        return
+def _read_large(session: Session, digest: str, size: int) -> bytes:
     if session.get_bind().dialect.name != "sqlite":
-        for raw in raws:
-            data = read_bytea(session, "raw_messages", "data", raw.digest, raw.size)
-            set_committed_value(raw, "data", data)
-        return
-    by_digest = {r.digest: r for r in raws}
+        return read_bytea(session, "raw_messages", "data", digest, size)
     rowid_column = literal_column("rowid", type_=Integer)
-    query = select(rowid_column, RawMessage.digest).where(RawMessage.digest.in_(list(by_digest)))
-    for rowid, digest in session.execute(query).all():
-        data = read_blob(session, "raw_messages", "data", int(rowid))
-        set_committed_value(by_digest[digest], "data", data)
+    rowid = session.execute(select(rowid_column).where(RawMessage.digest == digest)).scalar_one()
+    return read_blob(session, "raw_messages", "data", int(rowid))
+
+
+# The outcome of a batch's filings, one executemany. A refusal keeps the plan and note
+# of an earlier filing of a retried delivery, as the ORM's update of changed fields did.
+_FINISH_VALUES: dict[str, Any] = dict(
+    status=bindparam("f_status"),
+    reason=bindparam("f_reason"),
+    claimed_at=None,
+    last_error=None,
+    finished_at=bindparam("f_now"),
+    note_id=func.coalesce(bindparam("f_note", type_=Integer), _DELIVERIES.c.note_id),
+)
+_FINISH = {
+    with_plan: update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("f_id"))
+    .values(**_FINISH_VALUES, **({"plan": bindparam("f_plan")} if with_plan else {}))
+    for with_plan in (False, True)
+}
+
+
+def finish_deliveries(session: Session, deliveries: list[ClaimedDelivery], now: datetime) -> None:
+    """Write the outcome of finished deliveries (status, reason, note, plan)."""
+    for with_plan in (False, True):
+        rows = [
+            {"f_id": d.id, "f_status": d.status, "f_reason": d.reason, "f_now": now}
+            | ({"f_note": d.note_id, "f_plan": d.plan} if with_plan else {"f_note": None})
+            for d in deliveries
+            if (d.plan is not None) == with_plan
+        ]
+        if rows:
+            session.execute(_FINISH[with_plan], rows)
 
 
 def unclaim(session: Session, ids: list[int]) -> None:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, delete, func, insert, select
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from crmdrop import netguard
 from crmdrop.store.accounts import StoreError
-from crmdrop.store.models import Delivery, WebhookAttempt, WebhookEndpoint, WebhookMessage
+from crmdrop.store.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 
 class Event(StrEnum):
@@ -434,7 +434,35 @@ def backlog(session: Session) -> int:
     )
 
 
-def emit_delivery(session: Session, delivery: Delivery, event: Event, *, now: datetime) -> int:
+class DeliveryFacts(Protocol):
+    """What a delivery event tells of a delivery: an ORM `Delivery` or the worker's
+    `ClaimedDelivery` (`store.inbound`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def account_id(self) -> int: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def dropbox_kind(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def author(self) -> str: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def received_at(self) -> datetime: ...
+
+
+def emit_delivery(session: Session, delivery: DeliveryFacts, event: Event, *, now: datetime) -> int:
     """Queue delivery.failed / delivery.rejected. The dropbox address is left out: its
     token is a secret (only its kind is said)."""
     data = {
