@@ -13,7 +13,6 @@ finish), from the queueing commit to the last delivery finished.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import subprocess
 import sys
@@ -26,7 +25,16 @@ from sqlalchemy import func, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_database, crmdrop_env, machine_load, median, message, stop
+from common import (
+    bench_database,
+    cpu_seconds,
+    crmdrop_env,
+    machine_load,
+    median,
+    message,
+    postgres_cpu_seconds,
+    stop,
+)
 from crmdrop.config import load_settings
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
@@ -107,12 +115,6 @@ def pending(db: Database) -> int:
         )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used: robust where wall time is not (a busy host)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def timed_drain(
     db: Database,
     env: dict[str, str],
@@ -132,18 +134,20 @@ def timed_drain(
         queue(db, owner, args.contacts, args.messages, tag)
         # From the queueing commit (the workers are woken by it), not before the queueing:
         # the bench's own inserts of the 2,000 messages are not the workers' time.
-        cpu = sum(cpu_seconds(p.pid) for p in procs)
+        cpu, server = sum(cpu_seconds(p.pid) for p in procs), postgres_cpu_seconds()
         start = time.perf_counter()
         while pending(db):
             time.sleep(0.02)
         elapsed = time.perf_counter() - start
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+        server = postgres_cpu_seconds() - server
     finally:
         for proc in procs:
             stop(proc)
     print(
         f"  {workers} worker(s): {cpu / args.messages * 1000:.2f} ms of worker CPU per filing "
-        f"(= {args.messages / cpu:.0f} filings/s per busy core)",
+        f"(= {args.messages / cpu:.0f} filings/s per busy core)"
+        + ("" if db.is_sqlite else f"; PostgreSQL server: {server / args.messages * 1000:.2f} ms"),
         flush=True,
     )
     return args.messages / elapsed

@@ -37,6 +37,7 @@ from common import (
     add_user,
     bench_database,
     children,
+    cpu_seconds,
     crmdrop_env,
     machine_load,
     message,
@@ -101,12 +102,6 @@ async def send(port: int, sender: str, rcpt: str, args: argparse.Namespace) -> d
     for client in clients:
         await client.quit()
     return accepted
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (robust where wall time is not: a busy host)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_pid(serve_pid: int) -> int:

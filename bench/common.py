@@ -186,6 +186,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL server process on this host (backends,
+    WAL writer, checkpointer, autovacuum): the database's share of a run's work, read
+    the same way as the workers' (a backend that ended meanwhile is not counted)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() in ("postgres", "postmaster"):
+                total += cpu_seconds(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
 def start_serve(env: dict[str, str], *flags: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """`crmdrop serve` on free loopback ports: (process, SMTP port, LMTP port)."""
     smtp, lmtp = free_port(), free_port()
