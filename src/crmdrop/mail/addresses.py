@@ -17,7 +17,7 @@ from functools import lru_cache
 from urllib.parse import unquote
 
 import email_validator
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError, ValidatedEmail, validate_email
 from email_validator.rfc_constants import DOMAIN_MAX_LENGTH, DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
 
 from crmdrop.mail.encoding import decode_rfc2047
@@ -93,15 +93,22 @@ def is_plausible_address(addr: str) -> bool:
     return False
 
 
-def _validate(a: str) -> str | None:
-    """email-validator's verdict on `a`: None when valid, else why not."""
+def _verdict(a: str) -> ValidatedEmail | str:
+    """email-validator's reading of `a`, or why it is not valid."""
     try:
-        validate_email(a, check_deliverability=False, allow_smtputf8=True, test_environment=True)
+        return validate_email(
+            a, check_deliverability=False, allow_smtputf8=True, test_environment=True
+        )
     except EmailNotValidError as exc:
         return str(exc)
     except (UnicodeError, ValueError):
         return "unreadable"
-    return None
+
+
+def _validate(a: str) -> str | None:
+    """email-validator's verdict on `a`: None when valid, else why not."""
+    verdict = _verdict(a)
+    return verdict if isinstance(verdict, str) else None
 
 
 _STUB_LOCAL = "a"
@@ -127,18 +134,8 @@ def _domain_forms(domain: str) -> tuple[str, ...] | str:
     an address at it is not valid: the verdict on a one-letter address at it."""
     if _plain_domain(domain):
         return (domain, domain.lower())
-    try:
-        ok = validate_email(
-            f"{_STUB_LOCAL}@{domain}",
-            check_deliverability=False,
-            allow_smtputf8=True,
-            test_environment=True,
-        )
-    except EmailNotValidError as exc:
-        return str(exc)
-    except (UnicodeError, ValueError):
-        return "unreadable"
-    return (domain, ok.domain, ok.ascii_domain)
+    ok = _verdict(f"{_STUB_LOCAL}@{domain}")
+    return ok if isinstance(ok, str) else (domain, ok.domain, ok.ascii_domain)
 
 
 def _syntax_error(a: str) -> str | None:

@@ -457,11 +457,12 @@ def _apply_note(
     done: Applied,
 ) -> int | None:
     """The note: the one filed before (a duplicate), or a new one with its attachments.
-    Its attachments and task refer to it at once: then it is not left to the batch's end."""
+    Its attachments refer to it at once: then it is not left to the batch's end (a task
+    writes the rows waiting before its own, `_apply_task`)."""
     if plan.note_id is not None or plan.note is None:
         return plan.note_id
     draft = plan.note
-    now_or_later = _insert if parsed.attachments or plan.task is not None else writes.insert
+    now_or_later = _insert if parsed.attachments else writes.insert
     note_id = now_or_later(
         session,
         Note,
@@ -564,7 +565,7 @@ def _apply_task(
     if exists is not None:
         return
     if writes.sequences:
-        writes.write_rows(session)  # its note may be one of the rows waiting
+        writes.write_rows(session)  # its note (this filing's or the batch's) may wait
     task_id = _insert(
         session,
         Task,

@@ -14,6 +14,7 @@ import io
 import struct
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Insert, Table, TextClause, bindparam, func, literal_column, text
@@ -102,21 +103,16 @@ def copy_raw_postgresql(
 _BYTEA_STAGE = "CREATE TEMP TABLE IF NOT EXISTS bytea_incoming (data bytea) ON COMMIT DELETE ROWS"
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # no flags, no header extension
 _COPY_END = b"\xff\xff"
-_STREAMED_INSERTS: dict[tuple[str, tuple[str, ...], str], TextClause] = {}
 
 
+@cache
 def _streamed_insert(table: Table, names: tuple[str, ...], column: str) -> TextClause:
-    key = (table.name, names, column)
-    statement = _STREAMED_INSERTS.get(key)
-    if statement is None:
-        # The CTE empties the stage as it reads it; the columns' own types bind the values.
-        statement = text(
-            "WITH staged AS (DELETE FROM bytea_incoming RETURNING data) "
-            f"INSERT INTO {table.name} ({', '.join(names)}, {column}) "
-            f"SELECT {', '.join(':' + n for n in names)}, data FROM staged"
-        ).bindparams(*(bindparam(n, type_=table.c[n].type) for n in names))
-        _STREAMED_INSERTS[key] = statement
-    return statement
+    # The CTE empties the stage as it reads it; the columns' own types bind the values.
+    return text(
+        "WITH staged AS (DELETE FROM bytea_incoming RETURNING data) "
+        f"INSERT INTO {table.name} ({', '.join(names)}, {column}) "
+        f"SELECT {', '.join(':' + n for n in names)}, data FROM staged"
+    ).bindparams(*(bindparam(n, type_=table.c[n].type) for n in names))
 
 
 def insert_streamed_postgresql(
