@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
 from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
+from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.blobs import fill_blob, insert_streamed_postgresql, zeroblob_insert
 from crmdrop.store.inbound import ClaimedDelivery, finish_deliveries
 from crmdrop.store.models import (
@@ -234,7 +235,7 @@ def _next_ref(session: Session, account_id: int, kind: str) -> int:
 
 def _new_record(
     session: Session,
-    account: Account,
+    account: AccountSettings,
     kind: str,
     title: str,
     delivery: ClaimedDelivery,
@@ -273,7 +274,7 @@ def apply_plan(
     *,
     delivery: ClaimedDelivery,
     parsed: ParsedMessage,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     writes: BatchWrites | None = None,
 ) -> dict[str, list[str]]:
@@ -328,7 +329,7 @@ def _apply_contacts(
     session: Session,
     plan: FilingPlan,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     writes: BatchWrites,
@@ -355,7 +356,7 @@ def _create_contact(
     session: Session,
     action: ContactAction,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     writes: BatchWrites,
@@ -410,7 +411,7 @@ def _apply_records(
     writes: BatchWrites,
     plan: FilingPlan,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     contact_ids: list[int],
@@ -452,7 +453,7 @@ def _apply_note(
     plan: FilingPlan,
     delivery: ClaimedDelivery,
     parsed: ParsedMessage,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
 ) -> int | None:
@@ -547,7 +548,7 @@ def _apply_task(
     plan: FilingPlan,
     task: TaskAction,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     note_id: int | None,

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, Executable, bindparam, select
+from sqlalchemy import BindParameter, Executable, bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import ContactMatch, RecordRef
+from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.models import (
     Account,
     Case,
@@ -37,13 +38,20 @@ from crmdrop.store.models import (
 )
 
 _ACCOUNT: BindParameter[int] = bindparam("account")
-_SIGNUPS = select(User.email).where(User.account_id == _ACCOUNT)
-_EXTRAS = (
-    select(UserAddress.email)
-    .join(User, User.id == UserAddress.user_id)
-    .where(User.account_id == _ACCOUNT)
+# The account's colleague addresses (signup and additional) and exclusions, one query:
+# `decide` asks for both for every message with an address.
+_USERS, _EXTRAS = User.__table__.c, UserAddress.__table__.c
+_SETTINGS = union_all(
+    select(literal("colleague").label("kind"), _USERS.email.label("value")).where(
+        _USERS.account_id == _ACCOUNT
+    ),
+    select(literal("colleague"), _EXTRAS.email)
+    .select_from(UserAddress.__table__.join(User.__table__, _USERS.id == _EXTRAS.user_id))
+    .where(_USERS.account_id == _ACCOUNT),
+    select(literal("exclusion"), Exclusion.__table__.c.pattern).where(
+        Exclusion.__table__.c.account_id == _ACCOUNT
+    ),
 )
-_EXCLUSIONS = select(Exclusion.pattern).where(Exclusion.account_id == _ACCOUNT)
 _CONTACT_BY_EMAIL = (
     select(Contact.id, Contact.name, Contact.company_id)
     .join(ContactEmail, ContactEmail.contact_id == Contact.id)
@@ -113,7 +121,7 @@ _COMPANIES_BY_DOMAIN = select(Company.domain, Company.id).where(
 class SqlAccountView:
     """AccountView (crmdrop.dropbox.plan) for one account, inside one session."""
 
-    def __init__(self, session: Session, account: Account) -> None:
+    def __init__(self, session: Session, account: Account | AccountSettings) -> None:
         self.session = session
         self.account_id = account.id
         self.file_under_companies = account.file_under_companies
@@ -147,21 +155,29 @@ class SqlAccountView:
         self._domains.update((d, ids[0] if len(ids) == 1 else None) for d, ids in by_domain.items())
 
     def _rows(self, statement: Executable, **params: object) -> Sequence[Any]:
-        return self.session.execute(statement, {"account": self.account_id, **params}).all()
+        """Rows of columns, through the session's connection: no ORM execution path (and
+        no autoflush: nothing this reads is written through the unit of work)."""
+        params["account"] = self.account_id
+        return self.session.connection().execute(statement, params).all()
+
+    def _settings(self) -> tuple[frozenset[str], frozenset[str]]:
+        if self._colleagues is None or self._exclusions is None:
+            found: dict[str, set[str]] = {"colleague": set(), "exclusion": set()}
+            for row in self._rows(_SETTINGS):
+                found[row.kind].add(row.value)
+            self._colleagues = frozenset(found["colleague"])
+            self._exclusions = frozenset(found["exclusion"])
+        return self._colleagues, self._exclusions
 
     def colleague_addresses(self) -> frozenset[str]:
-        if self._colleagues is None:
-            rows = [*self._rows(_SIGNUPS), *self._rows(_EXTRAS)]
-            self._colleagues = frozenset(r.email for r in rows)
-        return self._colleagues
+        return self._settings()[0]
 
     def is_excluded(self, address: str) -> str | None:
-        if self._exclusions is None:
-            self._exclusions = frozenset(r.pattern for r in self._rows(_EXCLUSIONS))
-        if address in self._exclusions:
+        exclusions = self._settings()[1]
+        if address in exclusions:
             return address
         domain = "@" + address.rpartition("@")[2]
-        return domain if domain in self._exclusions else None
+        return domain if domain in exclusions else None
 
     def find(self, address: str) -> ContactMatch | None:
         if address in self._found:
