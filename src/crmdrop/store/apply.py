@@ -44,9 +44,10 @@ from crmdrop.store.models import (
 from crmdrop.store.search import contact_term_rows
 from crmdrop.store.webhooks import Event, emit
 
-_CONTACTS_OF = select(ContactEmail.email, ContactEmail.contact_id).where(
-    ContactEmail.account_id == bindparam("account"),
-    ContactEmail.email.in_(bindparam("emails", expanding=True)),
+_EMAILS = ContactEmail.__table__.c
+_CONTACTS_OF = select(_EMAILS.email, _EMAILS.contact_id).where(
+    _EMAILS.account_id == bindparam("account"),
+    _EMAILS.email.in_(bindparam("emails", expanding=True)),
 )
 
 
@@ -201,10 +202,10 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
     return int(session.execute(statement, values).scalar_one())
 
 
-_TOUCH = (
-    update(Contact)
-    .where(Contact.id.in_(bindparam("ids", expanding=True)))
-    .where(Contact.last_activity_at < bindparam("now"))
+_TOUCH = (  # Core, not ORM: no bulk-update machinery for one statement per batch
+    update(_CONTACTS)
+    .where(_CONTACTS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(_CONTACTS.c.last_activity_at < bindparam("now"))
     .values(last_activity_at=bindparam("now"))
 )
 
@@ -212,11 +213,7 @@ _TOUCH = (
 def _touch_contacts(session: Session, contact_ids: list[int], now: datetime) -> None:
     """A note filed under contacts is their latest activity (the contacts list's order)."""
     if contact_ids:
-        session.execute(
-            _TOUCH,
-            {"ids": contact_ids, "now": now},
-            execution_options={"synchronize_session": False},
-        )
+        session.execute(_TOUCH, {"ids": contact_ids, "now": now})
 
 
 def _next_ref(session: Session, account_id: int, kind: str) -> int:
