@@ -47,6 +47,7 @@ from crmdrop.store.inbound import (
     release_claims,
     unclaim,
 )
+from crmdrop.store.signals import Outbound, queued_in
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,9 @@ def _claim(
         return claimed, parked, full or (bool(claimed) and any_due(session, now, lease=lease))
 
 
-def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
+def _process_batch(
+    db: Database, settings: Settings, now: datetime, queued: set[Outbound]
+) -> Progress:
     """Claim a batch, parse and decide it under one read snapshot, then apply it in one
     short write transaction; should that fail, each delivery is applied (or failed) on
     its own. Three transactions for up to `BATCH` deliveries instead of two for each:
@@ -241,8 +244,10 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
     other workers hold (SKIP LOCKED) and is a lease, so any number of workers share
     the queue and a dead one's batch is taken over when its lease runs out. Each step
     asks the database once per batch what it can (`BatchCache`): on PostgreSQL every
-    statement is a round trip."""
+    statement is a round trip. `queued` gets the outgoing queues the batch added to."""
     claimed, parked, left = _claim(db, settings, now, BATCH)
+    if parked:  # parking emits delivery.failed
+        queued.add(Outbound.WEBHOOKS)
     if not claimed:
         return Progress.MORE if parked else Progress.IDLE
     failed: list[Failure] = []
@@ -254,6 +259,7 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
         with db.writing() as session:
             unclaim(session, deferred)
             _apply_all(session, decided, settings, now, accounts)
+        queued.update(queued_in(session))  # committed
     except Exception:
         log.warning("a batch of %d failed; applying one at a time", len(decided))
         with db.writing() as session:
@@ -262,10 +268,12 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
             try:
                 with db.writing() as session:
                     _apply_all(session, [one], settings, now, accounts)
+                queued.update(queued_in(session))
             except Exception:
                 failed.append(Failure.current(one[0]))
     for failure in failed:
         _record_failure(db, settings, failure)
+        queued.add(Outbound.WEBHOOKS)  # a parked delivery emits delivery.failed
     more = left or bool(deferred) or any(failure.race for failure in failed)
     return Progress.MORE if more else Progress.DRAINED
 
@@ -358,11 +366,13 @@ def worker_started(db: Database) -> None:
             log.warning("released %d deliveries a stopped worker had claimed", released)
 
 
-def file_next(db: Database, settings: Settings) -> Progress:
-    """Process the next batch of due deliveries (`Progress.IDLE`: none was due)."""
+def file_next(db: Database, settings: Settings, queued: set[Outbound] | None = None) -> Progress:
+    """Process the next batch of due deliveries (`Progress.IDLE`: none was due).
+    `queued`: gets the outgoing queues (replies, webhooks) that the batch added to, so
+    that only their senders are woken."""
     if _UNRECORDED:
         _release_unrecorded(db, settings)
-    return _process_batch(db, settings, datetime.now(UTC))
+    return _process_batch(db, settings, datetime.now(UTC), set() if queued is None else queued)
 
 
 def process_one(db: Database, settings: Settings) -> bool:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from crmdrop import netguard
 from crmdrop.store.accounts import StoreError
 from crmdrop.store.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
+from crmdrop.store.signals import Outbound, mark_queued
 
 
 class Event(StrEnum):
@@ -279,6 +280,7 @@ def emit(
             )
         )
     session.flush()
+    mark_queued(session, Outbound.WEBHOOKS)
     return len(targets)
 
 
