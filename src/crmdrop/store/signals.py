@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,14 +94,27 @@ def wake_path(db_file: Path) -> Path:
 
 def poke(path: Path | None) -> None:
     """SQLite: wake the worker listening at `path`, if any (never blocks, never fails)."""
-    if path is None:
-        return
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            sock.sendto(b"q", str(path))
-    except OSError:
-        pass  # no worker listening, or its buffer is full: it is awake anyway
+    if path is not None:
+        Waker(path).poke()
+
+
+class Waker:
+    """SQLite: the accepting side of the worker's wake-up socket, one socket kept for
+    every poke (a socket per poke was three system calls per group commit). A datagram
+    `sendto` is one system call: threads may share it. The socket is closed with the
+    `Waker` (`weakref.finalize`), so a forgotten one leaves no open file behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        weakref.finalize(self, self._sock.close)
+
+    def poke(self) -> None:
+        """One datagram to the worker (never blocks, never fails)."""
+        # No worker listening, or its buffer is full: it is awake anyway.
+        with contextlib.suppress(OSError):
+            self._sock.sendto(b"q", self.path)
 
 
 class WakeSocket(threading.Thread):
