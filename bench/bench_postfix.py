@@ -11,6 +11,7 @@ Needs: root (Postfix's master drops privileges itself), Debian's `postfix` packa
 (`postfix`, `/usr/sbin/smtp-sink`); the bench installs nothing.
 
     .venv/bin/python bench/bench_postfix.py [--messages 2000] [--rounds 3] [--with-worker]
+        [--set 'lmtp_destination_concurrency_limit = 50' ...]
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ _DELAYS = re.compile(r"delays=([0-9.]+/[0-9.]+/[0-9.]+/[0-9.]+)")
 class Postfix:
     """A private Postfix instance on 127.0.0.1:port relaying the dropbox domain over LMTP."""
 
-    def __init__(self, name: str, next_hop: int) -> None:
+    def __init__(self, name: str, next_hop: int, settings: list[str] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"crmdrop-postfix-{name}-"))
         self.port = free_port()
         etc = self.root / "etc"
@@ -104,9 +105,8 @@ class Postfix:
         (self.root / "data").mkdir()
         (self.root / "queue").mkdir()
         self.root.chmod(0o755)  # Postfix's daemons run as the postfix user
-        (etc / "main.cf").write_text(
-            MAIN.format(root=self.root, name=name, domain=DOMAIN, next_hop=next_hop)
-        )
+        main = MAIN.format(root=self.root, name=name, domain=DOMAIN, next_hop=next_hop)
+        (etc / "main.cf").write_text(main + "".join(f"{line}\n" for line in settings or []))
         (etc / "master.cf").write_text(MASTER.format(port=self.port))
         for conf in ("dynamicmaps.cf", "postfix-files"):
             shutil.copy(f"/etc/postfix/{conf}", etc / conf)
@@ -175,6 +175,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--with-worker", action="store_true", help="crmdrop files meanwhile")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="'NAME = VALUE'",
+        help="a main.cf line for both Postfix instances (repeatable)",
+    )
     args = parser.parse_args()
     print(machine_load())
     data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
@@ -186,7 +193,7 @@ def main() -> None:
         sink = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-u", "postfix", "-L", f"127.0.0.1:{sink_port}", "256"]
         )
-        ours, theirs = Postfix("crmdrop", lmtp), Postfix("sink", sink_port)
+        ours, theirs = Postfix("crmdrop", lmtp, args.set), Postfix("sink", sink_port, args.set)
         try:
             wait_port(lmtp)
             wait_port(sink_port)
