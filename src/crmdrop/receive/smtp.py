@@ -81,8 +81,8 @@ class _LazyIdleTimer:
     """Mixin: the idle timeout moved forward without a new timer per command.
 
     aiosmtpd cancels its timer and schedules another at every command (a `TimerHandle`
-    made, pushed on the loop's heap, later swept out cancelled: ≈ 4 % of the event
-    loop's time behind Postfix). Here a command only moves the deadline; the one timer
+    made, pushed on the loop's heap, later swept out cancelled: ≈ 4 % of the LMTP
+    process's Python time behind Postfix). Here a command only moves the deadline; the one timer
     that is due looks at the deadline when it fires and, if a command came meanwhile,
     waits for the rest. A session is closed after the same idle time as before."""
 

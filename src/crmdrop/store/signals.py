@@ -3,7 +3,7 @@
 - PostgreSQL: `NOTIFY` inside the writing transaction (delivered at its commit, to
   every listening process on every host); `PgListener` is the receiving end.
 - SQLite (one host): the worker binds a Unix datagram socket beside the database
-  file, and an accepting process sends it one byte after each commit (`poke`).
+  file, and an accepting process sends it one byte after each commit (`Waker.poke`).
 
 A signal is only a hint: whoever waits on one still polls slowly, and a listener that
 loses its connection reports it (`on_lost`) so that nothing relies on what it missed.
@@ -90,12 +90,6 @@ class PgListener(threading.Thread):
 
 def wake_path(db_file: Path) -> Path:
     return db_file.with_name(db_file.name + ".wake")
-
-
-def poke(path: Path | None) -> None:
-    """SQLite: wake the worker listening at `path`, if any (never blocks, never fails)."""
-    if path is not None:
-        Waker(path).poke()
 
 
 class Waker:
