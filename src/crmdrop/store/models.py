@@ -263,7 +263,8 @@ class CompanyEmail(Base):
 class Contact(Base):
     __tablename__ = "contacts"
     id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # Indexed by ix_contacts_account_activity, which begins with it (0013).
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     name: Mapped[str] = mapped_column(CleanString(200))
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), nullable=True)
     created_by_delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -6,6 +6,10 @@
   them a `FOR KEY SHARE` lock on the account's row, which every worker takes.
 - `note_contacts` loses `ix_note_contacts_contact_id`: `ix_note_contacts_contact_note`
   (contact, note) answers everything it did, and each link paid for both.
+- `contacts` loses `ix_contacts_account_id`: `ix_contacts_account_activity` (account,
+  last activity, id) begins with the account and answers the same look-ups, and a filing
+  writes a new version of each contact it is filed under (its last activity), which is
+  an entry in every index of `contacts`.
 - `notes` loses `ix_notes_account_message_id`: no query reads notes by `message_id`
   (threads and duplicates go by `message_key`, the unique key), yet every note paid for
   it, and PostgreSQL without statistics for `notes` chose it, on `account_id` alone, for
@@ -46,6 +50,7 @@ def upgrade() -> None:
     with op.batch_alter_table("note_contacts") as batch:
         batch.drop_index("ix_note_contacts_contact_id")
     op.drop_index("ix_notes_account_message_id", table_name="notes")
+    op.drop_index("ix_contacts_account_id", table_name="contacts")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE deliveries SET (fillfactor = 80)")
         if _has_lz4():
@@ -59,6 +64,7 @@ def downgrade() -> None:
             for table, column in _LZ4_COLUMNS:
                 op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION default")
         op.execute("ALTER TABLE deliveries RESET (fillfactor)")
+    op.create_index("ix_contacts_account_id", "contacts", ["account_id"])
     op.create_index("ix_notes_account_message_id", "notes", ["account_id", "message_id"])
     with op.batch_alter_table("note_contacts") as batch:
         batch.create_index("ix_note_contacts_contact_id", ["contact_id"])
