@@ -470,7 +470,9 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        Index("ix_deliveries_status_due", "status", "next_attempt_at"),
+        # The claim's order (due time, then id) is the index's: no sort of every queued
+        # row for each batch (0013).
+        Index("ix_deliveries_status_due", "status", "next_attempt_at", "id"),
         Index("ix_deliveries_account", "account_id", "id"),
         Index("ix_deliveries_user", "user_id", "id"),
         Index("ix_deliveries_note", "note_id"),
