@@ -11,11 +11,13 @@ Needs: root (Postfix's master drops privileges itself), Debian's `postfix` packa
 (`postfix`, `/usr/sbin/smtp-sink`); the bench installs nothing.
 
     .venv/bin/python bench/bench_postfix.py [--messages 2000] [--rounds 3] [--with-worker]
+        [--set 'lmtp_destination_concurrency_limit = 50' ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -89,10 +91,13 @@ biff = no
 """
 
 
+_DELAYS = re.compile(r"delays=([0-9.]+/[0-9.]+/[0-9.]+/[0-9.]+)")
+
+
 class Postfix:
     """A private Postfix instance on 127.0.0.1:port relaying the dropbox domain over LMTP."""
 
-    def __init__(self, name: str, next_hop: int) -> None:
+    def __init__(self, name: str, next_hop: int, settings: list[str] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"crmdrop-postfix-{name}-"))
         self.port = free_port()
         etc = self.root / "etc"
@@ -100,9 +105,8 @@ class Postfix:
         (self.root / "data").mkdir()
         (self.root / "queue").mkdir()
         self.root.chmod(0o755)  # Postfix's daemons run as the postfix user
-        (etc / "main.cf").write_text(
-            MAIN.format(root=self.root, name=name, domain=DOMAIN, next_hop=next_hop)
-        )
+        main = MAIN.format(root=self.root, name=name, domain=DOMAIN, next_hop=next_hop)
+        (etc / "main.cf").write_text(main + "".join(f"{line}\n" for line in settings or []))
         (etc / "master.cf").write_text(MASTER.format(port=self.port))
         for conf in ("dynamicmaps.cf", "postfix-files"):
             shutil.copy(f"/etc/postfix/{conf}", etc / conf)
@@ -131,6 +135,22 @@ class Postfix:
         if self.queued() or (deferred.is_dir() and any(deferred.rglob("*"))):
             raise RuntimeError(f"{self.root}: mail left in the queue; see maillog")
 
+    def delays(self) -> str:
+        """Postfix's own split of each delivery's time (the maillog's `delays=a/b/c/d`),
+        averaged: before the queue manager, waiting in it for a delivery slot (the LMTP
+        client's concurrency), connection setup (a cached connection's RSET too), and
+        the transmission (up to the next hop's reply). A large b says the next hop's
+        latency, not its CPU, bounds the rate."""
+        found = [
+            [float(x) for x in m.group(1).split("/")]
+            for line in (self.root / "maillog").read_text().splitlines()
+            if (m := _DELAYS.search(line)) and "status=sent" in line
+        ]
+        if not found:
+            return "no deliveries logged"
+        means = [sum(column) / len(found) * 1000 for column in zip(*found, strict=True)]
+        return "mean delays (ms) in/queue/conn/xmit " + "/".join(f"{x:.1f}" for x in means)
+
     def stop(self) -> None:
         subprocess.run(["postfix", "-c", str(self.etc), "stop"], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -155,6 +175,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--with-worker", action="store_true", help="crmdrop files meanwhile")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="'NAME = VALUE'",
+        help="a main.cf line for both Postfix instances (repeatable)",
+    )
     args = parser.parse_args()
     print(machine_load())
     data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
@@ -166,7 +193,7 @@ def main() -> None:
         sink = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-u", "postfix", "-L", f"127.0.0.1:{sink_port}", "256"]
         )
-        ours, theirs = Postfix("crmdrop", lmtp), Postfix("sink", sink_port)
+        ours, theirs = Postfix("crmdrop", lmtp, args.set), Postfix("sink", sink_port, args.set)
         try:
             wait_port(lmtp)
             wait_port(sink_port)
@@ -181,14 +208,15 @@ def main() -> None:
                     rates[name].append(rate)
                     cpu[name].append(ms)
                 print({k: [round(x) for x in v] for k, v in rates.items()}, flush=True)
+            delays = {"sink": theirs.delays(), "crmdrop": ours.delays()}
         finally:
             ours.stop()
             theirs.stop()
             stop(sink)
             stop(served)
     s, o = median(rates["sink"]), median(rates["crmdrop"])
-    sink, ours_rounds = ([round(x) for x in rates[k]] for k in ("sink", "crmdrop"))
-    print(f"Postfix -> smtp-sink -L:          {s:6.0f} msg/s  rounds {sink}")
+    sink_rounds, ours_rounds = ([round(x) for x in rates[k]] for k in ("sink", "crmdrop"))
+    print(f"Postfix -> smtp-sink -L:          {s:6.0f} msg/s  rounds {sink_rounds}")
     print(f"Postfix -> crmdrop LMTP (durable): {o:6.0f} msg/s  rounds {ours_rounds}")
     print(f"ratio: {o / s:.2f} (goal >= 0.85); {machine_load()}")
     print(
@@ -196,6 +224,8 @@ def main() -> None:
         f"{median(cpu['sink']):.2f} {[round(x, 2) for x in cpu['sink']]}, crmdrop "
         f"{median(cpu['crmdrop']):.2f} {[round(x, 2) for x in cpu['crmdrop']]}"
     )
+    for name, text in delays.items():
+        print(f"Postfix -> {name}: {text} (all rounds)")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ class _Recorder:
     def __init__(self) -> None:
         self.batches: list[list[Prepared]] = []
 
-    def commit(self, batch: list[Prepared]) -> None:
+    def held_connection(self) -> None:
+        return None  # no database: nothing to hold
+
+    def commit(self, batch: list[Prepared], held: None = None) -> None:
         self.batches.append(batch)
         for item in batch:
             item.replies = ["250 committed"]

@@ -51,6 +51,7 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._held = receiver.held_connection()  # the writer thread's alone
 
     async def store(self, prepared: Prepared) -> Prepared:
         """Return once `prepared` is committed (its replies filled in; 451 should the
@@ -72,12 +73,14 @@ class GroupCommitter:
                 )
                 self._thread.name = "crmdrop-commit"
                 weakref.finalize(self, self._queue.put, None)
+                if self._held is not None:
+                    weakref.finalize(self, self._held.close)
                 self._thread.start()
 
     def _commit(self, batch: list[_Queued]) -> None:
         failed = False
         try:
-            self.receiver.commit([item for item, _, _ in batch])
+            self.receiver.commit([item for item, _, _ in batch], self._held)
         except BaseException:  # a bug: every message of the batch gets 451, the thread goes on
             log.exception("a group commit of %d messages failed", len(batch))
             failed = True

@@ -14,8 +14,12 @@ messages in one transaction, so concurrent sessions share one fsync.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from sqlalchemy import Connection
 
 from crmdrop.config import Settings
 from crmdrop.dropbox.address import parse_dropbox_address, redact
@@ -41,7 +45,7 @@ from crmdrop.store.inbound import (
     reject_at_intake,
     store_raw,
 )
-from crmdrop.store.signals import QUEUE, notify, poke, wake_path
+from crmdrop.store.signals import QUEUE, Waker, notify, wake_path
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,33 @@ class Prepared:
     key: tuple[str, str] | None = None
 
 
+class HeldConnection:
+    """One write connection kept by one thread (the group commit's writer) for all its
+    transactions: no pool checkout, reset (a ROLLBACK) and checkin per commit. Dropped
+    on any failure, so that the next transaction starts on a fresh connection (the
+    database may have restarted under it)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        if self._conn is None:
+            self._conn = self.db.write_engine.connect()
+        try:
+            with self._conn.begin():
+                yield self._conn
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+
 class Receiver:
     """Checks and enqueues; shared by the SMTP and LMTP servers and `crmdrop ingest`."""
 
@@ -106,7 +137,11 @@ class Receiver:
         self.settings = settings
         self.cache = cache
         # SQLite: the worker's wake-up socket, poked after each commit (PostgreSQL: NOTIFY).
-        self.wake = wake_path(db.sqlite_file) if db.sqlite_file is not None else None
+        self.wake = Waker(wake_path(db.sqlite_file)) if db.sqlite_file is not None else None
+
+    def held_connection(self) -> HeldConnection | None:
+        """A connection for one thread's commits (`commit(..., held)`)."""
+        return HeldConnection(self.db)
 
     def cached_recipient(self, address: str) -> tuple[str, Rcpt | None] | None:
         """RCPT from memory (no I/O to speak of: safe on the event loop), or None when
@@ -226,19 +261,21 @@ class Receiver:
             rows.append((new, None if verdict.allowed else verdict.detail))
         return Prepared(raw, rows, summary.message_id, mail_from, protocol)
 
-    def commit(self, batch: list[Prepared]) -> None:
+    def commit(self, batch: list[Prepared], held: HeldConnection | None = None) -> None:
         """Store every prepared message in one transaction; fill in their replies.
 
         Only after the commit returns do the replies say 250. Should the shared
         transaction fail, each message is tried in a transaction of its own, so one
         bad message cannot make the others fail; one that fails alone gets 451
-        (nothing of it was stored: its sender retries).
+        (nothing of it was stored: its sender retries). `held`: the writer thread's
+        own connection; a failure on it is tried again on a pooled one.
         """
         try:
-            self._store(batch)
-            poke(self.wake)
+            self._store(batch, held)
+            if self.wake is not None:
+                self.wake.poke()
         except Exception:
-            if len(batch) > 1:
+            if len(batch) > 1 or held is not None:
                 log.warning("a group commit of %d failed; committing one by one", len(batch))
                 for item in batch:
                     self.commit([item])
@@ -247,6 +284,8 @@ class Receiver:
             item = batch[0]
             item.replies, item.ids = [TEMPFAIL] * len(item.rows), []
             return
+        if not log.isEnabledFor(logging.INFO):
+            return  # the reply lines joined for nobody: a cost per message
         for item in batch:
             log.info(
                 "%s from %s via %s: %s",
@@ -256,9 +295,9 @@ class Receiver:
                 "; ".join(item.replies),
             )
 
-    def _store(self, batch: list[Prepared]) -> None:
+    def _store(self, batch: list[Prepared], held: HeldConnection | None = None) -> None:
         now = datetime.now(UTC)
-        with self.db.write_connection() as conn:
+        with held.transaction() if held is not None else self.db.write_connection() as conn:
             if not self.db.is_sqlite:
                 notify(conn, QUEUE)  # wakes the workers when this commits
             for item in batch:

@@ -77,10 +77,39 @@ class _RememberedAddresses:
         return _parsed_address(arg, self.local_part_limit)
 
 
+class _LazyIdleTimer:
+    """Mixin: the idle timeout moved forward without a new timer per command.
+
+    aiosmtpd cancels its timer and schedules another at every command (a `TimerHandle`
+    made, pushed on the loop's heap, later swept out cancelled: ≈ 4 % of the LMTP
+    process's Python time behind Postfix). Here a command only moves the deadline; the one timer
+    that is due looks at the deadline when it fires and, if a command came meanwhile,
+    waits for the rest. A session is closed after the same idle time as before."""
+
+    loop: asyncio.AbstractEventLoop
+    _timeout_duration: float
+    _timeout_handle: asyncio.TimerHandle | None
+    _deadline = 0.0
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > self._deadline:
+            if handle is not None:  # due later than the new deadline (a shorter wait)
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._deadline:  # a command since: wait for the rest
+            self._timeout_handle = self.loop.call_at(self._deadline, self._idle_check)
+            return
+        self._timeout_cb()  # type: ignore[attr-defined]
+
+
 TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, please reconnect"
 
 
-class DropboxSMTP(_EnhancedReplies, _RememberedAddresses, BufferedData):
+class DropboxSMTP(_EnhancedReplies, _RememberedAddresses, _LazyIdleTimer, BufferedData):
     """The public port: sessions counted and limited by the shared `PortGuard`, and the
     commands of one session limited in all (`max_commands`) as well as per verb
     (aiosmtpd's `command_call_limit`)."""
@@ -164,7 +193,9 @@ class _GroupedReplies:
         return b"\n" in getattr(self._reader, "_buffer", b"")
 
 
-class DropboxLMTP(_EnhancedReplies, _GroupedReplies, _RememberedAddresses, BufferedData, LMTP):
+class DropboxLMTP(
+    _EnhancedReplies, _GroupedReplies, _RememberedAddresses, _LazyIdleTimer, BufferedData, LMTP
+):
     line_length_limit = LINE_LIMIT
     per_recipient = True
 

@@ -3,7 +3,7 @@
 - PostgreSQL: `NOTIFY` inside the writing transaction (delivered at its commit, to
   every listening process on every host); `PgListener` is the receiving end.
 - SQLite (one host): the worker binds a Unix datagram socket beside the database
-  file, and an accepting process sends it one byte after each commit (`poke`).
+  file, and an accepting process sends it one byte after each commit (`Waker.poke`).
 
 A signal is only a hint: whoever waits on one still polls slowly, and a listener that
 loses its connection reports it (`on_lost`) so that nothing relies on what it missed.
@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,16 +92,23 @@ def wake_path(db_file: Path) -> Path:
     return db_file.with_name(db_file.name + ".wake")
 
 
-def poke(path: Path | None) -> None:
-    """SQLite: wake the worker listening at `path`, if any (never blocks, never fails)."""
-    if path is None:
-        return
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            sock.sendto(b"q", str(path))
-    except OSError:
-        pass  # no worker listening, or its buffer is full: it is awake anyway
+class Waker:
+    """SQLite: the accepting side of the worker's wake-up socket, one socket kept for
+    every poke (a socket per poke was three system calls per group commit). A datagram
+    `sendto` is one system call: threads may share it. The socket is closed with the
+    `Waker` (`weakref.finalize`), so a forgotten one leaves no open file behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        weakref.finalize(self, self._sock.close)
+
+    def poke(self) -> None:
+        """One datagram to the worker (never blocks, never fails)."""
+        # No worker listening, or its buffer is full: it is awake anyway.
+        with contextlib.suppress(OSError):
+            self._sock.sendto(b"q", self.path)
 
 
 class WakeSocket(threading.Thread):
