@@ -8,6 +8,7 @@ of the drain (cumulative time) and the CPU time per filing.
 
     .venv/bin/python bench/count_statements.py --db postgresql
     .venv/bin/python bench/count_statements.py --db sqlite --profile
+    .venv/bin/python bench/count_statements.py --db postgresql --single --messages 64
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from common import bench_database
 from crmdrop.config import load_settings
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
+from crmdrop import worker
 from crmdrop.worker import process_one, worker_started
 
 
@@ -41,7 +43,10 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=256)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--single", action="store_true", help="batches of one (low load)")
     args = parser.parse_args()
+    if args.single:
+        worker.BATCH = 1
     data = Path(tempfile.mkdtemp(prefix="crmdrop-count-"))
     with bench_database(args.db, data) as url:
         settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
@@ -60,7 +65,7 @@ def main() -> None:
         counts: Counter[str] = Counter()
 
         def count(*call: Any) -> None:
-            counts[re.sub(r"\s+", " ", call[2])[:100]] += 1
+            counts[re.sub(r"\s+", " ", call[2])[:160]] += 1
 
         event.listen(Engine, "before_cursor_execute", count)
         profile = cProfile.Profile() if args.profile else None

@@ -153,7 +153,7 @@ def test_a_message_no_worker_ever_finishes_is_parked_not_retried_forever(
     for attempt in range(settings.max_attempts):
         at = now + attempt * (LEASE + timedelta(seconds=1))  # each claim outlives its lease
         with db.writing() as session:
-            claimed, parked = claim_due(
+            claimed, parked, _ = claim_due(
                 session,
                 at,
                 limit=1,
@@ -163,7 +163,7 @@ def test_a_message_no_worker_ever_finishes_is_parked_not_retried_forever(
             )
         assert (len(claimed), parked) == (1, 0)  # ...and the worker dies with it
     with db.writing() as session:
-        claimed, parked = claim_due(
+        claimed, parked, _ = claim_due(
             session,
             now + settings.max_attempts * (LEASE + timedelta(seconds=1)),
             limit=1,
@@ -251,9 +251,12 @@ def test_a_batch_says_whether_the_worker_must_claim_again_at_once(
         for subject in ("three", "four", "five"):
             send(subject)
         assert steps() == [Progress.MORE, Progress.DRAINED, Progress.IDLE]
+        send("six")
+        send("seven")  # a full batch that took all: the claim saw nothing past it
+        assert steps() == [Progress.DRAINED, Progress.IDLE]
     with db.reading() as session:
         statuses = [d["status"] for d in export_account(session, "acme")["deliveries"]]
-    assert statuses == ["filed"] * 8
+    assert statuses == ["filed"] * 10
 
 
 def test_a_pooled_postgresql_connection_that_died_while_idle_is_replaced(

@@ -38,7 +38,7 @@ from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
     ClaimedDelivery,
-    any_due,
+    Claim,
     claim_due,
     load_claimed,
     lock_queued,
@@ -214,13 +214,11 @@ class Progress(enum.Enum):
     MORE = "more"  # more is due now (left by the claim, deferred, or lost to a race)
 
 
-def _claim(
-    db: Database, settings: Settings, now: datetime, limit: int
-) -> tuple[list[int], int, bool]:
-    """(the ids claimed, how many were parked, whether any other delivery is still due)."""
+def _claim(db: Database, settings: Settings, now: datetime, limit: int) -> Claim:
+    """A batch claimed in its own short write transaction (`claim_due`)."""
     lease = timedelta(seconds=settings.claim_lease_seconds)
     with db.writing() as session:
-        claimed, parked = claim_due(
+        return claim_due(
             session,
             now,
             limit=limit,
@@ -229,9 +227,6 @@ def _claim(
             skip_locked=not db.is_sqlite,
             lease=lease,
         )
-        # A full batch may well have left more: claim again rather than ask.
-        full = len(claimed) == limit
-        return claimed, parked, full or (bool(claimed) and any_due(session, now, lease=lease))
 
 
 def _process_batch(

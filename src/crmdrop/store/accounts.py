@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from crmdrop.dropbox.address import new_token
 from crmdrop.dropbox.plan import UserInfo
 from crmdrop.mail.addresses import is_plausible_address, normalize_address, normalize_domain
+from crmdrop.store.listbind import in_list
 from crmdrop.store.models import (
     Account,
     Company,
@@ -387,7 +388,7 @@ _OWNERS = (
             UserAddress.__table__, _EXTRA.user_id == _USERS.id
         )
     )
-    .where(_USERS.id.in_(bindparam("users", expanding=True)))
+    .where(in_list(_USERS.id, "users"))
 )
 
 

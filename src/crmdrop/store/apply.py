@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
 from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
+from crmdrop.store.listbind import in_list
 from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.blobs import fill_blob, insert_streamed_postgresql, zeroblob_insert
 from crmdrop.store.inbound import ClaimedDelivery, finish_deliveries
@@ -47,7 +48,7 @@ from crmdrop.store.webhooks import Event, emit
 _EMAILS = ContactEmail.__table__.c
 _CONTACTS_OF = select(_EMAILS.email, _EMAILS.contact_id).where(
     _EMAILS.account_id == bindparam("account"),
-    _EMAILS.email.in_(bindparam("emails", expanding=True)),
+    in_list(_EMAILS.email, "emails"),
 )
 
 
@@ -204,7 +205,7 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
 
 _TOUCH = (  # Core, not ORM: no bulk-update machinery for one statement per batch
     update(_CONTACTS)
-    .where(_CONTACTS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(in_list(_CONTACTS.c.id, "ids"))
     .where(_CONTACTS.c.last_activity_at < bindparam("now"))
     .values(last_activity_at=bindparam("now"))
 )

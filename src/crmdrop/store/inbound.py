@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -30,6 +30,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from crmdrop.spool import Spool
+from crmdrop.store.listbind import in_list
 from crmdrop.store.blobs import (
     copy_raw_postgresql,
     driver_connection,
@@ -309,7 +310,6 @@ _DUE = and_(
     _D.next_attempt_at <= _NOW,
     or_(_D.claimed_at.is_(None), _D.claimed_at < bindparam("stale", type_=_D.claimed_at.type)),
 )
-_ANY_DUE = select(_D.id).where(_DUE).limit(1)
 _CLAIMABLE = (
     select(_D.id, _D.size, _D.attempts)
     .where(_DUE)
@@ -319,16 +319,19 @@ _CLAIMABLE = (
 _CLAIMABLE_SKIP_LOCKED = _CLAIMABLE.with_for_update(skip_locked=True)
 _CLAIM = (
     update(_DELIVERIES)
-    .where(_D.id.in_(bindparam("ids", expanding=True)))
+    .where(in_list(_D.id, "ids"))
     .values(attempts=_D.attempts + 1, claimed_at=_NOW)
 )
 
 
-def any_due(session: Session, now: datetime, *, lease: timedelta = LEASE) -> bool:
-    """Whether any delivery is due now. Asked in the claim's transaction: a worker whose
-    claim took all that was due waits to be woken, instead of claiming again to learn
-    that nothing is left (a write transaction per batch)."""
-    return session.execute(_ANY_DUE, {"now": now, "stale": now - lease}).first() is not None
+class Claim(NamedTuple):
+    """What `claim_due` did: the ids claimed, how many deliveries it parked, and whether
+    another delivery was still due when it claimed (the worker claims again at once
+    instead of waiting to be woken)."""
+
+    ids: list[int]
+    parked: int
+    more: bool
 
 
 def claim_due(
@@ -340,22 +343,30 @@ def claim_due(
     max_attempts: int,
     skip_locked: bool,
     lease: timedelta = LEASE,
-) -> tuple[list[int], int]:
-    """Claim due deliveries for this worker: (the ids claimed, how many were parked).
+) -> Claim:
+    """Claim due deliveries for this worker.
 
     Claiming counts the attempt, so a message that kills or hangs the worker — whose
     failure no exception handler ever records — is still parked after `max_attempts`.
     At most `limit` deliveries and, past the first, `max_bytes` of raw message.
+    It reads one row more than it may claim: that row says whether anything is left
+    (it was a second statement, `SELECT … LIMIT 1`, after every partial batch). Under
+    SKIP LOCKED that row stays locked until this short transaction ends; a worker that
+    skips it meanwhile sees no more due, but this one does and claims again.
     """
     query = _CLAIMABLE_SKIP_LOCKED if skip_locked else _CLAIMABLE
     claimed: list[int] = []
     exhausted: list[int] = []
     total = 0
-    for row in session.execute(query, {"now": now, "stale": now - lease, "limit": limit}):
+    rows = session.execute(query, {"now": now, "stale": now - lease, "limit": limit + 1}).all()
+    # Every row read (limit + 1) may mean more beyond them, whatever was parked.
+    more = len(rows) > limit
+    for row in rows:
         if row.attempts >= max_attempts:
             exhausted.append(row.id)
             continue
-        if claimed and total + row.size > max_bytes:
+        if len(claimed) == limit or (claimed and total + row.size > max_bytes):
+            more = True
             break
         claimed.append(row.id)
         total += row.size
@@ -376,7 +387,7 @@ def claim_due(
             emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
     if claimed:
         session.execute(_CLAIM, {"ids": claimed, "now": now})
-    return claimed, len(exhausted)
+    return Claim(claimed, len(exhausted), more)
 
 
 @dataclass(eq=False)
@@ -434,11 +445,11 @@ _LOAD_CLAIMED = (
         case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data), else_=None),
     )
     .select_from(_DELIVERIES.outerjoin(_RAW))
-    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .where(in_list(_DELIVERIES.c.id, "ids"))
 )
 _LOCK_QUEUED = (
     select(*_COLUMNS)
-    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), _DELIVERIES.c.status == QUEUED)
+    .where(in_list(_DELIVERIES.c.id, "ids"), _DELIVERIES.c.status == QUEUED)
     .order_by(_DELIVERIES.c.id)
     .with_for_update()
 )

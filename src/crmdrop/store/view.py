@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import ContactMatch, RecordRef
 from crmdrop.store.accounts import AccountSettings
+from crmdrop.store.listbind import in_list
 from crmdrop.store.models import (
     Account,
     Case,
@@ -87,49 +88,47 @@ _OPP_BY_REF = select(Opportunity.id, Opportunity.account_id).where(
     Opportunity.account_id == _ACCOUNT, Opportunity.ref_no == bindparam("number")
 )
 _THREAD_NOTES = select(Note.id).where(
-    Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
+    Note.account_id == _ACCOUNT, in_list(Note.message_key, "keys")
 )
-_NOTES: BindParameter[list[int]] = bindparam("notes", expanding=True)
 # Scoped by account on both sides of each join: a link to another account's record
 # (which no code of ours writes) must never be followed (SPEC §1.1).
 _THREAD_CASES = (
     select(Case.id, Case.ref_no, Case.account_id)
     .join(note_cases, note_cases.c.case_id == Case.id)
-    .where(note_cases.c.note_id.in_(_NOTES), Case.account_id == _ACCOUNT)
+    .where(in_list(note_cases.c.note_id, "notes"), Case.account_id == _ACCOUNT)
 )
 _THREAD_OPPS = (
     select(Opportunity.id, Opportunity.ref_no, Opportunity.account_id)
     .join(note_opportunities, note_opportunities.c.opportunity_id == Opportunity.id)
-    .where(note_opportunities.c.note_id.in_(_NOTES), Opportunity.account_id == _ACCOUNT)
+    .where(in_list(note_opportunities.c.note_id, "notes"), Opportunity.account_id == _ACCOUNT)
 )
 _THREAD_CONTACTS = (
     select(Contact.id, Contact.name, Contact.company_id)
     .join(note_contacts, note_contacts.c.contact_id == Contact.id)
-    .where(note_contacts.c.note_id.in_(_NOTES), Contact.account_id == _ACCOUNT)
+    .where(in_list(note_contacts.c.note_id, "notes"), Contact.account_id == _ACCOUNT)
     .distinct()
 )
 _FILED_NOTE = select(Note.id).where(
     Note.account_id == _ACCOUNT, Note.message_key == bindparam("key")
 )
 _FILED_NOTES = select(Note.id, Note.message_key).where(
-    Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
+    Note.account_id == _ACCOUNT, in_list(Note.message_key, "keys")
 )
-_ADDRESSES: BindParameter[list[str]] = bindparam("emails", expanding=True)
 # The four questions of a batch's decision in one statement (one round trip instead of
 # four), rows tagged by kind: (kind, key, id, name, company_id).
 _NO_TEXT, _NO_ID = cast(null(), String), cast(null(), Integer)
 _PREFETCH: CompoundSelect[Any] = union_all(
     select(literal("note"), Note.message_key, Note.id, _NO_TEXT, _NO_ID).where(
-        Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
+        Note.account_id == _ACCOUNT, in_list(Note.message_key, "keys")
     ),
     select(literal("company"), CompanyEmail.email, Company.id, Company.name, _NO_ID)
     .join(CompanyEmail, CompanyEmail.company_id == Company.id)
-    .where(CompanyEmail.account_id == _ACCOUNT, CompanyEmail.email.in_(_ADDRESSES)),
+    .where(CompanyEmail.account_id == _ACCOUNT, in_list(CompanyEmail.email, "emails")),
     select(literal("contact"), ContactEmail.email, Contact.id, Contact.name, Contact.company_id)
     .join(ContactEmail, ContactEmail.contact_id == Contact.id)
-    .where(ContactEmail.account_id == _ACCOUNT, ContactEmail.email.in_(_ADDRESSES)),
+    .where(ContactEmail.account_id == _ACCOUNT, in_list(ContactEmail.email, "emails")),
     select(literal("domain"), Company.domain, Company.id, _NO_TEXT, _NO_ID).where(
-        Company.account_id == _ACCOUNT, Company.domain.in_(bindparam("domains", expanding=True))
+        Company.account_id == _ACCOUNT, in_list(Company.domain, "domains")
     ),
 )
 
