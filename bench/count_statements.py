@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_filing import _sequences_past_seeded, queue, seed_contacts
 from common import bench_database
+from crmdrop import worker
 from crmdrop.config import load_settings
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
-from crmdrop import worker
 from crmdrop.worker import process_one, worker_started
 
 

@@ -37,8 +37,8 @@ from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
-    ClaimedDelivery,
     Claim,
+    ClaimedDelivery,
     claim_due,
     load_claimed,
     lock_queued,

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
 from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
-from crmdrop.store.listbind import in_list
 from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.blobs import fill_blob, insert_streamed_postgresql, zeroblob_insert
 from crmdrop.store.inbound import ClaimedDelivery, finish_deliveries
+from crmdrop.store.listbind import in_list
 from crmdrop.store.models import (
     Account,
     Attachment,

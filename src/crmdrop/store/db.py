@@ -111,6 +111,25 @@ def _begin_immediate(dbapi_connection: sqlite3.Connection) -> None:
 PING_AFTER_IDLE = 1.0  # seconds
 
 
+# An execution option: the statement's rows come back in PostgreSQL's binary format. A
+# bytea column comes as its bytes, not as hex text twice their size that the server
+# encodes and psycopg decodes (a batch of 32 raw messages of 5 KB: ≈ 110 instead of
+# ≈ 380 µs of the worker's CPU, and a third of the wall time). SQLite ignores it.
+BINARY_RESULTS = "crmdrop_binary_results"
+
+
+def _binary_results_on_request(engine: Engine) -> None:
+    """Run a statement marked with `BINARY_RESULTS` through psycopg's binary results
+    (`cursor.execute(..., binary=True)`); SQLAlchemy's result handling is unchanged."""
+
+    @event.listens_for(engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        if not context.execution_options.get(BINARY_RESULTS):
+            return False
+        cursor.execute(statement, parameters, binary=True)
+        return True
+
+
 def _ping_when_idle(engine: Engine) -> None:
     """Check a connection at checkout only when it was idle past `PING_AFTER_IDLE`.
 
@@ -155,6 +174,7 @@ class Database:
         else:
             self.write_engine = create_engine(self.url, pool_size=10, hide_parameters=True)
             _ping_when_idle(self.write_engine)
+            _binary_results_on_request(self.write_engine)
             # One snapshot per read transaction: an export must not see half a filing.
             self.read_engine = self.write_engine.execution_options(
                 isolation_level="REPEATABLE READ"

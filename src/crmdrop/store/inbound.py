@@ -30,7 +30,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from crmdrop.spool import Spool
-from crmdrop.store.listbind import in_list
 from crmdrop.store.blobs import (
     copy_raw_postgresql,
     driver_connection,
@@ -39,6 +38,8 @@ from crmdrop.store.blobs import (
     read_bytea,
     zeroblob_insert,
 )
+from crmdrop.store.db import BINARY_RESULTS
+from crmdrop.store.listbind import in_list
 from crmdrop.store.models import Delivery, IntakeKey, RawMessage
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.webhooks import Event, emit_delivery, emit_on_connection
@@ -433,8 +434,8 @@ _COLUMNS = [
     ]
 ]
 # A raw message up to this size comes with its delivery (one query for the batch: at
-# most 32 of them, 8 MiB, 16 MiB more as psycopg's hex text); a larger one is read in
-# pieces (`_read_large`), never whole by the driver.
+# most 32 of them, 8 MiB; in PostgreSQL's binary format, not as hex text twice the
+# size); a larger one is read in pieces (`_read_large`), never whole by the driver.
 _SMALL_RAW = 256 * 1024
 _RAW_DATA = _RAW.c
 _LOAD_CLAIMED = (
@@ -446,6 +447,7 @@ _LOAD_CLAIMED = (
     )
     .select_from(_DELIVERIES.outerjoin(_RAW))
     .where(in_list(_DELIVERIES.c.id, "ids"))
+    .execution_options(**{BINARY_RESULTS: True})
 )
 _LOCK_QUEUED = (
     select(*_COLUMNS)
