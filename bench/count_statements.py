@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_filing import _sequences_past_seeded, queue, seed_contacts
 from common import bench_database
-from crmdrop import worker
 from crmdrop.config import load_settings
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
@@ -43,10 +42,10 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=256)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--single", action="store_true", help="batches of one (low load)")
+    parser.add_argument(
+        "--single", action="store_true", help="one message queued at a time (low load)"
+    )
     args = parser.parse_args()
-    if args.single:
-        worker.BATCH = 1
     data = Path(tempfile.mkdtemp(prefix="crmdrop-count-"))
     with bench_database(args.db, data) as url:
         settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
@@ -61,18 +60,33 @@ def main() -> None:
         queue(db, owner, args.contacts, 64, "warm")
         while process_one(db, settings):
             pass
-        queue(db, owner, args.contacts, args.messages, "counted")
+        # One at a time: each is queued (not counted) and filed before the next.
+        singles = args.messages if args.single else 0
+        if not singles:
+            queue(db, owner, args.contacts, args.messages, "counted")
         counts: Counter[str] = Counter()
+        queueing = [False]
 
         def count(*call: Any) -> None:
-            counts[re.sub(r"\s+", " ", call[2])[:160]] += 1
+            if not queueing[0]:
+                counts[re.sub(r"\s+", " ", call[2])[:160]] += 1
+
+        def next_single() -> bool:
+            nonlocal singles
+            if not singles:
+                return False
+            singles -= 1
+            queueing[0] = True
+            queue(db, owner, args.contacts, 1, f"single-{singles}")
+            queueing[0] = False
+            return True
 
         event.listen(Engine, "before_cursor_execute", count)
         profile = cProfile.Profile() if args.profile else None
         cpu = time.process_time()
         if profile:
             profile.enable()
-        while process_one(db, settings):
+        while process_one(db, settings) or next_single():
             pass
         if profile:
             profile.disable()
