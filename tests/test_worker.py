@@ -22,6 +22,7 @@ from crmdrop.store import db as store_db
 from crmdrop.store.db import Database
 from crmdrop.store.export import export_account
 from crmdrop.store.inbound import LEASE, claim_due
+from crmdrop.store.models import Attachment
 from crmdrop.worker import Progress, file_next, process_one, worker_started
 from tests.support import PG_URL, make_message, pg_database
 
@@ -313,3 +314,32 @@ def test_a_sqlite_writer_waits_for_the_write_lock_and_takes_it_once_free(
     holder.execute("ROLLBACK")
     holder.close()
     db.dispose()
+
+
+def test_a_large_message_and_a_small_one_in_one_batch_are_both_filed_whole(
+    store: tuple[Database, Settings],
+) -> None:
+    """The batch load carries a small raw message in its own rows (binary on PostgreSQL)
+    and reads one over its inline limit in pieces: both reach the parser whole."""
+    db, settings = store
+    with db.writing() as session:
+        user = accounts.add_user(session, "lee@mycorp.example", name="L", account="acme")
+        box = f"dropbox-{user.token}@dropbox.test"
+    receiver = Receiver(db, settings)
+    payload = bytes(range(256)) * 1600  # 400 KB: over the inline limit (256 KiB)
+    for subject, attachments in (("small", None), ("large", [("big.bin", payload)])):
+        msg = make_message(
+            from_="lee@mycorp.example",
+            to=["l@client.example"],
+            subject=subject,
+            attachments=attachments,
+        )
+        queue(receiver, box, msg.as_bytes(), "lee@mycorp.example")
+    while process_one(db, settings):
+        pass
+    with db.reading() as session:
+        data = export_account(session, "acme")
+        stored = session.execute(sa.select(Attachment.filename, Attachment.data)).all()
+    assert [d["status"] for d in data["deliveries"]] == ["filed", "filed"]
+    assert sorted(n["subject"] for n in data["notes"]) == ["large", "small"]
+    assert [(name, bytes(content)) for name, content in stored] == [("big.bin", payload)]
