@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from crmdrop.mail.addresses import parse_address_list
 from crmdrop.mail.encoding import decode_header_str
@@ -132,6 +133,10 @@ class DecodedHeaders(Mapping[str, list[str]]):
             values = [decode_header_str(v) for v in self._raw[name]]  # KeyError: absent
             self._decoded[name] = values
         return values
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """As `Mapping.get`, without the KeyError an absent header would raise inside."""
+        return self[name] if name in self._raw else default
 
     def __contains__(self, name: object) -> bool:
         return name in self._raw
