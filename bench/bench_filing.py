@@ -18,10 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, insert, select, text
+import psycopg
+from sqlalchemy import func, insert, make_url, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -32,7 +35,6 @@ from common import (
     machine_load,
     median,
     message,
-    postgres_cpu_seconds,
     stop,
 )
 from crmdrop.config import load_settings
@@ -90,6 +92,24 @@ def _sequences_past_seeded(db: Database) -> None:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
 
 
+def vacuum_if_autovacuum_off(db: Database) -> bool:
+    """PostgreSQL with autovacuum off (this machine's CI configuration, conf.d/90-ci.conf):
+    VACUUM ANALYZE before a drain, outside its timing, as autovacuum keeps a deployment's
+    tables. Without it every round runs on the statistics of the empty tables and on
+    the dead rows of the rounds before: the batch's duplicate check then read every note
+    of the account (a bitmap scan on `account_id`, 4.5 ms at 8,000 notes, twice a batch),
+    so the server's CPU per filing grew round after round (0.69 -> 1.25 ms over six).
+    With autovacuum on, nothing is done here and its work counts in the drains."""
+    if db.is_sqlite:
+        return False
+    with db.write_engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        if conn.execute(text("SHOW autovacuum")).scalar() == "on":
+            return False
+        conn.execute(text("VACUUM ANALYZE"))
+    return True
+
+
 def queue(db: Database, owner: tuple[int, int, str], contacts: int, count: int, tag: str) -> None:
     """`count` deliveries in one transaction: the workers see them all at once."""
     account_id, user_id, email = owner
@@ -115,6 +135,99 @@ def pending(db: Database) -> int:
         )
 
 
+# What PostgreSQL did over a drain, from its statistics views: autovacuum and analyze runs
+# (of this database's tables), checkpoints and WAL (the whole server's), rollbacks.
+_COUNTERS = """
+SELECT (SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_user_tables),
+       (SELECT coalesce(sum(autoanalyze_count), 0) FROM pg_stat_user_tables),
+       (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
+       (SELECT wal_records FROM pg_stat_wal),
+       (SELECT wal_fpi FROM pg_stat_wal),
+       (SELECT wal_bytes FROM pg_stat_wal),
+       (SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database())
+"""
+_COUNTER_NAMES = ("autovacuum", "autoanalyze", "checkpoints", "WAL records", "WAL FPI", "WAL bytes")
+# This database's server processes and the shared background ones (datname NULL); the
+# probe's own backend is left out, as are other databases' (other users of the server).
+_PROCESSES = """
+SELECT pid, backend_type, state, wait_event_type, wait_event FROM pg_stat_activity
+WHERE pid <> pg_backend_pid() AND (datname = current_database() OR datname IS NULL)
+"""
+_QUEUED = "SELECT count(*) FROM deliveries WHERE status = 'queued'"
+
+
+@dataclass
+class ServerProbe:
+    """PostgreSQL's side of a drain, sampled at each poll: the CPU of this database's
+    backends (the workers'), of autovacuum and of the background processes, read from
+    /proc (other databases' backends — other users of a shared server — are not counted);
+    what the workers' backends were doing when sampled (on CPU, waiting on a lock or
+    on I/O, or idle in a transaction while the worker computes); the counters above."""
+
+    conn: psycopg.Connection[tuple[object, ...]]
+    first: dict[int, tuple[str, float]] = field(default_factory=dict)
+    last: dict[int, float] = field(default_factory=dict)
+    states: Counter[str] = field(default_factory=Counter)
+    samples: int = 0
+    counters: tuple[int, ...] = ()
+
+    @classmethod
+    def open(cls, url: str) -> ServerProbe:
+        plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        probe = cls(psycopg.connect(plain, autocommit=True))
+        probe.counters = probe._counters()
+        probe.sample(started=True)
+        return probe
+
+    def _counters(self) -> tuple[int, ...]:
+        row = self.conn.execute(_COUNTERS).fetchone()
+        assert row is not None
+        return tuple(int(v or 0) for v in row)  # type: ignore[call-overload]
+
+    def sample(self, *, started: bool = False) -> None:
+        self.samples += not started
+        for pid, kind, state, wait_type, wait in self.conn.execute(_PROCESSES).fetchall():
+            try:
+                used = cpu_seconds(int(pid))
+            except OSError:  # gone meanwhile
+                continue
+            if pid not in self.first:  # a process that started during the drain: all of it
+                self.first[pid] = (str(kind), used if started else 0.0)
+            self.last[pid] = used
+            if kind == "client backend" and not started and state != "idle":
+                self.states[_state(state, wait_type, wait)] += 1
+
+    def queued(self) -> int:
+        row = self.conn.execute(_QUEUED).fetchone()
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def report(self, filings: int) -> str:
+        self.sample()
+        cpu: Counter[str] = Counter()
+        for pid, (kind, start) in self.first.items():
+            group = kind if kind in ("client backend", "autovacuum worker") else "background"
+            cpu[group] += self.last[pid] - start
+        done = [b - a for a, b in zip(self.counters, self._counters(), strict=True)]
+        self.conn.close()
+        per = {k: v / filings * 1000 for k, v in cpu.items()}
+        seen = self.samples or 1
+        states = ", ".join(f"{k} {n / seen:.2f}" for k, n in self.states.most_common(6))
+        counted = ", ".join(f"{n} {v}" for n, v in zip(_COUNTER_NAMES, done, strict=False))
+        return (
+            f"PostgreSQL server: {sum(per.values()):.2f} ms per filing (backends "
+            f"{per.get('client backend', 0):.2f}, autovacuum {per.get('autovacuum worker', 0):.2f},"
+            f" background {per.get('background', 0):.2f}); WAL {done[5] / filings / 1024:.1f} KiB"
+            f" per filing; {counted}, rollbacks {done[6]}\n"
+            f"    workers' backends not idle, on average: {states or 'none'}"
+        )
+
+
+def _state(state: str | None, wait_type: str | None, wait: str | None) -> str:
+    if state == "active":
+        return f"waiting {wait_type}:{wait}" if wait_type else "active, on CPU"
+    return str(state)
+
+
 def timed_drain(
     db: Database,
     env: dict[str, str],
@@ -123,10 +236,13 @@ def timed_drain(
     workers: int,
     tag: str,
 ) -> float:
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "crmdrop", "worker"], env=env)
-        for _ in range(workers)
-    ]
+    logs = Path(env["CRMDROP_DATA_DIR"]) / f"workers-{tag}.log"
+    with logs.open("wb") as log:
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "crmdrop", "worker"], env=env, stderr=log)
+            for _ in range(workers)
+        ]
+    probe: ServerProbe | None = None
     try:
         queue(db, owner, args.contacts, workers * 4, f"warm{tag}")  # workers up and warm
         while pending(db):
@@ -134,23 +250,51 @@ def timed_drain(
         queue(db, owner, args.contacts, args.messages, tag)
         # From the queueing commit (the workers are woken by it), not before the queueing:
         # the bench's own inserts of the 2,000 messages are not the workers' time.
-        cpu, server = sum(cpu_seconds(p.pid) for p in procs), postgres_cpu_seconds()
+        cpu = sum(cpu_seconds(p.pid) for p in procs)
+        probe = None if db.is_sqlite else ServerProbe.open(db.url)
         start = time.perf_counter()
-        while pending(db):
+        while probe.queued() if probe else pending(db):
+            if probe:
+                probe.sample()
             time.sleep(0.02)
         elapsed = time.perf_counter() - start
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
-        server = postgres_cpu_seconds() - server
     finally:
         for proc in procs:
             stop(proc)
     print(
         f"  {workers} worker(s): {cpu / args.messages * 1000:.2f} ms of worker CPU per filing "
-        f"(= {args.messages / cpu:.0f} filings/s per busy core)"
-        + ("" if db.is_sqlite else f"; PostgreSQL server: {server / args.messages * 1000:.2f} ms"),
+        f"(= {args.messages / cpu:.0f} filings/s per busy core)",
         flush=True,
     )
+    if probe is not None:
+        print("  " + probe.report(args.messages), flush=True)
+    _report_log(logs)
     return args.messages / elapsed
+
+
+def prime(db: Database, env: dict[str, str], owner: tuple[int, int, str], contacts: int) -> None:
+    """PostgreSQL: file 1,000 messages before the timed rounds (one worker, untimed), so
+    that the first round does not run on plans made for empty tables: a foreign-key
+    check planned on an empty `notes` is a sequential scan, kept by that backend while
+    the table grows (every later round starts new workers, which plan on a filled one)."""
+    if db.is_sqlite:
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "crmdrop", "worker"], env=env)
+    try:
+        queue(db, owner, contacts, 1000, "prime")
+        while pending(db):
+            time.sleep(0.05)
+    finally:
+        stop(proc)
+
+
+def _report_log(path: Path) -> None:
+    """The workers' warnings (a batch that fell back to one delivery at a time, errors)."""
+    lines = path.read_text(errors="replace").splitlines()
+    fallbacks = sum("applying one at a time" in line for line in lines)
+    if lines:
+        print(f"  workers logged {len(lines)} lines, {fallbacks} batch fallbacks ({path})")
 
 
 def main() -> None:
@@ -176,9 +320,12 @@ def main() -> None:
         _sequences_past_seeded(db)
         print(f"seeded {args.contacts} contacts in {time.perf_counter() - t0:.1f}s")
         env = crmdrop_env(data, url)
+        prime(db, env, owner, args.contacts)
         rates: dict[int, list[float]] = {n: [] for n in counts}
         for r in range(args.rounds):
             for n in counts:
+                if vacuum_if_autovacuum_off(db) and r == 0 and n == counts[0]:
+                    print("autovacuum is off: VACUUM ANALYZE before each drain (untimed)")
                 rate = timed_drain(db, env, owner, args, n, f"r{r}w{n}")
                 rates[n].append(rate)
                 print(f"round {r + 1}, {n} worker(s): {rate:.0f} filings/s", flush=True)
@@ -188,6 +335,7 @@ def main() -> None:
                     select(Delivery.status, func.count()).group_by(Delivery.status)
                 ).all()
             )
+            retried = session.scalar(select(func.count()).where(Delivery.attempts > 1))
         db.dispose()
     for n in counts:
         print(
@@ -198,7 +346,7 @@ def main() -> None:
         base = median(rates[counts[0]])
         for n in counts[1:]:
             print(f"{n} workers / {counts[0]}: {median(rates[n]) / base:.2f}x")
-    print(f"statuses {statuses}; {machine_load()}")
+    print(f"statuses {statuses}, {retried} claimed more than once; {machine_load()}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 import smtplib
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import SERVER_ENV, Crm, Owner, OwnServer, own_server
-from tests.support import WebhookReceiver, make_message, smtp_send, wait_for
+from tests.support import Relay, WebhookReceiver, make_message, smtp_send, wait_for
 
 
 def register(crm: Crm, owner: Owner, url: str, events: str) -> dict[str, Any]:
@@ -252,6 +253,22 @@ def test_a_filing_wakes_the_webhook_sender_without_waiting_for_its_poll(
         # the 60 s polls, or this times out.
         request = wait_for(lambda: receiver.received and receiver.received[0], timeout=30)
     assert json.loads(request.body)["type"] == "note.filed"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_filing_wakes_the_reply_sender_without_waiting_for_its_poll(
+    backend: str, tmp_path: Path, relay: Relay
+) -> None:
+    """The filing thread wakes the sender of each queue its batch added to: the error
+    reply of a message with no contact is the reply sender's."""
+    env = {**SLOW_POLL_ENV, "CRMDROP_SMTP_RELAY": relay.address}
+    for own in own_server(backend, tmp_path, env):
+        data = own.cli.add_user("replied@mycorp.example", "replied")
+        owner, box = data["email"], data["dropbox"]["note"]
+        raw = make_message(from_=owner, to=[box], subject="To self")  # no contact in it
+        smtp_send(own.server.smtp_port, owner, [box], raw)
+        # Well inside the 60 s polls, or this times out.
+        wait_for(partial(relay.messages_to, owner), timeout=30, what="the error reply")
 
 
 def test_an_idle_server_does_not_poll_its_database(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def _decide_on_one_snapshot(
             decision = decide_delivery(
                 session,
                 parsed,
-                user=cache.user(session, delivery.user_id),
+                user_id=delivery.user_id,
                 kind=DropboxKind.CASE,
                 mail_from="buyer@client.example",
                 settings=settings,

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -30,10 +29,15 @@ from crmdrop.dropbox.sender_auth import recorded_failure
 from crmdrop.dropbox.senders import check_message_sender
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.outbound.replies import build_reply
-from crmdrop.store.accounts import StoreError, dropbox_owner, user_info
+from crmdrop.store.accounts import (
+    AccountSettings,
+    StoreError,
+    account_settings,
+    dropbox_owner,
+    owners,
+)
 from crmdrop.store.apply import BatchWrites, apply_plan
 from crmdrop.store.inbound import ClaimedDelivery
-from crmdrop.store.models import Account, User
 from crmdrop.store.outbox import queue_reply
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.view import SqlAccountView
@@ -50,21 +54,38 @@ class BatchCache:
     snapshot that decides them, or the write transaction that applies them)."""
 
     views: dict[int, SqlAccountView] = field(default_factory=dict)
-    owners: dict[int, UserInfo] = field(default_factory=dict)
-    # The session's identity map holds objects weakly: without these, every
-    # delivery of a batch would load its user and account again.
-    users: dict[int, User] = field(default_factory=dict)
-    accounts: dict[int, Account] = field(default_factory=dict)
+    # The batch's dropbox owners and their accounts' settings, one query for all of them
+    # (`prefetch_decide`). The transaction that applies a batch is given the accounts its
+    # decisions were taken with (`worker._apply_all`) rather than reading them again.
+    owners: dict[int, tuple[UserInfo, AccountSettings]] = field(default_factory=dict)
+    accounts: dict[int, AccountSettings] = field(default_factory=dict)
     # A batch applied in one transaction: the contacts it looked up by address and the
     # writes left to its end, which the caller writes (`BatchWrites.finish`) before
     # committing. None: each `apply_decision` writes its own before it returns.
     writes: BatchWrites | None = None
 
-    def user(self, session: Session, user_id: int) -> User:
-        return _kept(session, self.users, User, user_id)
+    def owner(self, session: Session, user_id: int) -> tuple[UserInfo, AccountSettings]:
+        """The dropbox owner as `decide` sees them, and their account's settings."""
+        if user_id not in self.owners:
+            self.load_owners(session, [user_id])
+        return self.owners[user_id]
 
-    def account(self, session: Session, account_id: int) -> Account:
-        return _kept(session, self.accounts, Account, account_id)
+    def load_owners(self, session: Session, user_ids: Iterable[int]) -> None:
+        wanted = sorted(set(user_ids) - self.owners.keys())
+        if not wanted:
+            return
+        found = owners(session, wanted)
+        for user_id in wanted:
+            assert user_id in found, f"User #{user_id} is gone"
+        self.owners.update(found)
+        self.accounts.update((account.id, account) for _, account in found.values())
+
+    def account(self, session: Session, account_id: int) -> AccountSettings:
+        if account_id not in self.accounts:
+            found = account_settings(session, account_id)
+            assert found is not None, f"Account #{account_id} is gone"
+            self.accounts[account_id] = found
+        return self.accounts[account_id]
 
     def view(self, session: Session, account_id: int) -> SqlAccountView:
         view = self.views.get(account_id)
@@ -74,11 +95,16 @@ class BatchCache:
             )
         return view
 
-    def prefetch_decide(self, session: Session, batch: Iterable[tuple[int, ParsedMessage]]) -> None:
-        """Before deciding a batch of (account id, message): load what `decide` asks of
-        each account for all of them at once (duplicates, addresses, domains)."""
+    def prefetch_decide(
+        self, session: Session, batch: Iterable[tuple[int, int, ParsedMessage]]
+    ) -> None:
+        """Before deciding a batch of (account id, user id, message): load the owners, and
+        what `decide` asks of each account for all of them at once (duplicates,
+        addresses, domains)."""
+        batch = list(batch)
+        self.load_owners(session, [user_id for _, user_id, _ in batch])
         wanted: dict[int, tuple[list[str], list[str]]] = {}
-        for account_id, parsed in batch:
+        for account_id, _, parsed in batch:
             if parsed.failure is None:
                 keys, addresses = wanted.setdefault(account_id, ([], []))
                 keys.append(message_key(parsed))
@@ -108,17 +134,6 @@ class BatchCache:
             self.writes.reserve(session, notes=new_notes, contacts=new_contacts)
 
 
-_M = TypeVar("_M", User, Account)
-
-
-def _kept(session: Session, kept: dict[int, _M], model: type[_M], key: int) -> _M:
-    if key not in kept:
-        found = session.get(model, key)
-        assert found is not None, f"{model.__name__} #{key} is gone"
-        kept[key] = found
-    return kept[key]
-
-
 @dataclass(frozen=True)
 class Decision:
     """A plan and the sender check behind it, as `explain` and the worker see it."""
@@ -135,7 +150,7 @@ def decide_delivery(
     session: Session,
     parsed: ParsedMessage,
     *,
-    user: User,
+    user_id: int,
     kind: DropboxKind,
     mail_from: str | None,
     settings: Settings,
@@ -149,10 +164,7 @@ def decide_delivery(
     `sender_auth`: the SPF/DKIM/DMARC verdict recorded when the message was accepted.
     """
     cache = cache or BatchCache()
-    account = cache.account(session, user.account_id)
-    owner = cache.owners.get(user.id)
-    if owner is None:
-        owner = cache.owners[user.id] = user_info(session, user)
+    owner, account = cache.owner(session, user_id)
     if parsed.failure is not None:
         raise ParseFailed(parsed.failure)  # our fault: retried, then parked — never rejected
     verdict = check_message_sender(parsed, owner, auth_failure=recorded_failure(sender_auth))
@@ -264,7 +276,7 @@ def _error_reply(
     """Queue the "not filed" reply (SPEC §4.5, §6.4); what to add to the delivery's reason."""
     if not plan.reply_to:
         return f"; no reply ({plan.auto_generated or 'no address to reply to'})"
-    user = cache.user(session, delivery.user_id)
+    user = cache.owner(session, delivery.user_id)[0]
     raw = build_reply(
         template=NO_CONTACT_REPLY,
         subject=f"Not filed: {parsed.subject or '(no subject)'}",
@@ -316,9 +328,13 @@ def preview(
     if found is None:
         raise StoreError("no such dropbox (unknown or regenerated)")
     owner = found[0]
-    user = session.get(User, owner.user_id)
-    assert user is not None
     decision = decide_delivery(
-        session, parsed, user=user, kind=kind, mail_from=mail_from, settings=settings, now=now
+        session,
+        parsed,
+        user_id=owner.user_id,
+        kind=kind,
+        mail_from=mail_from,
+        settings=settings,
+        now=now,
     )
     return Preview(owner.user_email, decision)

@@ -34,7 +34,7 @@ from crmdrop.receive.smtp import start_servers
 from crmdrop.store.db import Database
 from crmdrop.store.directory import OwnerCache
 from crmdrop.store.inbound import prune_intake_keys, purge_raw
-from crmdrop.store.signals import QUEUE, PgListener, WakeSocket, wake_path
+from crmdrop.store.signals import QUEUE, Outbound, PgListener, WakeSocket, wake_path
 from crmdrop.store.webhooks import prune_messages
 from crmdrop.web.app import create_app
 from crmdrop.worker import PollingThread, Progress, file_next, worker_started
@@ -76,17 +76,20 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
     """`crmdrop worker`: file deliveries and send replies until SIGTERM (or the parent dies)."""
     worker_started(db)
     wake, stop_wake = _wake_source(db)
-    # Replies and webhook messages are queued by a filing: the filing thread wakes their
-    # senders at once; the slow poll remains for rows queued by the web app or due later.
-    replies, webhooks = threading.Event(), threading.Event()
+    # Replies and webhook messages are queued by a filing: the filing thread wakes the
+    # sender of each queue a batch added to, at once (not both after every batch: at low
+    # load each wake-up was a transaction of its own that found nothing); the slow poll
+    # remains for rows queued by the web app or due later.
+    senders = {Outbound.REPLIES: threading.Event(), Outbound.WEBHOOKS: threading.Event()}
+    replies, webhooks = senders[Outbound.REPLIES], senders[Outbound.WEBHOOKS]
 
     def file_step() -> bool:
         """True: claim again at once. After a batch that took all that was due, the
         loop waits for the next wake-up instead (one that came meanwhile is still set)."""
-        progress = file_next(db, settings)
-        if progress is not Progress.IDLE:
-            replies.set()
-            webhooks.set()
+        queued: set[Outbound] = set()
+        progress = file_next(db, settings, queued)
+        for kind in queued:
+            senders[kind].set()
         return progress is Progress.MORE
 
     poll = settings.worker_poll_seconds

@@ -33,6 +33,7 @@ from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
 from crmdrop.mail.dates import warm_date_tables
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
+from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import (
@@ -46,6 +47,7 @@ from crmdrop.store.inbound import (
     release_claims,
     unclaim,
 )
+from crmdrop.store.signals import Outbound, queued_in
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,7 @@ def _decide(
     decision = decide_delivery(
         session,
         parsed,
-        user=cache.user(session, delivery.user_id),
+        user_id=delivery.user_id,
         kind=DropboxKind(delivery.dropbox_kind),
         mail_from=delivery.mail_from,
         settings=settings,
@@ -232,7 +234,9 @@ def _claim(
         return claimed, parked, full or (bool(claimed) and any_due(session, now, lease=lease))
 
 
-def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
+def _process_batch(
+    db: Database, settings: Settings, now: datetime, queued: set[Outbound]
+) -> Progress:
     """Claim a batch, parse and decide it under one read snapshot, then apply it in one
     short write transaction; should that fail, each delivery is applied (or failed) on
     its own. Three transactions for up to `BATCH` deliveries instead of two for each:
@@ -240,17 +244,22 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
     other workers hold (SKIP LOCKED) and is a lease, so any number of workers share
     the queue and a dead one's batch is taken over when its lease runs out. Each step
     asks the database once per batch what it can (`BatchCache`): on PostgreSQL every
-    statement is a round trip."""
+    statement is a round trip. `queued` gets the outgoing queues the batch added to."""
     claimed, parked, left = _claim(db, settings, now, BATCH)
+    if parked:  # parking emits delivery.failed
+        queued.add(Outbound.WEBHOOKS)
     if not claimed:
         return Progress.MORE if parked else Progress.IDLE
     failed: list[Failure] = []
+    cache = BatchCache()
     with db.reading() as session:
-        decided, deferred = _decide_batch(session, claimed, settings, now, failed)
+        decided, deferred = _decide_batch(session, claimed, settings, now, failed, cache)
+    accounts = cache.accounts  # the settings the decisions were taken with
     try:
         with db.writing() as session:
             unclaim(session, deferred)
-            _apply_all(session, decided, settings, now)
+            _apply_all(session, decided, settings, now, accounts)
+        queued.update(queued_in(session))  # committed
     except Exception:
         log.warning("a batch of %d failed; applying one at a time", len(decided))
         with db.writing() as session:
@@ -258,11 +267,13 @@ def _process_batch(db: Database, settings: Settings, now: datetime) -> Progress:
         for one in decided:
             try:
                 with db.writing() as session:
-                    _apply_all(session, [one], settings, now)
+                    _apply_all(session, [one], settings, now, accounts)
+                queued.update(queued_in(session))
             except Exception:
                 failed.append(Failure.current(one[0]))
     for failure in failed:
         _record_failure(db, settings, failure)
+        queued.add(Outbound.WEBHOOKS)  # a parked delivery emits delivery.failed
     more = left or bool(deferred) or any(failure.race for failure in failed)
     return Progress.MORE if more else Progress.DRAINED
 
@@ -271,7 +282,12 @@ Decided = tuple[int, ParsedMessage, Decision]  # a delivery's id, its message, i
 
 
 def _decide_batch(
-    session: Session, claimed: list[int], settings: Settings, now: datetime, failed: list[Failure]
+    session: Session,
+    claimed: list[int],
+    settings: Settings,
+    now: datetime,
+    failed: list[Failure],
+    cache: BatchCache,
 ) -> tuple[list[Decided], list[int]]:
     """Parse every claimed delivery, then decide them in claim order: the decided ones
     and those deferred to the next round (`_depends_on`); failures go to `failed`."""
@@ -283,12 +299,11 @@ def _decide_batch(
             parsed.append((delivery, message, time.monotonic() - started))
         except Exception:
             failed.append(Failure.current(delivery.id))
-    cache = BatchCache()
     decided: list[Decided] = []
     deferred: list[int] = []
     keys: set[str] = set()
     try:
-        cache.prefetch_decide(session, [(d.account_id, m) for d, m, _ in parsed])
+        cache.prefetch_decide(session, [(d.account_id, d.user_id, m) for d, m, _ in parsed])
     except Exception:  # the database failed: each delivery's attempt failed with it
         failed.extend(Failure.current(delivery.id) for delivery, _, _ in parsed)
         return [], []
@@ -319,13 +334,20 @@ def _depends_on(parsed: ParsedMessage, keys: set[str]) -> bool:
     return any(key in keys for key in thread if key)
 
 
-def _apply_all(session: Session, decided: list[Decided], settings: Settings, now: datetime) -> None:
+def _apply_all(
+    session: Session,
+    decided: list[Decided],
+    settings: Settings,
+    now: datetime,
+    accounts: dict[int, AccountSettings] | None = None,
+) -> None:
     """Apply decisions taken on an earlier snapshot, in one transaction, to those of their
-    deliveries that no other worker finished meanwhile (locked, then checked)."""
+    deliveries that no other worker finished meanwhile (locked, then checked).
+    `accounts`: the settings the decisions were taken with (read again when not given)."""
     queued = lock_queued(session, [delivery_id for delivery_id, _, _ in decided])
     todo = [(queued[i], parsed, decision) for i, parsed, decision in decided if i in queued]
     writes = BatchWrites(sequences=session.get_bind().dialect.name == "postgresql")
-    cache = BatchCache(writes=writes)
+    cache = BatchCache(accounts=dict(accounts or {}), writes=writes)
     cache.prefetch_apply(session, [(d.account_id, decision) for d, _, decision in todo])
     for delivery, parsed, decision in todo:
         apply_decision(session, delivery, parsed, decision, settings=settings, now=now, cache=cache)
@@ -344,11 +366,13 @@ def worker_started(db: Database) -> None:
             log.warning("released %d deliveries a stopped worker had claimed", released)
 
 
-def file_next(db: Database, settings: Settings) -> Progress:
-    """Process the next batch of due deliveries (`Progress.IDLE`: none was due)."""
+def file_next(db: Database, settings: Settings, queued: set[Outbound] | None = None) -> Progress:
+    """Process the next batch of due deliveries (`Progress.IDLE`: none was due).
+    `queued`: gets the outgoing queues (replies, webhooks) that the batch added to, so
+    that only their senders are woken."""
     if _UNRECORDED:
         _release_unrecorded(db, settings)
-    return _process_batch(db, settings, datetime.now(UTC))
+    return _process_batch(db, settings, datetime.now(UTC), set() if queued is None else queued)
 
 
 def process_one(db: Database, settings: Settings) -> bool:

@@ -16,6 +16,7 @@ The order is written down and followed (cf. Odoo's `message_route`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -568,6 +569,14 @@ def _filed_summary(
     return "; ".join(parts)
 
 
+@functools.lru_cache(maxsize=256)
+def _normalized(addresses: frozenset[str]) -> frozenset[str]:
+    """The addresses normalized, once per set: a batch's messages share their owner's and
+    their account's colleagues' (a frozenset keeps its hash; an account of a thousand
+    users normalized them for every message)."""
+    return frozenset(normalize_address(a) for a in addresses)
+
+
 def decide(
     parsed: ParsedMessage,
     kind: DropboxKind,
@@ -592,9 +601,9 @@ def decide(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime")
     now = now.astimezone(UTC)
-    owner_addresses = frozenset(normalize_address(a) for a in owner.addresses)
-    owner_verified = frozenset(normalize_address(a) for a in owner.verified)
-    owner = dataclasses.replace(owner, addresses=owner_addresses, verified=owner_verified)
+    owner = dataclasses.replace(
+        owner, addresses=_normalized(owner.addresses), verified=_normalized(owner.verified)
+    )
     notices: list[str] = []
 
     key = message_key(parsed)
@@ -605,7 +614,7 @@ def decide(
         owner=owner,
         account=account,
         dropbox_domain=dropbox_domain,
-        colleagues=frozenset(normalize_address(a) for a in account.colleague_addresses()),
+        colleagues=_normalized(account.colleague_addresses()),
         automated_authors=_bulk_authors(parsed),
     )
     decisions = _decide_addresses(_merge_addresses(parsed), ctx, rules)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from crmdrop.dropbox.plan import ContactAction, FilingPlan, Outcome, TaskAction
 from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
+from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.blobs import fill_blob, insert_streamed_postgresql, zeroblob_insert
 from crmdrop.store.inbound import ClaimedDelivery, finish_deliveries
 from crmdrop.store.models import (
@@ -43,9 +44,10 @@ from crmdrop.store.models import (
 from crmdrop.store.search import contact_term_rows
 from crmdrop.store.webhooks import Event, emit
 
-_CONTACTS_OF = select(ContactEmail.email, ContactEmail.contact_id).where(
-    ContactEmail.account_id == bindparam("account"),
-    ContactEmail.email.in_(bindparam("emails", expanding=True)),
+_EMAILS = ContactEmail.__table__.c
+_CONTACTS_OF = select(_EMAILS.email, _EMAILS.contact_id).where(
+    _EMAILS.account_id == bindparam("account"),
+    _EMAILS.email.in_(bindparam("emails", expanding=True)),
 )
 
 
@@ -200,10 +202,10 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
     return int(session.execute(statement, values).scalar_one())
 
 
-_TOUCH = (
-    update(Contact)
-    .where(Contact.id.in_(bindparam("ids", expanding=True)))
-    .where(Contact.last_activity_at < bindparam("now"))
+_TOUCH = (  # Core, not ORM: no bulk-update machinery for one statement per batch
+    update(_CONTACTS)
+    .where(_CONTACTS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(_CONTACTS.c.last_activity_at < bindparam("now"))
     .values(last_activity_at=bindparam("now"))
 )
 
@@ -211,11 +213,7 @@ _TOUCH = (
 def _touch_contacts(session: Session, contact_ids: list[int], now: datetime) -> None:
     """A note filed under contacts is their latest activity (the contacts list's order)."""
     if contact_ids:
-        session.execute(
-            _TOUCH,
-            {"ids": contact_ids, "now": now},
-            execution_options={"synchronize_session": False},
-        )
+        session.execute(_TOUCH, {"ids": contact_ids, "now": now})
 
 
 def _next_ref(session: Session, account_id: int, kind: str) -> int:
@@ -234,7 +232,7 @@ def _next_ref(session: Session, account_id: int, kind: str) -> int:
 
 def _new_record(
     session: Session,
-    account: Account,
+    account: AccountSettings,
     kind: str,
     title: str,
     delivery: ClaimedDelivery,
@@ -273,7 +271,7 @@ def apply_plan(
     *,
     delivery: ClaimedDelivery,
     parsed: ParsedMessage,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     writes: BatchWrites | None = None,
 ) -> dict[str, list[str]]:
@@ -328,7 +326,7 @@ def _apply_contacts(
     session: Session,
     plan: FilingPlan,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     writes: BatchWrites,
@@ -355,7 +353,7 @@ def _create_contact(
     session: Session,
     action: ContactAction,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     writes: BatchWrites,
@@ -410,7 +408,7 @@ def _apply_records(
     writes: BatchWrites,
     plan: FilingPlan,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     contact_ids: list[int],
@@ -452,7 +450,7 @@ def _apply_note(
     plan: FilingPlan,
     delivery: ClaimedDelivery,
     parsed: ParsedMessage,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
 ) -> int | None:
@@ -547,7 +545,7 @@ def _apply_task(
     plan: FilingPlan,
     task: TaskAction,
     delivery: ClaimedDelivery,
-    account: Account,
+    account: AccountSettings,
     now: datetime,
     done: Applied,
     note_id: int | None,

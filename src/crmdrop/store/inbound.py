@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Insert,
     Integer,
@@ -298,20 +297,38 @@ def prune_intake_keys(session: Session, source: str, *, before: datetime, limit:
 LEASE = timedelta(minutes=5)
 
 
-def _due(now: datetime, lease: timedelta) -> ColumnElement[bool]:
-    return and_(
-        Delivery.status == QUEUED,
-        Delivery.next_attempt_at <= now,
-        or_(Delivery.claimed_at.is_(None), Delivery.claimed_at < now - lease),
-    )
+# The claim's statements, built once (Core, bound parameters): building and hashing them
+# for every batch cost more CPU than running them. `_due` as parameters: `now`, and
+# `stale` (= now - the lease).
+_DELIVERIES = Delivery.__table__
+assert isinstance(_DELIVERIES, Table)
+_D = _DELIVERIES.c
+_NOW = bindparam("now", type_=_D.next_attempt_at.type)
+_DUE = and_(
+    _D.status == QUEUED,
+    _D.next_attempt_at <= _NOW,
+    or_(_D.claimed_at.is_(None), _D.claimed_at < bindparam("stale", type_=_D.claimed_at.type)),
+)
+_ANY_DUE = select(_D.id).where(_DUE).limit(1)
+_CLAIMABLE = (
+    select(_D.id, _D.size, _D.attempts)
+    .where(_DUE)
+    .order_by(_D.next_attempt_at, _D.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_CLAIMABLE_SKIP_LOCKED = _CLAIMABLE.with_for_update(skip_locked=True)
+_CLAIM = (
+    update(_DELIVERIES)
+    .where(_D.id.in_(bindparam("ids", expanding=True)))
+    .values(attempts=_D.attempts + 1, claimed_at=_NOW)
+)
 
 
 def any_due(session: Session, now: datetime, *, lease: timedelta = LEASE) -> bool:
     """Whether any delivery is due now. Asked in the claim's transaction: a worker whose
     claim took all that was due waits to be woken, instead of claiming again to learn
     that nothing is left (a write transaction per batch)."""
-    query = select(Delivery.id).where(_due(now, lease)).limit(1)
-    return session.execute(query).first() is not None
+    return session.execute(_ANY_DUE, {"now": now, "stale": now - lease}).first() is not None
 
 
 def claim_due(
@@ -330,18 +347,11 @@ def claim_due(
     failure no exception handler ever records — is still parked after `max_attempts`.
     At most `limit` deliveries and, past the first, `max_bytes` of raw message.
     """
-    query = (
-        select(Delivery.id, Delivery.size, Delivery.attempts)
-        .where(_due(now, lease))
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(limit)
-    )
-    if skip_locked:
-        query = query.with_for_update(skip_locked=True)
+    query = _CLAIMABLE_SKIP_LOCKED if skip_locked else _CLAIMABLE
     claimed: list[int] = []
     exhausted: list[int] = []
     total = 0
-    for row in session.execute(query).all():
+    for row in session.execute(query, {"now": now, "stale": now - lease, "limit": limit}):
         if row.attempts >= max_attempts:
             exhausted.append(row.id)
             continue
@@ -365,17 +375,8 @@ def claim_due(
         for parked in session.scalars(select(Delivery).where(Delivery.id.in_(exhausted))):
             emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
     if claimed:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(claimed))
-            .values(attempts=Delivery.attempts + 1, claimed_at=now),
-            execution_options={"synchronize_session": False},
-        )
+        session.execute(_CLAIM, {"ids": claimed, "now": now})
     return claimed, len(exhausted)
-
-
-_DELIVERIES = Delivery.__table__
-assert isinstance(_DELIVERIES, Table)
 
 
 @dataclass(eq=False)

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crmdrop.store.models import Outbox
+from crmdrop.store.signals import Outbound, mark_queued
 from crmdrop.store.status import ReplyStatus
 
 
@@ -33,6 +34,7 @@ def queue_reply(
     )
     status = ReplyStatus.QUEUED if (recent or 0) < per_hour else ReplyStatus.SUPPRESSED
     reason = f"rate limit of {per_hour}/hour reached"
+    mark_queued(session, Outbound.REPLIES)
     return _add(session, account_id, user_id, delivery_id, kind, mail_to, raw, now, status, reason)
 
 

@@ -1,5 +1,5 @@
-"""The contacts search index: the words of each contact's name and its addresses (and
-their domains), lowercased, one row each in `contact_terms`.
+"""The contacts search index: the words of each contact's name and of its addresses
+(local parts and domains), lowercased, one row each in `contact_terms`.
 
 A search word matches a contact when it begins one of its terms: a range read on an
 index (`term >= w AND term < w + U+FFFF`), the same on SQLite and PostgreSQL. A rare
@@ -24,16 +24,18 @@ MAX_TERM = 320
 
 
 def terms_of(name: str, emails: Iterable[str]) -> set[str]:
-    """What a contact can be found by: its name's words, each address, the words of its
-    local part, its domain and the domain's words."""
-    out = {w for w in _WORD.findall(name.lower())}
+    """What a contact can be found by: the words of its name and of each address (local
+    part and domain).
+
+    Not the whole address nor the whole domain: a search is split into words (`_words`),
+    and a word, which holds no `@` or `.`, begins "jane.doe@client.example" only where it
+    begins "jane", a term already. Those two rows per contact found nothing more, and each
+    row is written on the filing path (issue #12). Only a search with no letter or digit
+    at all ("+", "%") could begin a whole address ("+x@…") and no word; it finds no one.
+    (Contacts indexed before keep those rows; they are harmless.)"""
+    out = set(_WORD.findall(name.lower()))
     for email in emails:
-        out.add(email.lower())
-        local, _, domain = email.lower().rpartition("@")
-        out.update(_WORD.findall(local))
-        if domain:
-            out.add(domain)
-            out.update(_WORD.findall(domain))
+        out.update(_WORD.findall(email.lower()))
     return {t[:MAX_TERM] for t in out if t}
 
 

@@ -12,6 +12,7 @@ loses its connection reports it (`on_lost`) so that nothing relies on what it mi
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import socket
@@ -36,6 +37,28 @@ _NOTIFY = text("SELECT pg_notify(:channel, '')")
 def notify(conn: Connection | Session, channel: str) -> None:
     """PostgreSQL: tell every listener once the caller's transaction commits."""
     conn.execute(_NOTIFY, {"channel": channel})
+
+
+class Outbound(enum.Enum):
+    """A queue of outgoing messages that a transaction added to (`mark_queued`)."""
+
+    REPLIES = "replies"
+    WEBHOOKS = "webhooks"
+
+
+_QUEUED = "crmdrop.outbound_queued"
+
+
+def mark_queued(session: Session, kind: Outbound) -> None:
+    """Note in the session that its transaction queued an outgoing message: the worker
+    wakes that queue's sender after the commit, and only then (`queued_in`)."""
+    session.info.setdefault(_QUEUED, set()).add(kind)
+
+
+def queued_in(session: Session) -> set[Outbound]:
+    """The outgoing queues this session's transaction added to."""
+    found: set[Outbound] = session.info.get(_QUEUED, set())
+    return found
 
 
 def libpq_url(url: str) -> str:

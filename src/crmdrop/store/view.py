@@ -15,10 +15,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, Executable, bindparam, select
+from sqlalchemy import (
+    BindParameter,
+    CompoundSelect,
+    Executable,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import ContactMatch, RecordRef
+from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.models import (
     Account,
     Case,
@@ -37,13 +50,20 @@ from crmdrop.store.models import (
 )
 
 _ACCOUNT: BindParameter[int] = bindparam("account")
-_SIGNUPS = select(User.email).where(User.account_id == _ACCOUNT)
-_EXTRAS = (
-    select(UserAddress.email)
-    .join(User, User.id == UserAddress.user_id)
-    .where(User.account_id == _ACCOUNT)
+# The account's colleague addresses (signup and additional) and exclusions, one query:
+# `decide` asks for both for every message with an address.
+_USERS, _EXTRAS = User.__table__.c, UserAddress.__table__.c
+_SETTINGS = union_all(
+    select(literal("colleague").label("kind"), _USERS.email.label("value")).where(
+        _USERS.account_id == _ACCOUNT
+    ),
+    select(literal("colleague"), _EXTRAS.email)
+    .select_from(UserAddress.__table__.join(User.__table__, _USERS.id == _EXTRAS.user_id))
+    .where(_USERS.account_id == _ACCOUNT),
+    select(literal("exclusion"), Exclusion.__table__.c.pattern).where(
+        Exclusion.__table__.c.account_id == _ACCOUNT
+    ),
 )
-_EXCLUSIONS = select(Exclusion.pattern).where(Exclusion.account_id == _ACCOUNT)
 _CONTACT_BY_EMAIL = (
     select(Contact.id, Contact.name, Contact.company_id)
     .join(ContactEmail, ContactEmail.contact_id == Contact.id)
@@ -95,25 +115,29 @@ _FILED_NOTES = select(Note.id, Note.message_key).where(
     Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
 )
 _ADDRESSES: BindParameter[list[str]] = bindparam("emails", expanding=True)
-_CONTACTS_BY_EMAIL = (
-    select(ContactEmail.email, Contact.id, Contact.name, Contact.company_id)
-    .join(ContactEmail, ContactEmail.contact_id == Contact.id)
-    .where(ContactEmail.account_id == _ACCOUNT, ContactEmail.email.in_(_ADDRESSES))
-)
-_COMPANIES_BY_EMAIL = (
-    select(CompanyEmail.email, Company.id, Company.name)
+# The four questions of a batch's decision in one statement (one round trip instead of
+# four), rows tagged by kind: (kind, key, id, name, company_id).
+_NO_TEXT, _NO_ID = cast(null(), String), cast(null(), Integer)
+_PREFETCH: CompoundSelect[Any] = union_all(
+    select(literal("note"), Note.message_key, Note.id, _NO_TEXT, _NO_ID).where(
+        Note.account_id == _ACCOUNT, Note.message_key.in_(bindparam("keys", expanding=True))
+    ),
+    select(literal("company"), CompanyEmail.email, Company.id, Company.name, _NO_ID)
     .join(CompanyEmail, CompanyEmail.company_id == Company.id)
-    .where(CompanyEmail.account_id == _ACCOUNT, CompanyEmail.email.in_(_ADDRESSES))
-)
-_COMPANIES_BY_DOMAIN = select(Company.domain, Company.id).where(
-    Company.account_id == _ACCOUNT, Company.domain.in_(bindparam("domains", expanding=True))
+    .where(CompanyEmail.account_id == _ACCOUNT, CompanyEmail.email.in_(_ADDRESSES)),
+    select(literal("contact"), ContactEmail.email, Contact.id, Contact.name, Contact.company_id)
+    .join(ContactEmail, ContactEmail.contact_id == Contact.id)
+    .where(ContactEmail.account_id == _ACCOUNT, ContactEmail.email.in_(_ADDRESSES)),
+    select(literal("domain"), Company.domain, Company.id, _NO_TEXT, _NO_ID).where(
+        Company.account_id == _ACCOUNT, Company.domain.in_(bindparam("domains", expanding=True))
+    ),
 )
 
 
 class SqlAccountView:
     """AccountView (crmdrop.dropbox.plan) for one account, inside one session."""
 
-    def __init__(self, session: Session, account: Account) -> None:
+    def __init__(self, session: Session, account: Account | AccountSettings) -> None:
         self.session = session
         self.account_id = account.id
         self.file_under_companies = account.file_under_companies
@@ -127,41 +151,54 @@ class SqlAccountView:
 
     def prefetch(self, message_keys: Iterable[str], addresses: Iterable[str]) -> None:
         """Load the notes filed for these messages, the contacts or companies of these
-        (normalized) addresses and the companies of their domains, in one query each."""
+        (normalized) addresses and the companies of their domains, in one query."""
         keys = sorted(set(message_keys) - self._filed.keys())
-        if keys:
-            self._filed.update(dict.fromkeys(keys))
-            self._filed.update((r.message_key, r.id) for r in self._rows(_FILED_NOTES, keys=keys))
         emails = sorted(set(addresses) - self._found.keys())
-        if not emails:
+        self._filed.update(dict.fromkeys(keys))
+        if not emails:  # the applying transaction's late-duplicate check
+            if keys:
+                found = self._rows(_FILED_NOTES, keys=keys)
+                self._filed.update((r.message_key, r.id) for r in found)
             return
         self._found.update(dict.fromkeys(emails))
-        for r in self._rows(_COMPANIES_BY_EMAIL, emails=emails):
-            self._found[r.email] = ContactMatch("company", r.id, r.name, r.id)
-        for r in self._rows(_CONTACTS_BY_EMAIL, emails=emails):  # a contact beats a company
-            self._found[r.email] = ContactMatch("contact", r.id, r.name, r.company_id)
         domains = sorted({e.rpartition("@")[2] for e in emails} - self._domains.keys())
         by_domain: dict[str, list[int]] = {d: [] for d in domains}
-        for r in self._rows(_COMPANIES_BY_DOMAIN, domains=domains):
-            by_domain[r.domain].append(r.id)
+        rows = self._rows(_PREFETCH, keys=keys, emails=emails, domains=domains)
+        for kind, key, row_id, name, company_id in rows:
+            if kind == "note":
+                self._filed[key] = row_id
+            elif kind == "company" and self._found[key] is None:  # a contact beats a company
+                self._found[key] = ContactMatch("company", row_id, name, row_id)
+            elif kind == "contact":
+                self._found[key] = ContactMatch("contact", row_id, name, company_id)
+            elif kind == "domain":
+                by_domain[key].append(row_id)
         self._domains.update((d, ids[0] if len(ids) == 1 else None) for d, ids in by_domain.items())
 
     def _rows(self, statement: Executable, **params: object) -> Sequence[Any]:
-        return self.session.execute(statement, {"account": self.account_id, **params}).all()
+        """Rows of columns, through the session's connection: no ORM execution path (and
+        no autoflush: nothing this reads is written through the unit of work)."""
+        params["account"] = self.account_id
+        return self.session.connection().execute(statement, params).all()
+
+    def _settings(self) -> tuple[frozenset[str], frozenset[str]]:
+        if self._colleagues is None or self._exclusions is None:
+            found: dict[str, set[str]] = {"colleague": set(), "exclusion": set()}
+            for row in self._rows(_SETTINGS):
+                found[row.kind].add(row.value)
+            self._colleagues = frozenset(found["colleague"])
+            self._exclusions = frozenset(found["exclusion"])
+        return self._colleagues, self._exclusions
 
     def colleague_addresses(self) -> frozenset[str]:
-        if self._colleagues is None:
-            rows = [*self._rows(_SIGNUPS), *self._rows(_EXTRAS)]
-            self._colleagues = frozenset(r.email for r in rows)
-        return self._colleagues
+        return self._settings()[0]
 
     def is_excluded(self, address: str) -> str | None:
-        if self._exclusions is None:
-            self._exclusions = frozenset(r.pattern for r in self._rows(_EXCLUSIONS))
-        if address in self._exclusions:
+        exclusions = self._settings()[1]
+        if address in exclusions:
             return address
         domain = "@" + address.rpartition("@")[2]
-        return domain if domain in self._exclusions else None
+        return domain if domain in exclusions else None
 
     def find(self, address: str) -> ContactMatch | None:
         if address in self._found:

@@ -17,12 +17,13 @@ from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from crmdrop import netguard
 from crmdrop.store.accounts import StoreError
 from crmdrop.store.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
+from crmdrop.store.signals import Outbound, mark_queued
 
 
 class Event(StrEnum):
@@ -198,15 +199,16 @@ def _subscribers(session: Session, account_id: int) -> list[tuple[int, list[str]
     events; a batch files many messages of the same accounts)."""
     cache: dict[int, list[tuple[int, list[str]]]] = session.info.setdefault(_CACHE_KEY, {})
     if account_id not in cache:
-        cache[account_id] = [
-            (row.id, list(row.events))
-            for row in session.execute(
-                select(WebhookEndpoint.id, WebhookEndpoint.events).where(
-                    WebhookEndpoint.account_id == account_id, WebhookEndpoint.enabled.is_(True)
-                )
-            )
-        ]
+        found = session.connection().execute(_SUBSCRIBERS, {"account": account_id})
+        cache[account_id] = [(row.id, list(row.events)) for row in found]
     return cache[account_id]
+
+
+_ENDPOINTS = WebhookEndpoint.__table__.c
+# Built once, run as Core (no ORM execution path): asked in every filing transaction.
+_SUBSCRIBERS = select(_ENDPOINTS.id, _ENDPOINTS.events).where(
+    _ENDPOINTS.account_id == bindparam("account"), _ENDPOINTS.enabled.is_(True)
+)
 
 
 def _body(event: Event, data: dict[str, Any], now: datetime) -> str:
@@ -278,6 +280,7 @@ def emit(
             )
         )
     session.flush()
+    mark_queued(session, Outbound.WEBHOOKS)
     return len(targets)
 
 

@@ -1,0 +1,95 @@
+"""The worker's own CPU per filing, in-process: full batches and batches of one.
+
+`bench_filing.py` times `crmdrop worker` processes; this runs the same batch path
+(`worker.process_one`) inside the bench process on the same messages, so that its CPU
+(`time.process_time`: this process only, not PostgreSQL's) can be read per filing, compared
+between branches and profiled. `--single` queues one message at a time and files it before
+queueing the next: what a worker pays per batch at low load. `--profile FILE` writes a
+cProfile (CPU-time clock) of the timed drains, for `pstats` or `snakeviz`.
+
+    .venv/bin/python bench/profile_worker.py --db postgresql
+    .venv/bin/python bench/profile_worker.py --db sqlite --single --profile /tmp/one.prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_filing import _sequences_past_seeded, queue, seed_contacts
+from common import bench_database, median
+from crmdrop.config import Settings, load_settings
+from crmdrop.store import accounts
+from crmdrop.store.db import Database
+from crmdrop.worker import Progress, file_next, worker_started
+
+
+def _drain(db: Database, settings: Settings) -> None:
+    """As the worker's filing thread does: claim again while the last claim left more."""
+    while file_next(db, settings) is Progress.MORE:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("--contacts", type=int, default=10_000)
+    parser.add_argument("--messages", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--single", action="store_true", help="batches of one")
+    parser.add_argument("--profile", help="write a cProfile of the timed drains here")
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="crmdrop-profile-"))
+    profile = cProfile.Profile(time.process_time) if args.profile else None
+    per_filing: list[float] = []
+    with bench_database(args.db, data) as url:
+        settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
+        db = Database(settings.db_url)
+        db.migrate()
+        with db.writing() as session:
+            user = accounts.add_user(session, "owner@mycorp.example", name="O", account="bench")
+            owner = (user.account_id, user.id, user.email)
+        seed_contacts(db, owner[0], args.contacts)
+        _sequences_past_seeded(db)
+        worker_started(db)
+        queue(db, owner, args.contacts, 64, "warm")
+        while file_next(db, settings) is not Progress.IDLE:
+            pass
+        for r in range(args.rounds):
+            spent = 0.0
+            if args.single:
+                for n in range(args.messages):
+                    queue(db, owner, args.contacts, 1, f"r{r}n{n}")
+                    cpu = time.process_time()
+                    if profile:
+                        profile.enable()
+                    _drain(db, settings)
+                    if profile:
+                        profile.disable()
+                    spent += time.process_time() - cpu
+            else:
+                queue(db, owner, args.contacts, args.messages, f"r{r}")
+                cpu = time.process_time()
+                if profile:
+                    profile.enable()
+                _drain(db, settings)
+                if profile:
+                    profile.disable()
+                spent = time.process_time() - cpu
+            per_filing.append(spent / args.messages * 1000)
+            print(f"round {r + 1}: {per_filing[-1]:.3f} ms of worker CPU per filing", flush=True)
+        db.dispose()
+    kind = "batches of one" if args.single else "full batches"
+    print(f"{args.db}, {kind}: {median(per_filing):.3f} ms of worker CPU per filing (median)")
+    if profile and args.profile:
+        profile.dump_stats(args.profile)
+
+
+if __name__ == "__main__":
+    main()
