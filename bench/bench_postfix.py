@@ -15,7 +15,10 @@ Needs: root (Postfix's master drops privileges itself), Debian's `postfix` packa
 (`postfix`, `/usr/sbin/smtp-sink`); the bench installs nothing.
 
     .venv/bin/python bench/bench_postfix.py [--messages 2000] [--rounds 3] [--with-worker]
-        [--set 'lmtp_destination_concurrency_limit = 50' ...]
+        [--set 'lmtp_destination_concurrency_limit = 50' ...] [--floor]
+
+`--floor` adds a third Postfix delivering to `bench/lmtp_floor.py`, a minimal LMTP
+responder in Python that stores nothing: the least a Python next hop costs.
 """
 
 from __future__ import annotations
@@ -228,7 +231,12 @@ def main() -> None:
         action="append",
         default=[],
         metavar="'NAME = VALUE'",
-        help="a main.cf line for both Postfix instances (repeatable)",
+        help="a main.cf line for every Postfix instance (repeatable)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also Postfix -> bench/lmtp_floor.py (a Python LMTP responder storing nothing)",
     )
     args = parser.parse_args()
     print(machine_load())
@@ -241,25 +249,36 @@ def main() -> None:
         sink = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-u", "postfix", "-L", f"127.0.0.1:{sink_port}", "256"]
         )
-        ours, theirs = Postfix("crmdrop", lmtp, args.set), Postfix("sink", sink_port, args.set)
+        hops = [("sink", sink_port, sink), ("crmdrop", lmtp, served)]
+        if args.floor:
+            floor_port = free_port()
+            floor_script = str(Path(__file__).resolve().parent / "lmtp_floor.py")
+            hops.append(
+                (
+                    "floor",
+                    floor_port,
+                    subprocess.Popen([sys.executable, floor_script, str(floor_port)]),
+                )
+            )
+        instances = [(name, Postfix(name, port, args.set), hop) for name, port, hop in hops]
         try:
-            wait_port(lmtp)
-            wait_port(sink_port)
-            ours.start()
-            theirs.start()
-            rounds: dict[str, list[Round]] = {"crmdrop": [], "sink": []}
+            for _, port, _ in hops:
+                wait_port(port)
+            for _, postfix, _ in instances:
+                postfix.start()
+            rounds: dict[str, list[Round]] = {name: [] for name, _, _ in hops}
             rcpt = user["dropbox"]["note"]
             for n in range(args.rounds):
-                for name, postfix, hop in (("sink", theirs, sink), ("crmdrop", ours, served)):
+                for name, postfix, hop in instances:
                     result = round_rate(postfix, hop.pid, user["email"], rcpt, args)
                     rounds[name].append(result)
                     print(f"round {n + 1} {result.line(name)}; {machine_load()}", flush=True)
-            delays = {"sink": theirs.delays(), "crmdrop": ours.delays()}
+            delays = {name: postfix.delays() for name, postfix, _ in instances}
         finally:
-            ours.stop()
-            theirs.stop()
-            stop(sink)
-            stop(served)
+            for _, postfix, _ in instances:
+                postfix.stop()
+            for _, _, hop in hops:
+                stop(hop)
     rates = {k: [r.rate for r in v] for k, v in rounds.items()}
     cpu = {k: [r.hop for r in v] for k, v in rounds.items()}
     s, o = median(rates["sink"]), median(rates["crmdrop"])
@@ -272,6 +291,13 @@ def main() -> None:
         f"{median(cpu['sink']):.2f} {[round(x, 2) for x in cpu['sink']]}, crmdrop "
         f"{median(cpu['crmdrop']):.2f} {[round(x, 2) for x in cpu['crmdrop']]}"
     )
+    if "floor" in rates:
+        f = median(rates["floor"])
+        print(
+            f"Postfix -> Python LMTP floor:      {f:6.0f} msg/s  rounds "
+            f"{[round(x) for x in rates['floor']]}; its CPU per message (ms) "
+            f"{median(cpu['floor']):.2f} {[round(x, 2) for x in cpu['floor']]}"
+        )
     for name, text in delays.items():
         print(f"Postfix -> {name}: {text} (all rounds)")
 
