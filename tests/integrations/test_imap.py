@@ -251,6 +251,30 @@ def test_sigkill_after_the_commit_and_before_the_move_neither_loses_nor_doubles(
     filed_once_each(crm, box, ["Killed"])
 
 
+def test_messages_are_moved_by_the_servers_move_command(
+    dovecot: DovecotInstance, crm: OwnServer
+) -> None:
+    """Dovecot lists MOVE only after login: the poller must see it, or a kill between
+    its COPY and its EXPUNGE leaves a message in both folders (then copied twice)."""
+    box = new_mailbox(dovecot, crm)
+    msg = make_message(from_=box.owner["email"], to=["rui@partner.example"], subject="Moved")
+    box.deliver(box.address(box.token), msg)
+    settings = load_settings(
+        **{k.removeprefix("CRMDROP_").lower(): v for k, v in crm.cli.env.items()},
+        **{k.removeprefix("CRMDROP_").lower(): v for k, v in box.env().items()},
+    )
+    db = Database(settings.db_url)
+    try:
+        with connect(settings) as mailbox:
+            assert "MOVE" in mailbox.client.capabilities
+            (uid,) = mailbox.uids("ALL")
+            outcome = ImapPoller(Receiver(db, settings), settings).handle(mailbox, uid)
+            assert outcome is Outcome.ACCEPTED
+    finally:
+        db.dispose()
+    assert box.folders() == {"INBOX": [], HANDLED: ["Moved"], REFUSED: []}
+
+
 def test_sigkill_at_random_moments_neither_loses_nor_doubles(
     dovecot: DovecotInstance, crm: OwnServer
 ) -> None:
