@@ -5,13 +5,20 @@ identical but for the next hop) are started: one hands mail for the dropbox doma
 `crmdrop serve` over LMTP, the other to `smtp-sink -L`, which accepts and discards.
 The same client (aiosmtplib, 10 sessions, 5 KB messages) sends to each in turn,
 round after round; a round ends when that Postfix's queue is empty again. Everything
-is stopped afterwards.
+is stopped afterwards. Each round prints the whole machine's busy fraction and the CPU
+per message of the next hop, of that Postfix (master and all it forked), of the client
+and of the rest of the machine: a round with the machine near 100% busy was CPU-bound
+(the next hop's CPU per message matters), one well below was latency-bound (Postfix's
+delivery slots waited on the next hop: see the delays printed at the end).
 
 Needs: root (Postfix's master drops privileges itself), Debian's `postfix` package
 (`postfix`, `/usr/sbin/smtp-sink`); the bench installs nothing.
 
     .venv/bin/python bench/bench_postfix.py [--messages 2000] [--rounds 3] [--with-worker]
-        [--set 'lmtp_destination_concurrency_limit = 50' ...]
+        [--set 'lmtp_destination_concurrency_limit = 50' ...] [--floor]
+
+`--floor` adds a third Postfix delivering to `bench/lmtp_floor.py`, a minimal LMTP
+responder in Python that stores nothing: the least a Python next hop costs.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,11 +42,13 @@ from common import (
     cpu_seconds,
     crmdrop_env,
     free_port,
+    machine_cpu_seconds,
     machine_load,
     median,
     smtp_load,
     start_serve,
     stop,
+    tree_cpu_seconds,
     wait_port,
 )
 
@@ -151,22 +161,63 @@ class Postfix:
         means = [sum(column) / len(found) * 1000 for column in zip(*found, strict=True)]
         return "mean delays (ms) in/queue/conn/xmit " + "/".join(f"{x:.1f}" for x in means)
 
+    def master_pid(self) -> int:
+        return int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
+
     def stop(self) -> None:
         subprocess.run(["postfix", "-c", str(self.etc), "stop"], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Round:
+    """One round's rate and where the machine's CPU went, per message (ms): the next hop
+    (crmdrop or smtp-sink), that Postfix instance (master and every process it forked),
+    the client (this process: the SMTP load and the queue polling), and the rest of the
+    machine (other processes, the kernel's own work). `busy` is the whole machine's busy
+    fraction over the round: near 1.0 the round was CPU-bound, well below it the rate was
+    bounded by latency (Postfix's slots waiting on the next hop)."""
+
+    rate: float
+    hop: float
+    postfix: float
+    client: float
+    rest: float
+    busy: float
+
+    def line(self, name: str) -> str:
+        return (
+            f"{name:>7}: {self.rate:4.0f} msg/s, machine busy {self.busy:4.0%}; CPU per message "
+            f"(ms): next hop {self.hop:.2f}, Postfix {self.postfix:.2f}, client "
+            f"{self.client:.2f}, rest of machine {self.rest:.2f}"
+        )
+
+
 def round_rate(
     postfix: Postfix, hop: int, sender: str, rcpt: str, args: argparse.Namespace
-) -> tuple[float, float]:
+) -> Round:
     """Messages per second from the client's first send to Postfix's queue being empty,
-    and the next hop's (process `hop`) CPU per message in ms, which a busy host does not
-    inflate the way it does wall time."""
-    cpu, start = cpu_seconds(hop), time.perf_counter()
+    and the CPU per message of each party, which a busy host does not inflate the way it
+    does wall time."""
+    master = postfix.master_pid()
+    hop_cpu, pf_cpu, client_cpu = cpu_seconds(hop), tree_cpu_seconds(master), time.process_time()
+    (busy, elapsed), start = machine_cpu_seconds(), time.perf_counter()
     smtp_load(postfix.port, sender, rcpt, total=args.messages, sessions=args.sessions)
     postfix.drained()
     rate = args.messages / (time.perf_counter() - start)
-    return rate, (cpu_seconds(hop) - cpu) * 1000 / args.messages
+    busy_end, elapsed_end = machine_cpu_seconds()
+    hop_cpu = cpu_seconds(hop) - hop_cpu
+    pf_cpu = tree_cpu_seconds(master) - pf_cpu
+    client_cpu = time.process_time() - client_cpu
+    per = 1000 / args.messages
+    return Round(
+        rate=rate,
+        hop=hop_cpu * per,
+        postfix=pf_cpu * per,
+        client=client_cpu * per,
+        rest=(busy_end - busy - hop_cpu - pf_cpu - client_cpu) * per,
+        busy=(busy_end - busy) / (elapsed_end - elapsed),
+    )
 
 
 def main() -> None:
@@ -180,7 +231,12 @@ def main() -> None:
         action="append",
         default=[],
         metavar="'NAME = VALUE'",
-        help="a main.cf line for both Postfix instances (repeatable)",
+        help="a main.cf line for every Postfix instance (repeatable)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also Postfix -> bench/lmtp_floor.py (a Python LMTP responder storing nothing)",
     )
     args = parser.parse_args()
     print(machine_load())
@@ -193,27 +249,38 @@ def main() -> None:
         sink = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-u", "postfix", "-L", f"127.0.0.1:{sink_port}", "256"]
         )
-        ours, theirs = Postfix("crmdrop", lmtp, args.set), Postfix("sink", sink_port, args.set)
+        hops = [("sink", sink_port, sink), ("crmdrop", lmtp, served)]
+        if args.floor:
+            floor_port = free_port()
+            floor_script = str(Path(__file__).resolve().parent / "lmtp_floor.py")
+            hops.append(
+                (
+                    "floor",
+                    floor_port,
+                    subprocess.Popen([sys.executable, floor_script, str(floor_port)]),
+                )
+            )
+        instances = [(name, Postfix(name, port, args.set), hop) for name, port, hop in hops]
         try:
-            wait_port(lmtp)
-            wait_port(sink_port)
-            ours.start()
-            theirs.start()
-            rates: dict[str, list[float]] = {"crmdrop": [], "sink": []}
-            cpu: dict[str, list[float]] = {"crmdrop": [], "sink": []}
+            for _, port, _ in hops:
+                wait_port(port)
+            for _, postfix, _ in instances:
+                postfix.start()
+            rounds: dict[str, list[Round]] = {name: [] for name, _, _ in hops}
             rcpt = user["dropbox"]["note"]
-            for _ in range(args.rounds):
-                for name, postfix, hop in (("sink", theirs, sink), ("crmdrop", ours, served)):
-                    rate, ms = round_rate(postfix, hop.pid, user["email"], rcpt, args)
-                    rates[name].append(rate)
-                    cpu[name].append(ms)
-                print({k: [round(x) for x in v] for k, v in rates.items()}, flush=True)
-            delays = {"sink": theirs.delays(), "crmdrop": ours.delays()}
+            for n in range(args.rounds):
+                for name, postfix, hop in instances:
+                    result = round_rate(postfix, hop.pid, user["email"], rcpt, args)
+                    rounds[name].append(result)
+                    print(f"round {n + 1} {result.line(name)}; {machine_load()}", flush=True)
+            delays = {name: postfix.delays() for name, postfix, _ in instances}
         finally:
-            ours.stop()
-            theirs.stop()
-            stop(sink)
-            stop(served)
+            for _, postfix, _ in instances:
+                postfix.stop()
+            for _, _, hop in hops:
+                stop(hop)
+    rates = {k: [r.rate for r in v] for k, v in rounds.items()}
+    cpu = {k: [r.hop for r in v] for k, v in rounds.items()}
     s, o = median(rates["sink"]), median(rates["crmdrop"])
     sink_rounds, ours_rounds = ([round(x) for x in rates[k]] for k in ("sink", "crmdrop"))
     print(f"Postfix -> smtp-sink -L:          {s:6.0f} msg/s  rounds {sink_rounds}")
@@ -224,6 +291,13 @@ def main() -> None:
         f"{median(cpu['sink']):.2f} {[round(x, 2) for x in cpu['sink']]}, crmdrop "
         f"{median(cpu['crmdrop']):.2f} {[round(x, 2) for x in cpu['crmdrop']]}"
     )
+    if "floor" in rates:
+        f = median(rates["floor"])
+        print(
+            f"Postfix -> Python LMTP floor:      {f:6.0f} msg/s  rounds "
+            f"{[round(x) for x in rates['floor']]}; its CPU per message (ms) "
+            f"{median(cpu['floor']):.2f} {[round(x, 2) for x in cpu['floor']]}"
+        )
     for name, text in delays.items():
         print(f"Postfix -> {name}: {text} (all rounds)")
 

@@ -186,6 +186,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, elapsed) CPU seconds of the whole machine since boot, summed over its cores,
+    from /proc/stat: busy is user, nice, system, irq, softirq and steal time; elapsed adds
+    idle and iowait. Two readings' differences give the busy fraction between them: near
+    1.0 the host is CPU-saturated, so a rate measured then says how much CPU the work
+    needs, not how fast the next hop answers."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq + steal
+    tick = os.sysconf("SC_CLK_TCK")
+    return busy / tick, (busy + idle + iowait) / tick
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of `root` and of every process below it, those that ended too:
+    a child's CPU moves into its parent's cutime/cstime when the parent reaps it, so each
+    live member is counted with its reaped descendants. Postfix's master forks and reaps
+    its smtpd, cleanup and lmtp processes throughout a round: a reading of the live ones
+    alone would lose those that exited."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, own + reaped children's CPU)
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        cpu = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+        stats[int(proc.name)] = (int(fields[1]), cpu)
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        kids.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo.extend(kids.get(pid, ()))
+    return total
+
+
 def postgres_cpu_seconds() -> float:
     """User + system CPU of every PostgreSQL server process on this host (backends,
     WAL writer, checkpointer, autovacuum): the database's share of a run's work, read

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from crmdrop.mail.headers import find_blank_line
+
 CHUNK = 1024 * 1024  # read back in pieces of this size
 # Header blocks are short; a message that is all header is read whole to find its end.
 _HEADER_STEP = 64 * 1024
-_EMPTY_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 class Spool:
@@ -113,5 +113,5 @@ class Spool:
 
 def header_end(data: bytes | bytearray, start: int = 0) -> int:
     """Just after the first empty line (as `mail.headers` finds it), else the end."""
-    found = _EMPTY_LINE.search(data, start)
-    return found.end() if found is not None else len(data)
+    found = find_blank_line(data, start)
+    return found[1] if found is not None else len(data)

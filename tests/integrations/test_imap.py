@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from imap_tools import MailBox
 
-from crmdrop.config import load_settings
+from crmdrop.config import Settings, load_settings
 from crmdrop.integrations.imap import PAUSE_AFTER_QUEUE_ENV, ImapPoller, connect
 from crmdrop.receive.intake import Outcome
 from crmdrop.receive.service import Receiver
@@ -110,6 +110,12 @@ def new_mailbox(dovecot: DovecotInstance, crm: OwnServer) -> Mailbox:
     return Mailbox(dovecot, f"crm-{tag}@company.com", owner)
 
 
+def poller_settings(crm: OwnServer, box: Mailbox, security: str = "tls") -> Settings:
+    """What `crmdrop imap` would read from its environment, for a poller in the test."""
+    env = {**crm.cli.env, **box.env(security)}
+    return load_settings(**{k.removeprefix("CRMDROP_").lower(): v for k, v in env.items()})
+
+
 def imap_once(crm: OwnServer, box: Mailbox, security: str = "tls") -> None:
     env = {**os.environ, **crm.cli.env, **box.env(security)}
     done = subprocess.run(
@@ -164,10 +170,7 @@ def test_a_crash_between_queueing_and_moving_neither_loses_nor_doubles(
     box.deliver(box.address(box.token), msg)
     # The poller's first half alone — queued and committed, not moved — is the state a
     # crash between the two leaves behind.
-    settings = load_settings(
-        **{k.removeprefix("CRMDROP_").lower(): v for k, v in crm.cli.env.items()},
-        **{k.removeprefix("CRMDROP_").lower(): v for k, v in box.env("starttls").items()},
-    )
+    settings = poller_settings(crm, box, "starttls")
     db = Database(settings.db_url)
     try:
         poller = ImapPoller(Receiver(db, settings), settings)
@@ -249,6 +252,27 @@ def test_sigkill_after_the_commit_and_before_the_move_neither_loses_nor_doubles(
     imap_once(crm, box)  # restarted
 
     filed_once_each(crm, box, ["Killed"])
+
+
+def test_messages_are_moved_by_the_servers_move_command(
+    dovecot: DovecotInstance, crm: OwnServer
+) -> None:
+    """Dovecot lists MOVE only after login: the poller must see it, or a kill between
+    its COPY and its EXPUNGE leaves a message in both folders (then copied twice)."""
+    box = new_mailbox(dovecot, crm)
+    msg = make_message(from_=box.owner["email"], to=["rui@partner.example"], subject="Moved")
+    box.deliver(box.address(box.token), msg)
+    settings = poller_settings(crm, box)
+    db = Database(settings.db_url)
+    try:
+        with connect(settings) as mailbox:
+            assert "MOVE" in mailbox.client.capabilities
+            (uid,) = mailbox.uids("ALL")
+            outcome = ImapPoller(Receiver(db, settings), settings).handle(mailbox, uid)
+            assert outcome is Outcome.ACCEPTED
+    finally:
+        db.dispose()
+    assert box.folders() == {"INBOX": [], HANDLED: ["Moved"], REFUSED: []}
 
 
 def test_sigkill_at_random_moments_neither_loses_nor_doubles(

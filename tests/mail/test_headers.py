@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crmdrop.mail.headers import read_header_summary
+from crmdrop.mail.headers import find_blank_line, read_header_summary
 from crmdrop.mail.model import Mailbox
 
 RAW = (
@@ -58,3 +58,37 @@ def test_a_message_starting_with_a_blank_line_has_no_headers_as_the_parser_says(
 
     raw = b"\r\nFrom: a@b.example\r\nTo: c@d.example\r\nSubject: x\r\n\r\nbody\r\n"
     assert read_header_summary(raw).from_ == parse_message(raw).from_ == []
+
+
+def test_every_header_reads_decoded_though_only_asked_ones_are_decoded() -> None:
+    s = read_header_summary(RAW + b"")
+    assert s.header("SUBJECT") == "Änderung of plan"
+    assert s.headers["to"] == ["Jürgen Müller <j@xn--mller-kva.de>, bob@x.org"]
+    assert s.headers.get("x-mailer") is None and "x-mailer" not in s.headers
+    assert list(s.headers) == [
+        "return-path",
+        "from",
+        "to",
+        "cc",
+        "reply-to",
+        "subject",
+        "message-id",
+        "auto-submitted",
+        "precedence",
+        "list-id",
+    ]
+    assert dict(s.headers)["subject"] == ["Änderung of plan"]
+
+
+def test_the_blank_line_is_found_where_the_pattern_would_find_it() -> None:
+    import re
+
+    pattern = re.compile(rb"\r?\n\r?\n")
+    cases = [b"", b"a", b"\n\n", b"a\r\n\r\nb", b"a\n\r\nb", b"a\r\n\nb", b"\r\r\n\n", b"a\rb\n"]
+    cases += [b"x\r\ny\r\n\r\n\r\n", b"\n\r\n\n", b"\r\n\r\n"]
+    for data in cases:
+        for start in range(len(data) + 1):
+            m = pattern.search(data, start)
+            want = (m.start(), m.end()) if m else None
+            assert find_blank_line(data, start) == want, (data, start)
+            assert find_blank_line(bytearray(data), start) == want, (data, start)

@@ -106,10 +106,26 @@ def connect(settings: Settings) -> BaseMailBox:
     else:
         mailbox = MailBoxUnencrypted(settings.imap_host, settings.imap_port or 143)
     mailbox.login(settings.imap_user, settings.imap_password or "", settings.imap_folder)
+    _refresh_capabilities(mailbox)
     for folder in (settings.imap_handled_folder, settings.imap_refused_folder):
         if not mailbox.folder.exists(folder):
             mailbox.folder.create(folder)
     return mailbox
+
+
+def _refresh_capabilities(mailbox: BaseMailBox) -> None:
+    """Ask the server again what it can do, now that we are logged in.
+
+    imaplib keeps the capabilities the server listed before LOGIN, and servers list more
+    after it: Dovecot, for one, names MOVE only then. Without MOVE, imap_tools moves a
+    message by COPY, then delete and EXPUNGE, and a process killed between the two
+    leaves the message in both folders — the next pass copies it once more (a duplicate
+    in the handled folder). With MOVE the server moves it in one command.
+    """
+    status, data = mailbox.client.capability()
+    listed = data[-1] if status == "OK" and data else None
+    if isinstance(listed, bytes):
+        mailbox.client.capabilities = tuple(listed.decode("ascii", "replace").upper().split())
 
 
 class ImapPoller:
