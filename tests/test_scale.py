@@ -261,7 +261,10 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     pg_store: tuple[Database, Settings], tmp_path: Path
 ) -> None:
     db, _ = pg_store
-    deliveries = _burst(db, 100)
+    # Enough batches (≈ 10) for the poll below to catch one in the middle: with 100
+    # (4 batches, the first without a note yet) a fast worker could drain them between
+    # two polls, and the test waited 120 s for a moment that had passed.
+    deliveries = _burst(db, 300)
     workers = Workers(db.url, tmp_path, CRMDROP_CLAIM_LEASE_SECONDS="3")
     workers.start(1)
     try:
