@@ -37,7 +37,7 @@ from common import (
     message,
     stop,
 )
-from crmdrop.config import load_settings
+from crmdrop.config import Settings, load_settings
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import NewDelivery, add_delivery
@@ -76,6 +76,26 @@ def seed_contacts(db: Database, account_id: int, count: int) -> None:
             )
 
 
+Owner = tuple[int, int, str]  # (account id, user id, email) of the bench's one owner
+
+
+def bench_owner(url: str, data: Path) -> tuple[Settings, Database, Owner]:
+    """A migrated bench database at `url` and its one dropbox owner (account "bench")."""
+    settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
+    db = Database(settings.db_url)
+    db.migrate()
+    with db.writing() as session:
+        user = accounts.add_user(session, "owner@mycorp.example", name="O", account="bench")
+        owner = (user.account_id, user.id, user.email)
+    return settings, db, owner
+
+
+def seed(db: Database, owner: Owner, contacts: int) -> None:
+    """`contacts` contacts for the owner's account, then what a bulk load needs after."""
+    seed_contacts(db, owner[0], contacts)
+    _sequences_past_seeded(db)
+
+
 def _sequences_past_seeded(db: Database) -> None:
     """PostgreSQL: the seeded rows had explicit ids; move the id sequence past them, and
     gather the planner's statistics, as autovacuum does within a minute of a bulk load
@@ -110,7 +130,7 @@ def vacuum_if_autovacuum_off(db: Database) -> bool:
     return True
 
 
-def queue(db: Database, owner: tuple[int, int, str], contacts: int, count: int, tag: str) -> None:
+def queue(db: Database, owner: Owner, contacts: int, count: int, tag: str) -> None:
     """`count` deliveries in one transaction: the workers see them all at once."""
     account_id, user_id, email = owner
     rng = random.Random(tag)
@@ -231,7 +251,7 @@ def _state(state: str | None, wait_type: str | None, wait: str | None) -> str:
 def timed_drain(
     db: Database,
     env: dict[str, str],
-    owner: tuple[int, int, str],
+    owner: Owner,
     args: argparse.Namespace,
     workers: int,
     tag: str,
@@ -273,7 +293,7 @@ def timed_drain(
     return args.messages / elapsed
 
 
-def prime(db: Database, env: dict[str, str], owner: tuple[int, int, str], contacts: int) -> None:
+def prime(db: Database, env: dict[str, str], owner: Owner, contacts: int) -> None:
     """PostgreSQL: file 1,000 messages before the timed rounds (one worker, untimed), so
     that the first round does not run on plans made for empty tables: a foreign-key
     check planned on an empty `notes` is a sequential scan, kept by that backend while
@@ -309,15 +329,9 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="crmdrop-filing-"))
     print(machine_load())
     with bench_database(args.db, data) as url:
-        settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
-        db = Database(settings.db_url)
-        db.migrate()
-        with db.writing() as session:
-            user = accounts.add_user(session, "owner@mycorp.example", name="O", account="bench")
-            owner = (user.account_id, user.id, user.email)
+        _, db, owner = bench_owner(url, data)
         t0 = time.perf_counter()
-        seed_contacts(db, owner[0], args.contacts)
-        _sequences_past_seeded(db)
+        seed(db, owner, args.contacts)
         print(f"seeded {args.contacts} contacts in {time.perf_counter() - t0:.1f}s")
         env = crmdrop_env(data, url)
         prime(db, env, owner, args.contacts)

@@ -28,11 +28,8 @@ from sqlalchemy import Engine, event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_filing import _sequences_past_seeded, queue, seed_contacts
+from bench_filing import bench_owner, queue, seed
 from common import bench_database
-from crmdrop.config import load_settings
-from crmdrop.store import accounts
-from crmdrop.store.db import Database
 from crmdrop.worker import process_one, worker_started
 
 
@@ -48,14 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="crmdrop-count-"))
     with bench_database(args.db, data) as url:
-        settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
-        db = Database(settings.db_url)
-        db.migrate()
-        with db.writing() as session:
-            user = accounts.add_user(session, "owner@mycorp.example", name="O", account="bench")
-            owner = (user.account_id, user.id, user.email)
-        seed_contacts(db, owner[0], args.contacts)
-        _sequences_past_seeded(db)
+        settings, db, owner = bench_owner(url, data)
+        seed(db, owner, args.contacts)
         worker_started(db)
         queue(db, owner, args.contacts, 64, "warm")
         while process_one(db, settings):

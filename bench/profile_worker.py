@@ -22,18 +22,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_filing import _sequences_past_seeded, queue, seed_contacts
+from bench_filing import bench_owner, queue, seed
 from common import bench_database, median
-from crmdrop.config import Settings, load_settings
-from crmdrop.store import accounts
+from crmdrop.config import Settings
 from crmdrop.store.db import Database
 from crmdrop.worker import Progress, file_next, worker_started
 
 
-def _drain(db: Database, settings: Settings) -> None:
-    """As the worker's filing thread does: claim again while the last claim left more."""
+def _drain(db: Database, settings: Settings, profile: cProfile.Profile | None) -> float:
+    """As the worker's filing thread does: claim again while the last claim left more.
+    The CPU time it took (profiled, if asked)."""
+    cpu = time.process_time()
+    if profile:
+        profile.enable()
     while file_next(db, settings) is Progress.MORE:
         pass
+    if profile:
+        profile.disable()
+    return time.process_time() - cpu
 
 
 def main() -> None:
@@ -49,14 +55,8 @@ def main() -> None:
     profile = cProfile.Profile(time.process_time) if args.profile else None
     per_filing: list[float] = []
     with bench_database(args.db, data) as url:
-        settings = load_settings(data_dir=data, domain="dropbox.bench", database_url=url)
-        db = Database(settings.db_url)
-        db.migrate()
-        with db.writing() as session:
-            user = accounts.add_user(session, "owner@mycorp.example", name="O", account="bench")
-            owner = (user.account_id, user.id, user.email)
-        seed_contacts(db, owner[0], args.contacts)
-        _sequences_past_seeded(db)
+        settings, db, owner = bench_owner(url, data)
+        seed(db, owner, args.contacts)
         worker_started(db)
         queue(db, owner, args.contacts, 64, "warm")
         while file_next(db, settings) is not Progress.IDLE:
@@ -66,22 +66,10 @@ def main() -> None:
             if args.single:
                 for n in range(args.messages):
                     queue(db, owner, args.contacts, 1, f"r{r}n{n}")
-                    cpu = time.process_time()
-                    if profile:
-                        profile.enable()
-                    _drain(db, settings)
-                    if profile:
-                        profile.disable()
-                    spent += time.process_time() - cpu
+                    spent += _drain(db, settings, profile)
             else:
                 queue(db, owner, args.contacts, args.messages, f"r{r}")
-                cpu = time.process_time()
-                if profile:
-                    profile.enable()
-                _drain(db, settings)
-                if profile:
-                    profile.disable()
-                spent = time.process_time() - cpu
+                spent = _drain(db, settings, profile)
             per_filing.append(spent / args.messages * 1000)
             print(f"round {r + 1}: {per_filing[-1]:.3f} ms of worker CPU per filing", flush=True)
         db.dispose()
