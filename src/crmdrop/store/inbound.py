@@ -318,19 +318,85 @@ _CLAIMABLE = (
     .limit(bindparam("limit", type_=Integer))
 )
 _CLAIMABLE_SKIP_LOCKED = _CLAIMABLE.with_for_update(skip_locked=True)
+_COLUMNS = [
+    _D[name]
+    for name in [
+        "id",
+        "account_id",
+        "user_id",
+        "dropbox_kind",
+        "mail_from",
+        "subject",
+        "author",
+        "message_id",
+        "sender_auth",
+        "attempts",
+        "received_at",
+        "status",
+        "reason",
+    ]
+]
+# A raw message up to this size comes with its claim (at most 32 of them, 8 MiB); a
+# larger one is read in pieces (`load_large`), never whole by the database driver.
+_SMALL_RAW = 256 * 1024
+_RAW_DATA = _RAW.c
+_SMALL_RAW_DATA = (
+    select(case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data), else_=None))
+    .where(_RAW_DATA.digest == _D.raw_digest)
+    .scalar_subquery()
+)
 _CLAIM = (
     update(_DELIVERIES)
     .where(in_list(_D.id, "ids"))
     .values(attempts=_D.attempts + 1, claimed_at=_NOW)
 )
+# On PostgreSQL the claim returns what the worker files: the deliveries' columns and
+# their small raw messages — one statement, not a claim and then a load in a transaction
+# of its own; in PostgreSQL's binary format (not as hex text twice the size).
+_CLAIM_RETURNING = _CLAIM.returning(*_COLUMNS, _D.raw_digest, _SMALL_RAW_DATA).execution_options(
+    **{BINARY_RESULTS: True}
+)
+# On SQLite they are read after the claim, in its transaction: no index answers a
+# subquery in SQLite's RETURNING (every raw message would be scanned).
+_LOAD_CLAIMED = (
+    select(*_COLUMNS, _D.raw_digest, case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data)))
+    .select_from(_DELIVERIES.outerjoin(_RAW))
+    .where(in_list(_D.id, "ids"))
+)
+
+
+@dataclass(eq=False)
+class ClaimedDelivery:
+    """A claimed delivery as the worker reads and finishes it: its columns, not an ORM
+    object (no identity map, no unit of work on the filing path). The filing step sets
+    the outcome fields; `finish_deliveries` writes them, one statement for a batch."""
+
+    id: int
+    account_id: int
+    user_id: int
+    dropbox_kind: str
+    mail_from: str
+    subject: str
+    author: str
+    message_id: str | None
+    sender_auth: str
+    attempts: int
+    received_at: datetime
+    status: str
+    reason: str
+    raw_digest: str | None = None  # set by the claim (the key of its raw message)
+    raw: bytes | None = None  # set by the claim (a small message) or `load_large`
+    note_id: int | None = None  # set: written (None leaves the column as it is)
+    plan: dict[str, object] | None = None  # set: written (a refusal writes none)
 
 
 class Claim(NamedTuple):
-    """What `claim_due` did: the ids claimed, how many deliveries it parked, and whether
-    another delivery was still due when it claimed (the worker claims again at once
-    instead of waiting to be woken)."""
+    """What `claim_due` did: the deliveries claimed (in claim order, a small message's
+    bytes loaded), how many deliveries it parked, and whether another delivery was
+    still due when it claimed (the worker claims again at once instead of waiting to
+    be woken)."""
 
-    ids: list[int]
+    deliveries: list[ClaimedDelivery]
     parked: int
     more: bool
 
@@ -359,7 +425,8 @@ def claim_due(
     claimed: list[int] = []
     exhausted: list[int] = []
     total = 0
-    rows = session.execute(query, {"now": now, "stale": now - lease, "limit": limit + 1}).all()
+    conn = session.connection()
+    rows = conn.execute(query, {"now": now, "stale": now - lease, "limit": limit + 1}).all()
     # Every row read (limit + 1) may mean more beyond them, whatever was parked.
     more = len(rows) > limit
     for row in rows:
@@ -372,110 +439,71 @@ def claim_due(
         claimed.append(row.id)
         total += row.size
     if exhausted:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(exhausted))
-            .values(
-                status=FAILED,
-                claimed_at=None,
-                finished_at=now,
-                reason=f"parked after {max_attempts} attempts: the worker stopped while "
-                "processing it (a crash or a hang); see last_error for any error before",
-            ),
-            execution_options={"synchronize_session": False},
-        )
-        for parked in session.scalars(select(Delivery).where(Delivery.id.in_(exhausted))):
-            emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
-    if claimed:
-        session.execute(_CLAIM, {"ids": claimed, "now": now})
-    return Claim(claimed, len(exhausted), more)
+        _park_exhausted(session, exhausted, now, max_attempts)
+    return Claim(_claim(conn, claimed, now), len(exhausted), more)
 
 
-@dataclass(eq=False)
-class ClaimedDelivery:
-    """A claimed delivery as the worker reads and finishes it: its columns, not an ORM
-    object (no identity map, no unit of work on the filing path). The filing step sets
-    the outcome fields; `finish_deliveries` writes them, one statement for a batch."""
-
-    id: int
-    account_id: int
-    user_id: int
-    dropbox_kind: str
-    mail_from: str
-    subject: str
-    author: str
-    message_id: str | None
-    sender_auth: str
-    attempts: int
-    received_at: datetime
-    status: str
-    reason: str
-    raw: bytes | None = None  # loaded by `load_claimed` only
-    note_id: int | None = None  # set: written (None leaves the column as it is)
-    plan: dict[str, object] | None = None  # set: written (a refusal writes none)
+def _claim(conn: Connection, ids: list[int], now: datetime) -> list[ClaimedDelivery]:
+    """Claim `ids`: their deliveries, in that order, with a small message's bytes."""
+    if not ids:
+        return []
+    params = {"ids": ids, "now": now}
+    if conn.dialect.name == "sqlite":
+        conn.execute(_CLAIM, params)
+        rows = conn.execute(_LOAD_CLAIMED, params)
+    else:
+        rows = conn.execute(_CLAIM_RETURNING, params)
+    found: dict[int, ClaimedDelivery] = {}
+    for *columns, digest, data in rows:
+        delivery = found[columns[0]] = ClaimedDelivery(*columns)
+        delivery.raw_digest, delivery.raw = digest, data
+    return [found[i] for i in ids if i in found]
 
 
-_COLUMNS = [
-    _DELIVERIES.c[name]
-    for name in [
-        "id",
-        "account_id",
-        "user_id",
-        "dropbox_kind",
-        "mail_from",
-        "subject",
-        "author",
-        "message_id",
-        "sender_auth",
-        "attempts",
-        "received_at",
-        "status",
-        "reason",
-    ]
-]
-# A raw message up to this size comes with its delivery (one query for the batch: at
-# most 32 of them, 8 MiB; in PostgreSQL's binary format, not as hex text twice the
-# size); a larger one is read in pieces (`_read_large`), never whole by the driver.
-_SMALL_RAW = 256 * 1024
-_RAW_DATA = _RAW.c
-_LOAD_CLAIMED = (
-    select(
-        *_COLUMNS,
-        _RAW_DATA.digest,
-        _RAW_DATA.size,
-        case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data), else_=None),
+def _park_exhausted(
+    session: Session, exhausted: list[int], now: datetime, max_attempts: int
+) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(exhausted))
+        .values(
+            status=FAILED,
+            claimed_at=None,
+            finished_at=now,
+            reason=f"parked after {max_attempts} attempts: the worker stopped while "
+            "processing it (a crash or a hang); see last_error for any error before",
+        ),
+        execution_options={"synchronize_session": False},
     )
-    .select_from(_DELIVERIES.outerjoin(_RAW))
-    .where(in_list(_DELIVERIES.c.id, "ids"))
-    .execution_options(**{BINARY_RESULTS: True})
-)
+    for parked in session.scalars(select(Delivery).where(Delivery.id.in_(exhausted))):
+        emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
+
+
+def load_large(session: Session, deliveries: list[ClaimedDelivery]) -> None:
+    """Read the raw messages the claim left out (over `_SMALL_RAW`) into one `bytes`
+    each, without the database driver's own copy of the whole value (SQLite would
+    build one, 25 MB for a 25 MB message; psycopg would hold its hex text, 50 MB): by
+    incremental blob I/O on SQLite, by slices on PostgreSQL. Outside the claim's
+    transaction: on SQLite that one holds the write lock."""
+    large: dict[str, list[ClaimedDelivery]] = {}
+    for delivery in deliveries:
+        if delivery.raw is None and delivery.raw_digest is not None:
+            large.setdefault(delivery.raw_digest, []).append(delivery)
+    for digest, waiting in large.items():
+        size = session.execute(
+            select(_RAW_DATA.size).where(_RAW_DATA.digest == digest)
+        ).scalar_one()
+        data = _read_large(session, digest, size)
+        for delivery in waiting:
+            delivery.raw = data
+
+
 _LOCK_QUEUED = (
     select(*_COLUMNS)
     .where(in_list(_DELIVERIES.c.id, "ids"), _DELIVERIES.c.status == QUEUED)
     .order_by(_DELIVERIES.c.id)
     .with_for_update()
 )
-
-
-def load_claimed(session: Session, ids: list[int]) -> list[ClaimedDelivery]:
-    """The claimed deliveries with their raw bytes, in claim order.
-
-    A small message comes in the same query as its delivery. A large one is read into
-    one `bytes` without the database driver's own copy of the whole value (SQLite would
-    build one, 25 MB for a 25 MB message; psycopg would hold its hex text, 50 MB): by
-    incremental blob I/O on SQLite, by slices on PostgreSQL."""
-    found: dict[int, ClaimedDelivery] = {}
-    large: dict[str, tuple[int, list[ClaimedDelivery]]] = {}
-    for *columns, digest, size, data in session.execute(_LOAD_CLAIMED, {"ids": ids}):
-        delivery = found[columns[0]] = ClaimedDelivery(*columns)
-        delivery.raw = data
-        if digest is not None and data is None:
-            large.setdefault(digest, (size, []))[1].append(delivery)
-    for digest, (size, waiting) in large.items():
-        data = _read_large(session, digest, size)
-        for delivery in waiting:
-            delivery.raw = data
-    return [found[i] for i in ids if i in found]
 
 
 def lock_queued(session: Session, ids: list[int]) -> dict[int, ClaimedDelivery]:
@@ -485,7 +513,7 @@ def lock_queued(session: Session, ids: list[int]) -> dict[int, ClaimedDelivery]:
     Their raw bytes stay unloaded: the apply step has the parsed message."""
     if not ids:
         return {}
-    rows = session.execute(_LOCK_QUEUED, {"ids": ids})
+    rows = session.connection().execute(_LOCK_QUEUED, {"ids": ids})
     return {row[0]: ClaimedDelivery(*row) for row in rows}
 
 
