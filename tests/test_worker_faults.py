@@ -6,7 +6,8 @@ no second case, and the accept-time sender verdict is judged again."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,7 +24,8 @@ from crmdrop.store import accounts
 from crmdrop.store.contacts import list_contacts
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import NewDelivery, add_delivery, lock_queued
-from crmdrop.store.models import Case, ContactEmail, Delivery, User, note_contacts
+from crmdrop.store.models import Case, ContactEmail, Delivery, Note, User, note_contacts
+from crmdrop.store.signals import Outbound
 from crmdrop.worker import is_known_race, process_one
 from tests.support import make_message
 
@@ -284,3 +286,135 @@ def test_a_failure_that_cannot_be_recorded_still_leaves_the_delivery_retryable(
     assert delivery.status == "queued"
     assert delivery.claimed_at is None  # claimable again now, not after the 5-minute lease
     assert delivery.attempts == 1
+
+
+def test_a_note_filed_elsewhere_while_a_batch_is_decided_makes_its_delivery_a_duplicate(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One message to two users, in two batches (of one): while the first batch is being
+    decided (on PostgreSQL inside the transaction that applies it, with no check of its
+    own before the note's INSERT), another worker files the second delivery. The first
+    is then filed as a duplicate of that note — never a second note, never a failure."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    _alice, box_a = _owner(db, "alice@mycorp.example")
+    _bob, box_b = _owner(db, "bob@mycorp.example")
+    raw = make_message(
+        from_="buyer@client.example", to=["alice@mycorp.example", "bob@mycorp.example"]
+    ).as_bytes()
+    for box in (box_a, box_b):
+        _queue(db, settings, box, raw, "buyer@client.example")
+    monkeypatch.setattr(crmdrop.worker, "BATCH", 1)
+    decide = crmdrop.worker._decide_batch
+    meanwhile: list[bool] = []
+
+    def decide_then_another_worker_files(*args: Any, **kwargs: Any) -> Any:
+        decided = decide(*args, **kwargs)
+        if not meanwhile:
+            meanwhile.append(True)
+            assert process_one(db, settings)  # the other delivery, filed and committed
+        return decided
+
+    monkeypatch.setattr(crmdrop.worker, "_decide_batch", decide_then_another_worker_files)
+    assert process_one(db, settings)
+    assert meanwhile
+    first, second = _deliveries(db)
+    assert (second.status, first.status) == ("filed", "duplicate")
+    assert first.note_id == second.note_id is not None
+    assert first.attempts == 1 and first.last_error is None  # not a failure, not retried
+    with db.reading() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Case)) == 1
+
+
+class _Died(BaseException):
+    """The worker process ends here (SIGKILL, OOM): no handler of its own runs."""
+
+
+def test_a_worker_that_dies_between_its_claim_and_the_filing_loses_nothing(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim commits before the batch is parsed (no transaction is open during the
+    parse): a worker that dies then leaves its deliveries claimed, and they are filed
+    once when the claim is taken over — by the next worker on SQLite, after the lease
+    on PostgreSQL."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    for to in ("j@c.example", "k@c.example"):
+        raw = make_message(from_=user.email, to=[to]).as_bytes()
+        _queue(db, settings, box, raw, user.email)
+
+    def dies(*args: object) -> None:
+        raise _Died
+
+    with monkeypatch.context() as patch:
+        patch.setattr(crmdrop.worker, "parse_message", dies)
+        with pytest.raises(_Died):
+            process_one(db, settings)
+    assert [(d.status, d.attempts) for d in _deliveries(db)] == [("queued", 1)] * 2
+    assert all(d.claimed_at is not None for d in _deliveries(db))
+    assert not process_one(db, settings)  # claimed: nobody else's yet
+    later = datetime.now(UTC) + timedelta(seconds=settings.claim_lease_seconds + 1)
+    if db.is_sqlite:
+        crmdrop.worker.worker_started(db)
+        later = datetime.now(UTC)
+    queued: set[Outbound] = set()
+    crmdrop.worker._process_batch(db, settings, later, queued)
+    deliveries = _deliveries(db)
+    assert [(d.status, d.attempts) for d in deliveries] == [("filed", 2)] * 2
+    with db.reading() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Note)) == 2
+
+
+def test_no_transaction_is_open_while_a_batch_is_parsed(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a backend that waits in an open transaction for the worker's parse
+    holds its snapshot (and its locks) for nothing: the parse runs between the claim's
+    transaction and the filing's, with no connection checked out."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    for to in ("j@c.example", "k@c.example"):
+        _queue(db, settings, box, make_message(from_=user.email, to=[to]).as_bytes(), "")
+    held: list[int] = []
+
+    def parse(raw: bytes) -> ParsedMessage:
+        pools = {db.write_engine.pool, db.read_engine.pool}
+        held.append(sum(pool.checkedout() for pool in pools))  # type: ignore[attr-defined]
+        return parse_message(raw)
+
+    monkeypatch.setattr(crmdrop.worker, "parse_message", parse)
+    _drain(db, settings)
+    assert [d.status for d in _deliveries(db)] == ["filed", "filed"]
+    assert held == [0, 0]
+
+
+def test_on_postgresql_a_batch_is_claimed_in_one_transaction_and_filed_in_one_more(
+    store: tuple[Database, Settings],
+) -> None:
+    """Every BEGIN and COMMIT is a round trip on PostgreSQL (a batch of one took three
+    transactions: claim, decide, apply). SQLite decides on a read snapshot, outside the
+    write lock that the apply takes: three there."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    for to in ("j@c.example", "k@c.example"):
+        _queue(db, settings, box, make_message(from_=user.email, to=[to]).as_bytes(), "")
+    begun: list[object] = []
+    # PostgreSQL's read engine is the write engine with options: its events fire there.
+    engines = [db.write_engine, *([db.read_engine] if db.is_sqlite else [])]
+    count = begun.append
+    for engine in engines:
+        sa.event.listen(engine, "begin", count)
+    try:
+        assert crmdrop.worker.file_next(db, settings) is crmdrop.worker.Progress.DRAINED
+    finally:
+        for engine in engines:
+            sa.event.remove(engine, "begin", count)
+    assert [d.status for d in _deliveries(db)] == ["filed", "filed"]
+    assert len(begun) == (3 if db.is_sqlite else 2)
