@@ -9,6 +9,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +24,7 @@ from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
 from crmdrop.store.contacts import list_contacts
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import NewDelivery, add_delivery, lock_queued
+from crmdrop.store.inbound import NewDelivery, add_delivery, claim_due, lock_queued
 from crmdrop.store.models import Case, ContactEmail, Delivery, Note, User, note_contacts
 from crmdrop.store.signals import Outbound
 from crmdrop.worker import is_known_race, process_one
@@ -393,28 +394,91 @@ def test_no_transaction_is_open_while_a_batch_is_parsed(
     assert held == [0, 0]
 
 
-def test_on_postgresql_a_batch_is_claimed_in_one_transaction_and_filed_in_one_more(
-    store: tuple[Database, Settings],
+class _RoundTrips:
+    """What a PostgreSQL client sends and waits for, from SQLAlchemy's events: each
+    statement, and the BEGIN psycopg sends before the first statement of a transaction
+    and the COMMIT that ends it (none outside a transaction block: autocommit)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def statement(self, conn: Any, cursor: Any, *args: Any) -> None:
+        dbapi = cursor.connection
+        if (
+            not dbapi.autocommit
+            and dbapi.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        ):
+            self.sent.append("BEGIN")
+        self.sent.append("statement")
+
+    def commit(self, conn: Any) -> None:
+        dbapi = conn.connection.driver_connection
+        if (
+            not dbapi.autocommit
+            and dbapi.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        ):
+            self.sent.append("COMMIT")
+
+
+def test_on_postgresql_a_batch_is_claimed_in_one_round_trip_and_filed_in_one_transaction(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every BEGIN and COMMIT is a round trip on PostgreSQL (a batch of one took three
-    transactions: claim, decide, apply). SQLite decides on a read snapshot, outside the
-    write lock that the apply takes: three there."""
+    """Every statement, BEGIN and COMMIT is a round trip on PostgreSQL (a batch of one
+    took three transactions: the claim's BEGIN, SELECT, UPDATE, COMMIT; the decision's
+    snapshot; the apply). Now the claim is one statement outside a transaction block,
+    the parse waits on nothing, and the decision and its writes are one transaction."""
     db, _ = store
+    if db.is_sqlite:
+        pytest.skip("SQLite has no round trips (and decides outside its write lock)")
     db.migrate()
     settings = _settings(db)
     user, box = _owner(db)
     for to in ("j@c.example", "k@c.example"):
         _queue(db, settings, box, make_message(from_=user.email, to=[to]).as_bytes(), "")
-    begun: list[object] = []
-    # PostgreSQL's read engine is the write engine with options: its events fire there.
-    engines = [db.write_engine, *([db.read_engine] if db.is_sqlite else [])]
-    count = begun.append
-    for engine in engines:
-        sa.event.listen(engine, "begin", count)
+    trips = _RoundTrips()
+
+    def parse(raw: bytes) -> ParsedMessage:
+        trips.sent.append("parse")
+        return parse_message(raw)
+
+    monkeypatch.setattr(crmdrop.worker, "parse_message", parse)
+    sa.event.listen(db.write_engine, "before_cursor_execute", trips.statement)
+    sa.event.listen(db.write_engine, "commit", trips.commit)
     try:
         assert crmdrop.worker.file_next(db, settings) is crmdrop.worker.Progress.DRAINED
     finally:
-        for engine in engines:
-            sa.event.remove(engine, "begin", count)
+        sa.event.remove(db.write_engine, "before_cursor_execute", trips.statement)
+        sa.event.remove(db.write_engine, "commit", trips.commit)
     assert [d.status for d in _deliveries(db)] == ["filed", "filed"]
-    assert len(begun) == (3 if db.is_sqlite else 2)
+    claim, filing = trips.sent[:3], trips.sent[3:]
+    assert claim == ["statement", "parse", "parse"]
+    assert filing[0] == "BEGIN" and filing[-1] == "COMMIT"
+    assert "BEGIN" not in filing[1:] and "COMMIT" not in filing[:-1]
+
+
+def test_the_worker_parks_a_delivery_out_of_attempts_when_its_claim_picks_it(
+    store: tuple[Database, Settings],
+) -> None:
+    """A delivery whose every claim ended with its worker's death is picked by the next
+    claim, not claimed: parked as failed (on PostgreSQL after the one-statement claim,
+    in a transaction of its own, checked again there)."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db, max_attempts=1)
+    user, box = _owner(db)
+    _queue(db, settings, box, make_message(from_=user.email, to=["j@c.example"]).as_bytes(), "")
+    now = datetime.now(UTC)
+    with db.writing() as session:  # the one attempt, whose worker died
+        claim = claim_due(
+            session, now, limit=1, max_bytes=10**6, max_attempts=1, skip_locked=not db.is_sqlite
+        )
+    assert len(claim.deliveries) == 1
+    later = now + timedelta(seconds=settings.claim_lease_seconds + 1)
+    queued: set[Outbound] = set()
+    progress = crmdrop.worker._process_batch(db, settings, later, queued)
+    assert progress is crmdrop.worker.Progress.MORE  # it parked one: look again at once
+    assert queued == {Outbound.WEBHOOKS}  # delivery.failed, for the endpoints that want it
+    [delivery] = _deliveries(db)
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.reason.startswith("parked after 1 attempts")
+    assert crmdrop.worker._process_batch(db, settings, later, set()) is crmdrop.worker.Progress.IDLE

@@ -42,6 +42,8 @@ from crmdrop.store.inbound import (
     claim_due,
     load_large,
     lock_queued,
+    park_exhausted,
+    pick_due,
     record_failure,
     release_claim,
     release_claims,
@@ -215,23 +217,47 @@ class Progress(enum.Enum):
 
 
 def _claim(db: Database, settings: Settings, now: datetime, limit: int) -> Claim:
-    """A batch claimed in its own short write transaction (`claim_due`), small messages
-    loaded with it; a large one is read after, outside the write lock (SQLite)."""
+    """A batch claimed, small messages loaded with it; a large one is read after, outside
+    the write lock (SQLite). PostgreSQL: one statement outside a transaction block
+    (`pick_due`; deliveries out of attempts are parked after it, in a transaction);
+    SQLite: a short write transaction (`claim_due`)."""
     lease = timedelta(seconds=settings.claim_lease_seconds)
-    with db.writing() as session:
-        claim = claim_due(
-            session,
-            now,
-            limit=limit,
-            max_bytes=BATCH_BYTES,
-            max_attempts=settings.max_attempts,
-            skip_locked=not db.is_sqlite,
-            lease=lease,
-        )
+    if db.is_sqlite:
+        with db.writing() as session:
+            claim = claim_due(
+                session,
+                now,
+                limit=limit,
+                max_bytes=BATCH_BYTES,
+                max_attempts=settings.max_attempts,
+                skip_locked=False,
+                lease=lease,
+            )
+    else:
+        claim = _claim_at_once(db, settings, now, limit, lease)
     if any(d.raw is None and d.raw_digest is not None for d in claim.deliveries):
         with db.reading() as session:
             load_large(session, claim.deliveries)
     return claim
+
+
+def _claim_at_once(
+    db: Database, settings: Settings, now: datetime, limit: int, lease: timedelta
+) -> Claim:
+    with db.autocommit() as conn:
+        picked = pick_due(
+            conn,
+            now,
+            limit=limit,
+            max_bytes=BATCH_BYTES,
+            max_attempts=settings.max_attempts,
+            lease=lease,
+        )
+    parked = 0
+    if picked.exhausted:
+        with db.writing() as session:
+            parked = park_exhausted(session, picked.exhausted, now, settings.max_attempts)
+    return Claim(picked.deliveries, parked, picked.more)
 
 
 def _process_batch(

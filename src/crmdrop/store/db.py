@@ -201,6 +201,13 @@ class Database:
             yield conn
 
     @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """PostgreSQL: a connection outside any transaction block, where a statement is
+        a transaction of its own — one round trip, no BEGIN and COMMIT around it."""
+        with self.write_engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def reading(self) -> Iterator[Session]:
         with self._read() as session, session.begin():
             yield session

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Insert,
     Integer,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    not_,
     or_,
     select,
     update,
@@ -350,14 +352,53 @@ _CLAIM = (
     .where(in_list(_D.id, "ids"))
     .values(attempts=_D.attempts + 1, claimed_at=_NOW)
 )
-# On PostgreSQL the claim returns what the worker files: the deliveries' columns and
-# their small raw messages — one statement, not a claim and then a load in a transaction
-# of its own; in PostgreSQL's binary format (not as hex text twice the size).
-_CLAIM_RETURNING = _CLAIM.returning(*_COLUMNS, _D.raw_digest, _SMALL_RAW_DATA).execution_options(
-    **{BINARY_RESULTS: True}
+# On PostgreSQL the claim is one statement: it picks the due deliveries (one more than
+# it may claim: that one says whether more is due) under SKIP LOCKED, claims those within
+# the limits, and returns, for each delivery picked in order, whether its attempts are
+# exhausted and, for one it claimed, what the worker files: its columns and a small raw
+# message (in PostgreSQL's binary format, not as hex text twice the size). Run outside a
+# transaction block, that is one round trip where BEGIN, SELECT, UPDATE and COMMIT were
+# four — and the one round trip of a worker that finds nothing due.
+_MAX_ATTEMPTS = bindparam("max_attempts", type_=Integer)
+_PICKED = _CLAIMABLE.add_columns(_D.next_attempt_at).with_for_update(skip_locked=True).cte("picked")
+_P = _PICKED.c
+_IN_PICK_ORDER = [_P.next_attempt_at, _P.id]
+_LIVE = _P.attempts < _MAX_ATTEMPTS
+_RANKED = select(
+    _P.id,
+    (_P.attempts >= _MAX_ATTEMPTS).label("exhausted"),
+    func.row_number().over(order_by=_IN_PICK_ORDER).label("place"),
+    func.count().filter(_LIVE).over(order_by=_IN_PICK_ORDER).label("n"),
+    func.sum(_P.size).filter(_LIVE).over(order_by=_IN_PICK_ORDER).label("total"),
+).cte("ranked")
+_R = _RANKED.c
+_CLAIMED = (
+    update(_DELIVERIES)
+    .where(
+        _D.id == _R.id,
+        not_(_R.exhausted),
+        _R.n <= bindparam("claim", type_=Integer),
+        or_(_R.n == 1, _R.total <= bindparam("max_bytes", type_=BigInteger)),
+    )
+    .values(attempts=_D.attempts + 1, claimed_at=_NOW)
+    .returning(*_COLUMNS, _D.raw_digest, _SMALL_RAW_DATA.label("raw"))
+    .cte("claimed")
 )
-# On SQLite they are read after the claim, in its transaction: no index answers a
-# subquery in SQLite's RETURNING (every raw message would be scanned).
+_CLAIM_AT_ONCE = (
+    select(
+        _R.id,
+        _R.exhausted,
+        *[_CLAIMED.c[c.name] for c in _COLUMNS],
+        _CLAIMED.c.raw_digest,
+        _CLAIMED.c.raw,
+    )
+    .select_from(_RANKED.outerjoin(_CLAIMED, _CLAIMED.c.id == _R.id))
+    .order_by(_R.place)
+    .execution_options(**{BINARY_RESULTS: True})
+)
+# On SQLite (no round trips) the claim is `_CLAIMABLE`, `_CLAIM`, then this load, in one
+# transaction: no index answers a subquery in SQLite's RETURNING (every raw message
+# would be scanned).
 _LOAD_CLAIMED = (
     select(*_COLUMNS, _D.raw_digest, case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data)))
     .select_from(_DELIVERIES.outerjoin(_RAW))
@@ -411,7 +452,7 @@ def claim_due(
     skip_locked: bool,
     lease: timedelta = LEASE,
 ) -> Claim:
-    """Claim due deliveries for this worker.
+    """Claim due deliveries for this worker, in the caller's transaction.
 
     Claiming counts the attempt, so a message that kills or hangs the worker — whose
     failure no exception handler ever records — is still parked after `max_attempts`.
@@ -421,11 +462,75 @@ def claim_due(
     SKIP LOCKED that row stays locked until this short transaction ends; a worker that
     skips it meanwhile sees no more due, but this one does and claims again.
     """
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        picked = pick_due(
+            conn, now, limit=limit, max_bytes=max_bytes, max_attempts=max_attempts, lease=lease
+        )
+    else:
+        picked = _pick_due_in_two(conn, now, limit, max_bytes, max_attempts, lease, skip_locked)
+    parked = park_exhausted(session, picked.exhausted, now, max_attempts)
+    return Claim(picked.deliveries, parked, picked.more)
+
+
+class Picked(NamedTuple):
+    """A claim before its exhausted deliveries are parked (`park_exhausted`)."""
+
+    deliveries: list[ClaimedDelivery]
+    exhausted: list[int]
+    more: bool
+
+
+def pick_due(
+    conn: Connection,
+    now: datetime,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_attempts: int,
+    lease: timedelta = LEASE,
+) -> Picked:
+    """PostgreSQL: claim due deliveries in one statement (`_CLAIM_AT_ONCE`); on a
+    connection outside a transaction block it is a transaction of its own, one round
+    trip. Deliveries out of attempts are picked, not claimed: for `park_exhausted`."""
+    params = {
+        "now": now,
+        "stale": now - lease,
+        "limit": limit + 1,
+        "claim": limit,
+        "max_bytes": max_bytes,
+        "max_attempts": max_attempts,
+    }
+    rows = conn.execute(_CLAIM_AT_ONCE, params).all()
+    more = len(rows) > limit  # a row past the limit: more is due
+    deliveries: list[ClaimedDelivery] = []
+    exhausted: list[int] = []
+    for picked, out_of_attempts, *columns, digest, data in rows:
+        if out_of_attempts:
+            exhausted.append(picked)
+        elif columns[0] is None:  # left for the next claim (the limit, the bytes)
+            more = True
+        else:
+            delivery = ClaimedDelivery(*columns)
+            delivery.raw_digest, delivery.raw = digest, data
+            deliveries.append(delivery)
+    return Picked(deliveries, exhausted, more)
+
+
+def _pick_due_in_two(
+    conn: Connection,
+    now: datetime,
+    limit: int,
+    max_bytes: int,
+    max_attempts: int,
+    lease: timedelta,
+    skip_locked: bool,
+) -> Picked:
+    """SQLite (where nothing is a round trip): pick, then claim the picked."""
     query = _CLAIMABLE_SKIP_LOCKED if skip_locked else _CLAIMABLE
     claimed: list[int] = []
     exhausted: list[int] = []
     total = 0
-    conn = session.connection()
     rows = conn.execute(query, {"now": now, "stale": now - lease, "limit": limit + 1}).all()
     # Every row read (limit + 1) may mean more beyond them, whatever was parked.
     more = len(rows) > limit
@@ -438,45 +543,45 @@ def claim_due(
             break
         claimed.append(row.id)
         total += row.size
-    if exhausted:
-        _park_exhausted(session, exhausted, now, max_attempts)
-    return Claim(_claim(conn, claimed, now), len(exhausted), more)
+    return Picked(_claim_and_load(conn, claimed, now), exhausted, more)
 
 
-def _claim(conn: Connection, ids: list[int], now: datetime) -> list[ClaimedDelivery]:
+def _claim_and_load(conn: Connection, ids: list[int], now: datetime) -> list[ClaimedDelivery]:
     """Claim `ids`: their deliveries, in that order, with a small message's bytes."""
     if not ids:
         return []
     params = {"ids": ids, "now": now}
-    if conn.dialect.name == "sqlite":
-        conn.execute(_CLAIM, params)
-        rows = conn.execute(_LOAD_CLAIMED, params)
-    else:
-        rows = conn.execute(_CLAIM_RETURNING, params)
+    conn.execute(_CLAIM, params)
     found: dict[int, ClaimedDelivery] = {}
-    for *columns, digest, data in rows:
+    for *columns, digest, data in conn.execute(_LOAD_CLAIMED, params):
         delivery = found[columns[0]] = ClaimedDelivery(*columns)
         delivery.raw_digest, delivery.raw = digest, data
     return [found[i] for i in ids if i in found]
 
 
-def _park_exhausted(
-    session: Session, exhausted: list[int], now: datetime, max_attempts: int
-) -> None:
-    session.execute(
+def park_exhausted(session: Session, ids: list[int], now: datetime, max_attempts: int) -> int:
+    """Park the deliveries among `ids` still queued and out of attempts (a worker that
+    claimed them died each time), with `delivery.failed`; how many. Checked again here:
+    on PostgreSQL another worker may have picked and parked them meanwhile."""
+    if not ids:
+        return 0
+    parked = session.scalars(
         update(Delivery)
-        .where(Delivery.id.in_(exhausted))
+        .where(Delivery.id.in_(ids), Delivery.status == QUEUED, Delivery.attempts >= max_attempts)
         .values(
             status=FAILED,
             claimed_at=None,
             finished_at=now,
             reason=f"parked after {max_attempts} attempts: the worker stopped while "
             "processing it (a crash or a hang); see last_error for any error before",
-        ),
+        )
+        .returning(Delivery.id),
         execution_options={"synchronize_session": False},
-    )
-    for parked in session.scalars(select(Delivery).where(Delivery.id.in_(exhausted))):
-        emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
+    ).all()
+    if parked:
+        for delivery in session.scalars(select(Delivery).where(Delivery.id.in_(parked))):
+            emit_delivery(session, delivery, Event.DELIVERY_FAILED, now=now)
+    return len(parked)
 
 
 def load_large(session: Session, deliveries: list[ClaimedDelivery]) -> None:
