@@ -134,7 +134,7 @@ def _ping_when_idle(engine: Engine) -> None:
     """Check a connection at checkout only when it was idle past `PING_AFTER_IDLE`.
 
     `pool_pre_ping` checks every checkout: a round trip and a transaction of its own,
-    before each of the worker's three transactions per batch and each group commit. A
+    before each of the worker's transactions and each group commit. A
     connection back in use within the second was working a moment ago; one that fails
     anyway is invalidated by SQLAlchemy on the error, as it would be mid-transaction."""
 
