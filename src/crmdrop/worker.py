@@ -244,6 +244,7 @@ def _claim(db: Database, settings: Settings, now: datetime, limit: int) -> Claim
 def _claim_at_once(
     db: Database, settings: Settings, now: datetime, limit: int, lease: timedelta
 ) -> Claim:
+    """PostgreSQL: the claim in one round trip (an idle worker's whole look at the queue)."""
     with db.autocommit() as conn:
         picked = pick_due(
             conn,
@@ -266,8 +267,8 @@ def _process_batch(
     """Claim a batch (its messages loaded with it), parse it outside any transaction,
     then decide and apply it; should the apply fail, each delivery is applied (or
     failed) on its own. On PostgreSQL every statement, and the BEGIN and COMMIT of each
-    transaction, is a round trip, so a batch decides and applies in one transaction
-    (`_file_at_once`): two transactions for up to `BATCH` deliveries. SQLite has one
+    transaction, is a round trip, so the claim is one statement outside a transaction
+    block and a batch decides and applies in one transaction (`_file_at_once`). SQLite has one
     writer: there the batch is decided on a read snapshot and only applied under the
     write lock (`_file_in_two`). The claim skips rows other workers hold (SKIP LOCKED)
     and is a lease, so any number of workers share the queue and a dead one's batch is
@@ -389,9 +390,11 @@ def _apply_one_by_one(
 ) -> None:
     """After a batch's transaction failed: give back the deferred claims, then apply
     each decision in a transaction of its own (locked and checked again there)."""
-    log.warning("a batch of %d failed; applying one at a time", len(decided))
-    with db.writing() as session:
-        unclaim(session, deferred)
+    if decided:
+        log.warning("a batch of %d failed; applying one at a time", len(decided))
+    if deferred:
+        with db.writing() as session:
+            unclaim(session, deferred)
     for one in decided:
         try:
             with db.writing() as session:
