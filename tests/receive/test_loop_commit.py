@@ -112,6 +112,14 @@ def test_after_a_slow_commit_the_next_ones_go_to_the_thread(
     assert sum(len(items) for items in stub.committed) == 2
 
 
+def test_a_large_message_is_committed_by_the_thread() -> None:
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+    large = Prepared(Spool.of(b"x" * (batch.LOOP_COMMIT_BYTES + 1)), [], None, "", "smtp")
+    done = _in_a_loop(committer.store(large))
+    assert stub.tried == [] and stub.committed == [[done]]  # the loop would stall writing it
+
+
 def _receiver(tmp_path: Path) -> tuple[Receiver, str]:
     settings = load_settings(data_dir=tmp_path, domain="dropbox.test")
     db = Database(settings.db_url)

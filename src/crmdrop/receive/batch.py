@@ -8,11 +8,13 @@ it is exactly one commit per message; no timer, no added delay.
 On SQLite the commit runs on the event loop itself, once per loop iteration: the
 messages whose DATA ended in this iteration are committed together by a callback the
 first of them schedules (`call_soon`), then answered. A local commit is a write and an
-fsync; handing it to a thread cost more of the loop's time (the queue, the GIL handed
-back and forth, the loop woken from another thread) than the commit blocks it. The
+fsync; on a disk that syncs in well under a millisecond, handing it to a thread cost
+more of the loop's time (the queue, the GIL handed back and forth, the loop woken from
+another thread) than the commit blocks it. The
 loop never waits for SQLite's write lock: held elsewhere (the worker filing), the
-batch goes to the thread; and a commit that took long (a slow disk, a checkpoint)
-sends the commits of the next `SLOW_HOLD` seconds there too.
+batch goes to the thread, as does a batch of large messages (`LOOP_COMMIT_BYTES`); and a
+commit that took long (a slow disk, a checkpoint) sends the commits of the next
+`SLOW_HOLD` seconds there too.
 
 One writer thread takes the other messages (PostgreSQL's always: a commit there is
 several round trips) straight from a queue: the next batch starts as soon as a commit
@@ -43,6 +45,9 @@ MAX_BATCH_BYTES = 32 * 1024 * 1024
 # commits of the next SLOW_HOLD seconds to the thread: the loop serves every session.
 SLOW_COMMIT = 0.005
 SLOW_HOLD = 2.0
+# A batch carrying more raw bytes than this is committed by the thread: writing a large
+# message into the database (a spooled one streams from its file) would stall the loop.
+LOOP_COMMIT_BYTES = 1024 * 1024
 
 _Waiting = tuple[Prepared, "asyncio.Future[None]"]
 _Queued = tuple[Prepared, "asyncio.Future[None]", asyncio.AbstractEventLoop]
@@ -104,7 +109,8 @@ class GroupCommitter:
         assert loop is not None and quick is not None
         while pending:
             batch, pending = take_batch(pending)
-            if loop.time() < self._thread_until:
+            large = sum(len(item.raw) for item, _ in batch) > LOOP_COMMIT_BYTES
+            if large or loop.time() < self._thread_until:
                 self._hand_over(batch, loop)
                 continue
             start = time.monotonic()
