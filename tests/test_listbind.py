@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Integer, column, select, table
+from sqlalchemy import Integer, column, insert, select, table, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from crmdrop.store import accounts, apply, inbound, view
 from crmdrop.store.db import Database
 from crmdrop.store.listbind import in_list
+from crmdrop.store.models import CleanString
+from tests.support import pg_database
 
 STATEMENTS: dict[str, Any] = {
     "touch contacts": apply._TOUCH,
@@ -69,5 +71,31 @@ def test_the_list_renders_as_in_on_sqlite_and_any_on_postgresql() -> None:
         "WHERE t.id IN (__[POSTCOMPILE_ids])"
     )
     assert str(query.compile(dialect=postgresql.dialect())).endswith(
-        "WHERE t.id = ANY (%(ids)s::INTEGER[])"
+        "WHERE t.id = ANY (CAST(%(ids)s::VARCHAR AS INTEGER[]))"
     )
+
+
+# Strings an address or message key may hold that the text of an array must quote.
+AWKWARD = ['a"b@x', "c\\d@x", "x,y@x", "{z}@x", " sp@x ", "NULL", "üñí@x", "it's@x", ""]
+
+
+def test_lists_reach_postgresql_as_they_are(tmp_path: Path) -> None:
+    """The lists bound as the text of an array (`listbind.ArrayText`) find every value:
+    quotes, backslashes, commas, braces, spaces, the word NULL; a NUL is dropped, as
+    `CleanString` drops it when the value is stored."""
+    with pg_database() as url:
+        db = Database(url)
+        t = table("t", column("id", Integer), column("email", CleanString(320)))
+        with db.writing() as session:
+            session.execute(text("CREATE TABLE t (id integer, email varchar(320))"))
+            session.execute(
+                insert(t), [{"id": i, "email": e} for i, e in enumerate([*AWKWARD, "nul"])]
+            )
+        by_email = select(t.c.id).where(in_list(t.c.email, "emails"))
+        by_id = select(t.c.email).where(in_list(t.c.id, "ids"))
+        with db.reading() as session:
+            found = session.scalars(by_email, {"emails": [*AWKWARD, "n\x00ul", "absent"]})
+            assert sorted(found) == list(range(len(AWKWARD) + 1))
+            emails = session.scalars(by_id, {"ids": list(range(len(AWKWARD)))})
+            assert sorted(emails) == sorted(AWKWARD)
+        db.dispose()

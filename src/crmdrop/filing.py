@@ -39,6 +39,7 @@ from crmdrop.store.accounts import (
 from crmdrop.store.apply import BatchWrites, apply_plan
 from crmdrop.store.inbound import ClaimedDelivery
 from crmdrop.store.outbox import queue_reply
+from crmdrop.store.serialize import recorded_plan
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.view import SqlAccountView
 from crmdrop.store.webhooks import Event, emit_delivery
@@ -222,8 +223,14 @@ def apply_decision(
         if plan.outcome is Outcome.NO_CONTACT:
             reason += _error_reply(session, delivery, parsed, plan, settings, now, cache)
         _finish(delivery, DeliveryStatus.of(plan.outcome), reason)
-        # MIME defects the parser recovered from are part of the record (SPEC §6.3).
-        delivery.plan = {**plan.to_json(), "applied": done, "defects": list(parsed.defects)}
+        # MIME defects the parser recovered from are part of the record (SPEC §6.3). The
+        # texts of a note filed now are the note's, not repeated in the record.
+        delivery.plan = recorded_plan(
+            {**plan.to_json(), "applied": done, "defects": list(parsed.defects)},
+            filed_note=plan.note is not None
+            and plan.note_id is None
+            and delivery.note_id is not None,
+        )
     writes.finished.append(delivery)
     if cache.writes is None:
         writes.finish(session, now)

@@ -7,7 +7,7 @@ explain` prints it. The plan *is* the processing record (SPEC §4.6, §6.3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum, StrEnum
 from typing import Any, Protocol
@@ -44,6 +44,16 @@ class AddressDecision:
     rule: str  # e.g. "contact", "owner", "colleague", "excluded:@acme.com", "dropbox", "system"
     detail: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "name": self.name,
+            "where": list(self.where),
+            "kept": self.kept,
+            "rule": self.rule,
+            "detail": self.detail,
+        }
+
 
 @dataclass(frozen=True)
 class ContactAction:
@@ -57,6 +67,17 @@ class ContactAction:
     company_for_new: int | None = None  # company a created contact joins (domain match)
     why: str = ""  # "address" (found by it), "new" (created), "thread" (SPEC §5.2)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "name": self.name,
+            "action": self.action,
+            "contact_id": self.contact_id,
+            "company_id": self.company_id,
+            "company_for_new": self.company_for_new,
+            "why": self.why,
+        }
+
 
 @dataclass(frozen=True)
 class RecordAction:
@@ -69,6 +90,16 @@ class RecordAction:
     title: str | None = None  # when creating
     why: str = ""  # "reference #CA12", "thread", "new from -case@ dropbox", ...
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "action": self.action,
+            "record_id": self.record_id,
+            "ref": self.ref,
+            "title": self.title,
+            "why": self.why,
+        }
+
 
 @dataclass(frozen=True)
 class TaskAction:
@@ -77,6 +108,15 @@ class TaskAction:
     due: date | None
     due_kind: str  # "none" | "today" | "tomorrow"
     timezone: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "description": self.description,
+            "due": self.due.isoformat() if self.due else None,
+            "due_kind": self.due_kind,
+            "timezone": self.timezone,
+        }
 
 
 @dataclass(frozen=True)
@@ -153,6 +193,20 @@ class NoteDraft:
     attachment_names: tuple[str, ...]
     chain: tuple[ChainMessage, ...] = ()  # every forwarded/quoted message, newest first
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "body": self.body,
+            "own_text": self.own_text,
+            "author_name": self.author_name,
+            "author_email": self.author_email,
+            "date": self.date.isoformat() if self.date else None,
+            "direction": self.direction,
+            "is_forward": self.is_forward,
+            "attachment_names": list(self.attachment_names),
+            "chain": [m.to_json() for m in self.chain],
+        }
+
 
 @dataclass(frozen=True)
 class ForwardedEntry:
@@ -212,35 +266,25 @@ class FilingPlan:
     auto_generated: str | None = None  # why the message counts as auto-generated (SPEC §3.4)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (dates as ISO strings, enums as values)."""
-        result: dict[str, Any] = _to_json(self)
-        return result
-
-
-# Types JSON takes as they are (by exact type: a str Enum is an Enum, not a str).
-_PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None)})
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per dataclass: `fields()` is slow
-
-
-def _to_json(value: Any) -> Any:
-    if type(value) in _PLAIN:  # most values: strings, numbers, None
-        return value
-    if isinstance(value, ForwardedEntry | ChainMessage):
-        return value.to_json()
-    if is_dataclass(value) and not isinstance(value, type):
-        names = _FIELD_NAMES.get(type(value))
-        if names is None:
-            names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
-        return {name: _to_json(getattr(value, name)) for name in names}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_json(v) for v in value]
-    return value
+        """A JSON-ready dict (dates as ISO strings, enums as values), keys in field order.
+        Written out per class: the generic walk over `fields()` took ≈ 80 µs a plan
+        (docs/performance.md, session 6)."""
+        return {
+            "outcome": self.outcome.value,
+            "dropbox": self.dropbox.value,
+            "message_key": self.message_key,
+            "addresses": [a.to_json() for a in self.addresses],
+            "contacts": [c.to_json() for c in self.contacts],
+            "note": self.note.to_json() if self.note else None,
+            "records": [r.to_json() for r in self.records],
+            "task": self.task.to_json() if self.task else None,
+            "notices": list(self.notices),
+            "forwarded": [f.to_json() for f in self.forwarded],
+            "reason": self.reason,
+            "note_id": self.note_id,
+            "reply_to": self.reply_to,
+            "auto_generated": self.auto_generated,
+        }
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from crmdrop.store.models import (
 )
 from crmdrop.store.records import CASES, OPPORTUNITIES
 from crmdrop.store.scope import NotFound, owned
+from crmdrop.store.serialize import plan_with_note_texts
 from crmdrop.store.timeline import Ref
 
 ACTIVITY_PAGE = 50
@@ -385,6 +386,9 @@ def undo_filing(
     note_id = session.scalar(select(Note.id).where(Note.delivery_id == d.id))
     removed = _remove_tasks(session, d.id)
     if note_id is not None:
+        # The record kept the note's texts in the note (`serialize.recorded_plan`): it
+        # keeps them itself once the note is gone.
+        d.plan = plan_with_note_texts(d.plan, session.get(Note, note_id))
         _remove_note(session, note_id)
         removed.append(f"note #{note_id}")
     records, kept = _remove_records(session, d.id)

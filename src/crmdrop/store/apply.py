@@ -21,6 +21,7 @@ from crmdrop.mail.model import Attachment as MailAttachment
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.blobs import fill_blob, insert_streamed_postgresql, zeroblob_insert
+from crmdrop.store.copyrows import copy_rows
 from crmdrop.store.inbound import ClaimedDelivery, finish_deliveries
 from crmdrop.store.listbind import in_list
 from crmdrop.store.models import (
@@ -136,9 +137,12 @@ class BatchWrites:
         return {row[right] for row in self.rows.get(table, []) if row[left] == left_id}
 
     def write_rows(self, session: Session) -> None:
-        """Write the rows waiting so far, a statement per table, parents first."""
+        """Write the rows waiting so far, a statement per table, parents first (on
+        PostgreSQL a binary COPY: `store.copyrows`)."""
         for table in sorted(self.rows, key=_table_order().__getitem__):
-            session.execute(_insert_rows(table), self.rows[table])
+            rows = self.rows[table]
+            if not (self.sequences and copy_rows(session, table, rows)):
+                session.execute(_insert_rows(table), rows)
         self.rows.clear()
 
     def finish(self, session: Session, now: datetime) -> None:

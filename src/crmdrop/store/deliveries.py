@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crmdrop.store.accounts import StoreError, get_account
-from crmdrop.store.models import Delivery
-from crmdrop.store.serialize import delivery_json
+from crmdrop.store.models import Delivery, Note
+from crmdrop.store.serialize import NOTE_TEXTS, delivery_json
 
 
 def list_deliveries(
@@ -25,11 +25,22 @@ def list_deliveries(
 
 
 def show_delivery(session: Session, delivery_id: int) -> dict[str, Any]:
-    """One processing record with its whole decision."""
+    """One processing record with its whole decision (the note's texts read back from the
+    note it filed, when the record left them there)."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise StoreError(f"no delivery #{delivery_id}")
-    return delivery_json(delivery, full=True)
+    return delivery_json(delivery, full=True, note=_filed_note(session, delivery))
+
+
+def _filed_note(session: Session, delivery: Delivery) -> Note | None:
+    """The note whose texts the delivery's record left out (`serialize.recorded_plan`)."""
+    draft = (delivery.plan or {}).get("note")
+    if not isinstance(draft, dict) or all(k in draft for k in NOTE_TEXTS):
+        return None
+    if delivery.note_id is None:
+        return None
+    return session.get(Note, delivery.note_id)
 
 
 def raw_message(session: Session, delivery_id: int) -> bytes:

@@ -8,10 +8,11 @@ short form of a note, case or task (`links`/`detail` left out) is what a list sh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeAlias
 
 from crmdrop.dropbox.address import dropbox_addresses, redact
+from crmdrop.dropbox.plan import NoteDraft
 from crmdrop.store.models import (
     Case,
     Company,
@@ -33,7 +34,9 @@ __all__ = [
     "delivery_json",
     "note_json",
     "opportunity_json",
+    "plan_with_note_texts",
     "record_json",
+    "recorded_plan",
     "reply_json",
     "task_json",
     "user_json",
@@ -171,8 +174,43 @@ def task_json(
     return row
 
 
-def delivery_json(d: Delivery, *, full: bool = False) -> dict[str, Any]:
-    """A processing record; `full` adds the size and the whole decision (`plan`)."""
+# The texts of a note's draft (`NoteDraft`) that the note itself keeps: the processing
+# record of the delivery that filed the note leaves them out (`recorded_plan`) and they
+# are read back from the note (`plan_with_note_texts`). A 5 KB message made 6.5 KB of
+# plan JSON, its body twice in each filing's rows (docs/performance.md, session 6).
+NOTE_TEXTS = ("body", "own_text", "chain")
+_DRAFT_FIELDS = tuple(f.name for f in fields(NoteDraft))
+
+
+def recorded_plan(plan: dict[str, Any], *, filed_note: bool) -> dict[str, Any]:
+    """The plan JSON as `deliveries.plan` keeps it: without the note's texts when this
+    delivery filed the note (`filed_note`), which keeps them."""
+    note = plan.get("note")
+    if not filed_note or not note:
+        return plan
+    return {**plan, "note": {k: v for k, v in note.items() if k not in NOTE_TEXTS}}
+
+
+def plan_with_note_texts(plan: dict[str, Any] | None, note: Note | None) -> dict[str, Any] | None:
+    """A stored plan whole again: the note's texts put back in the draft, in its field
+    order, when the record left them to the note (`recorded_plan`). `None` for each
+    text of a note that is gone (kept records and older ones are returned as they are)."""
+    draft = plan.get("note") if plan else None
+    if plan is None or not draft or "body" in draft:
+        return plan
+    texts: dict[str, Any] = {
+        "body": note.body if note else None,
+        "own_text": note.own_text if note else None,
+        "chain": (note.chain or []) if note else None,
+    }
+    whole = {k: draft[k] if k in draft else texts.get(k) for k in _DRAFT_FIELDS}
+    whole.update((k, v) for k, v in draft.items() if k not in whole)
+    return {**plan, "note": whole}
+
+
+def delivery_json(d: Delivery, *, full: bool = False, note: Note | None = None) -> dict[str, Any]:
+    """A processing record; `full` adds the size and the whole decision (`plan`, with the
+    texts of `note`, the note it filed, put back: `plan_with_note_texts`)."""
     row: dict[str, Any] = {
         "id": d.id,
         "message_id": d.message_id,
@@ -193,7 +231,7 @@ def delivery_json(d: Delivery, *, full: bool = False) -> dict[str, Any]:
     }
     if full:
         row["size"] = d.size
-        row["plan"] = d.plan
+        row["plan"] = plan_with_note_texts(d.plan, note)
     return row
 
 
