@@ -81,11 +81,15 @@ def test_every_header_reads_decoded_though_only_asked_ones_are_decoded() -> None
 
 
 def test_the_blank_line_is_found_where_the_pattern_would_find_it() -> None:
+    import itertools
     import re
 
     pattern = re.compile(rb"\r?\n\r?\n")
     cases = [b"", b"a", b"\n\n", b"a\r\n\r\nb", b"a\n\r\nb", b"a\r\n\nb", b"\r\r\n\n", b"a\rb\n"]
     cases += [b"x\r\ny\r\n\r\n\r\n", b"\n\r\n\n", b"\r\n\r\n"]
+    cases += [b"h\r\n\r\nbody\n\nmore", b"h\n\nbody\r\n\r\nmore"]  # both kinds, either first
+    # every string of up to 7 bytes over a, CR, LF
+    cases += [bytes(p) for n in range(8) for p in itertools.product(b"a\r\n", repeat=n)]
     for data in cases:
         for start in range(len(data) + 1):
             m = pattern.search(data, start)

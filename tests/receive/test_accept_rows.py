@@ -9,7 +9,9 @@ import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-from crmdrop.config import load_settings
+from sqlalchemy import text
+
+from crmdrop.config import Settings, load_settings
 from crmdrop.spool import Spool
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
@@ -68,6 +70,57 @@ def test_the_cursor_insert_stores_what_the_core_insert_stores(tmp_path: Path) ->
     assert (core_a, core_r) == (fast_a, fast_r)
     assert fast_a["mail_from"][0] == "ab@sender.example" and len(str(fast_a["author"][0])) == 320
     assert fast_id == 3
+    with db.reading() as session:
+        read = session.get(Delivery, fast_id)
+        assert read is not None
+        assert read.received_at == now.astimezone(UTC) and read.raw == b"fast bytes"
+
+
+def test_on_postgresql_the_cursor_insert_stores_what_the_core_insert_stores(
+    store: tuple[Database, Settings],
+) -> None:
+    """The same on PostgreSQL (the group commit's writer inserts on psycopg's cursor)."""
+    db, _ = store
+    if db.is_sqlite:
+        return  # the test above reads SQLite's storage classes
+    db.migrate()
+    with db.writing() as session:
+        user = accounts.add_user(session, "u@mycorp.example", name="U", account="acme")
+        account_id, user_id = user.account_id, user.id
+    now = datetime(2026, 11, 30, 9, 1, 2, 345678, tzinfo=timezone(timedelta(hours=2)))
+    new = NewDelivery(
+        account_id=account_id,
+        user_id=user_id,
+        dropbox_kind="note",
+        rcpt_to="dropbox-x@dropbox.test",
+        mail_from="a\x00b@sender.example",
+        protocol="smtp",
+        peer="127.0.0.1",
+        message_id=None,
+        subject="s" * 3000,
+        author="x" * 400 + "@sender.example",
+    )
+    with db.writing() as session:
+        digest = store_raw(session, Spool.of(b"core bytes"), now=now)
+        add_delivery(session, new, Spool.of(b"core bytes"), now=now, stored=digest)
+        add_delivery(session, new, None, now=now, reason="rejected: no")
+    with db.write_connection() as conn:
+        digest = store_raw(conn, Spool.of(b"fast bytes"), now=now)
+        assert store_raw(conn, Spool.of(b"fast bytes"), now=now) == digest  # stored once
+        fast_id = add_delivery(conn, new, Spool.of(b"fast bytes"), now=now, stored=digest)
+        add_delivery(conn, new, None, now=now, reason="rejected: no")
+    with db.read_connection() as conn:
+        raws = conn.execute(
+            text("SELECT size, received_at FROM raw_messages ORDER BY received_at, size")
+        ).all()
+        rows = conn.execute(text("SELECT * FROM deliveries ORDER BY id")).mappings().all()
+    assert len(raws) == 2 and raws[0] == raws[1]
+    core_a, core_r, fast_a, fast_r = (
+        {k: v for k, v in row.items() if k not in {"id", "raw_digest"}} for row in rows
+    )
+    assert (core_a, core_r) == (fast_a, fast_r)
+    assert fast_a["mail_from"] == "ab@sender.example" and len(fast_a["author"]) == 320
+    assert fast_id == rows[2]["id"]
     with db.reading() as session:
         read = session.get(Delivery, fast_id)
         assert read is not None

@@ -23,6 +23,9 @@ class _Recorder:
     def held_connection(self) -> None:
         return None  # no database: nothing to hold
 
+    def quick_connection(self) -> None:
+        return None  # no commits on the event loop: every one goes to the thread
+
     def commit(self, batch: list[Prepared], held: None = None) -> None:
         self.batches.append(batch)
         for item in batch:

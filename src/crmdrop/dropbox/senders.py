@@ -7,6 +7,7 @@ elsewhere; a failed verdict there simply means `author` is not passed in as reco
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ class SenderVerdict:
     detail: str
 
 
+@functools.lru_cache(maxsize=4096)
 def _ascii(address: str) -> str:
     """`address` as SMTP reply text may carry it: ASCII only (IDNA domain), at most 100 chars."""
     local, at, domain = address.rpartition("@")

@@ -47,9 +47,10 @@ def find_blank_line(data: bytes | bytearray, start: int = 0) -> tuple[int, int] 
     """(start, end) of the first empty line at or after `start`: what the pattern
     `\\r?\\n\\r?\\n` would match, found with two `find`s (a regular expression
     tries every position of the header section: several times slower, once per
-    accepted message, twice)."""
-    lf = data.find(b"\n\n", start)
+    accepted message, twice). The bare-LF search stops where the CRLF one matched: a
+    CRLF message's body is not scanned for a `\n\n` that could only come later."""
     crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start, crlf + 1 if crlf >= 0 else len(data))
     if lf < 0 and crlf < 0:
         return None
     if crlf < 0 or 0 <= lf < crlf:

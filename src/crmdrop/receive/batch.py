@@ -5,10 +5,23 @@ together by the next one: one transaction (one fsync) for many messages, and
 still no reply before a message's own commit (SPEC §6.1). With one session,
 it is exactly one commit per message; no timer, no added delay.
 
-One writer thread takes the messages straight from a queue: the next batch starts
-as soon as a commit ends, without a round trip through the event loop, and the loop
-hears back once per batch (`call_soon_threadsafe`). Its connection stays warm, and
-SQLite has one writer anyway.
+On SQLite the commit runs on the event loop itself, once per loop iteration: the
+messages whose DATA ended in this iteration are committed together by a callback the
+first of them schedules (`call_soon`), then answered. A local commit is a write and an
+fsync; on a disk that syncs in well under a millisecond, handing it to a thread cost
+more of the loop's time (the queue, the GIL handed back and forth, the loop woken from
+another thread) than the commit blocks it. The
+loop never waits for SQLite's write lock: held elsewhere (the worker filing), the
+batch goes to the thread, as does a batch of large messages (`LOOP_COMMIT_BYTES`); and a
+commit that took long (a slow disk, a checkpoint) sends the commits of the next
+`SLOW_HOLD` seconds there too.
+
+One writer thread takes the other messages (PostgreSQL's always: a commit there is
+several round trips) straight from a queue: the next batch starts as soon as a commit
+ends, without a round trip through the event loop, and the loop hears back once per
+batch (`call_soon_threadsafe`). Its connection stays warm, and SQLite has one writer
+anyway. It is also where a failed batch is retried one by one (451 for a message that
+fails alone).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import weakref
 
 from crmdrop.receive.service import TEMPFAIL, Prepared, Receiver
@@ -27,6 +41,13 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 64
 # Raw bytes per group commit: 64 messages of 25 MB would be 1.6 GB in one transaction.
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+# A commit on the event loop that took longer than this (seconds of wall time) sends the
+# commits of the next SLOW_HOLD seconds to the thread: the loop serves every session.
+SLOW_COMMIT = 0.005
+SLOW_HOLD = 2.0
+# A batch carrying more raw bytes than this is committed by the thread: writing a large
+# message into the database (a spooled one streams from its file) would stall the loop.
+LOOP_COMMIT_BYTES = 1024 * 1024
 
 _Waiting = tuple[Prepared, "asyncio.Future[None]"]
 _Queued = tuple[Prepared, "asyncio.Future[None]", asyncio.AbstractEventLoop]
@@ -52,16 +73,60 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._held = receiver.held_connection()  # the writer thread's alone
+        self._quick = receiver.quick_connection()  # the event loop's (None: no commits there)
+        if self._quick is not None:
+            weakref.finalize(self, self._quick.close)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that commits itself
+        self._pending: list[_Waiting] = []  # DATA ended in this iteration of that loop
+        self._thread_until = 0.0  # its time before which commits go to the thread
 
     async def store(self, prepared: Prepared) -> Prepared:
         """Return once `prepared` is committed (its replies filled in; 451 should the
         commit fail)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._start()
-        self._queue.put((prepared, future, loop))
+        if self._on_loop(loop):
+            self._pending.append((prepared, future))
+            if len(self._pending) == 1:  # the first this iteration: commit at its end
+                loop.call_soon(self._flush)
+        else:
+            self._hand_over([(prepared, future)], loop)
         await future
         return prepared
+
+    def _on_loop(self, loop: asyncio.AbstractEventLoop) -> bool:
+        if self._quick is None or loop.time() < self._thread_until:
+            return False
+        if self._loop is None:
+            self._loop = loop
+        return loop is self._loop
+
+    def _flush(self) -> None:
+        """The messages gathered this iteration: committed here, in batches, or handed
+        to the thread (the write lock busy, a failure, commits found slow)."""
+        pending, self._pending = self._pending, []
+        loop, quick = self._loop, self._quick
+        assert loop is not None and quick is not None
+        while pending:
+            batch, pending = take_batch(pending)
+            large = sum(len(item.raw) for item, _ in batch) > LOOP_COMMIT_BYTES
+            if large or loop.time() < self._thread_until:
+                self._hand_over(batch, loop)
+                continue
+            start = time.monotonic()
+            done = self.receiver.try_commit([item for item, _ in batch], quick)
+            if time.monotonic() - start > SLOW_COMMIT:
+                self._thread_until = loop.time() + SLOW_HOLD
+            if done:
+                _answer(batch, failed=False)
+            else:
+                self._hand_over(batch, loop)
+
+    def _hand_over(self, batch: list[_Waiting], loop: asyncio.AbstractEventLoop) -> None:
+        """To the writer thread, which commits (and answers) them."""
+        self._start()
+        for item, future in batch:
+            self._queue.put((item, future, loop))
 
     def _start(self) -> None:
         with self._lock:

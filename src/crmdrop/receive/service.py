@@ -35,7 +35,7 @@ from crmdrop.store.accounts import (
     record_revoked_attempt,
     revoked_owner,
 )
-from crmdrop.store.db import Database
+from crmdrop.store.db import NO_LOCK_WAIT, Database, LockBusy
 from crmdrop.store.directory import OwnerCache
 from crmdrop.store.inbound import (
     NewDelivery,
@@ -103,21 +103,32 @@ class Prepared:
 
 
 class HeldConnection:
-    """One write connection kept by one thread (the group commit's writer) for all its
-    transactions: no pool checkout, reset (a ROLLBACK) and checkin per commit. Dropped
-    on any failure, so that the next transaction starts on a fresh connection (the
-    database may have restarted under it)."""
+    """One write connection kept by one thread (the group commit's writer, or the event
+    loop) for all its transactions: no pool checkout, reset (a ROLLBACK) and checkin per
+    commit. Dropped on any failure but a busy lock at `BEGIN`, so that the next
+    transaction starts on a fresh connection (the database may have restarted under it)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, wait_for_lock: bool = True) -> None:
         self.db = db
+        self.wait_for_lock = wait_for_lock  # False (SQLite): `LockBusy` if it is held
         self._conn: Connection | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         if self._conn is None:
-            self._conn = self.db.write_engine.connect()
+            conn = self.db.write_engine.connect()
+            if not self.wait_for_lock:
+                conn = conn.execution_options(**{NO_LOCK_WAIT: True})
+            self._conn = conn
         try:
-            with self._conn.begin():
+            begun = self._conn.begin()
+        except LockBusy:
+            raise  # no transaction began: the connection is as good as it was
+        except BaseException:
+            self.close()
+            raise
+        try:
+            with begun:
                 yield self._conn
         except BaseException:
             self.close()
@@ -142,6 +153,14 @@ class Receiver:
     def held_connection(self) -> HeldConnection | None:
         """A connection for one thread's commits (`commit(..., held)`)."""
         return HeldConnection(self.db)
+
+    def quick_connection(self) -> HeldConnection | None:
+        """A connection for commits on the event loop itself (`try_commit`): SQLite only,
+        where a commit is a local write and an fsync, no round trips; it never waits
+        for the write lock. None on PostgreSQL: there every commit goes to a thread."""
+        if not self.db.is_sqlite:
+            return None
+        return HeldConnection(self.db, wait_for_lock=False)
 
     def cached_recipient(self, address: str) -> tuple[str, Rcpt | None] | None:
         """RCPT from memory (no I/O to speak of: safe on the event loop), or None when
@@ -272,8 +291,6 @@ class Receiver:
         """
         try:
             self._store(batch, held)
-            if self.wake is not None:
-                self.wake.poke()
         except Exception:
             if len(batch) > 1 or held is not None:
                 log.warning("a group commit of %d failed; committing one by one", len(batch))
@@ -284,6 +301,27 @@ class Receiver:
             item = batch[0]
             item.replies, item.ids = [TEMPFAIL] * len(item.rows), []
             return
+        self._committed(batch)
+
+    def try_commit(self, batch: list[Prepared], quick: HeldConnection) -> bool:
+        """One attempt to store `batch` in one transaction on `quick` (see
+        `quick_connection`): True once committed, its replies filled in. False if it was
+        not (the write lock held elsewhere, or any failure: nothing of it stored), for
+        the caller to `commit` it where waiting and retrying is allowed."""
+        try:
+            self._store(batch, quick)
+        except LockBusy:
+            return False
+        except Exception as exc:
+            log.info("a group commit on the event loop failed (%s); it goes to the thread", exc)
+            return False
+        self._committed(batch)
+        return True
+
+    def _committed(self, batch: list[Prepared]) -> None:
+        """After a commit: wake the worker (SQLite), log each message."""
+        if self.wake is not None:
+            self.wake.poke()
         if not log.isEnabledFor(logging.INFO):
             return  # the reply lines joined for nobody: a cost per message
         for item in batch:

@@ -72,7 +72,8 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         if begin == "BEGIN IMMEDIATE":
-            _begin_immediate(conn.connection.driver_connection)
+            wait = not conn.get_execution_options().get(NO_LOCK_WAIT, False)
+            _begin_immediate(conn.connection.driver_connection, wait=wait)
         else:
             conn.exec_driver_sql(begin)
 
@@ -86,9 +87,19 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
 BUSY_TIMEOUT = 30.0  # seconds
 _BUSY_FIRST, _BUSY_MAX = 0.0002, 0.005  # seconds between tries, at first and at most
 
+# An execution option of a write connection (SQLite): its `BEGIN IMMEDIATE` does not wait
+# for a write lock held elsewhere but raises `LockBusy` at once (the group commit on the
+# event loop, which must not sleep, hands its batch to its thread instead).
+NO_LOCK_WAIT = "crmdrop_no_lock_wait"
 
-def _begin_immediate(dbapi_connection: sqlite3.Connection) -> None:
-    """`BEGIN IMMEDIATE`: take the write lock, waiting for it as long as SQLite would."""
+
+class LockBusy(OperationalError):
+    """SQLite's write lock is held by another connection (and we were not to wait)."""
+
+
+def _begin_immediate(dbapi_connection: sqlite3.Connection, *, wait: bool = True) -> None:
+    """`BEGIN IMMEDIATE`: take the write lock, waiting for it as long as SQLite would
+    (`wait=False`: not at all, `LockBusy`)."""
     deadline = time.monotonic() + BUSY_TIMEOUT
     delay = _BUSY_FIRST
     dbapi_connection.execute("PRAGMA busy_timeout=0")  # fail at once; we wait, below
@@ -98,6 +109,8 @@ def _begin_immediate(dbapi_connection: sqlite3.Connection) -> None:
                 dbapi_connection.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) and not wait:
+                    raise LockBusy("BEGIN IMMEDIATE", None, exc) from exc
                 if "locked" not in str(exc) or time.monotonic() + delay > deadline:
                     raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc  # as before
             time.sleep(delay)

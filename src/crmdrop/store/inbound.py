@@ -85,16 +85,23 @@ _INSERT_RAW_ZEROBLOB = zeroblob_insert(_INSERT_RAW["sqlite"], "data", returning=
 
 
 class DriverInsert:
-    """An INSERT on SQLite run on the DB-API cursor of the caller's connection (so in its
-    transaction), its values bound through SQLAlchemy's own type processing
-    (`dialect_impl(...).bind_processor`): the same stored bytes as the Core statement,
-    without SQLAlchemy's per-execution work, which was most of the Python in the SMTP
-    group commit's thread (and the GIL it holds is the event loop's). Accept path only."""
+    """An INSERT run on the DB-API cursor of the caller's connection (so in its
+    transaction; sqlite3 or psycopg), its values bound through SQLAlchemy's own type
+    processing (`dialect_impl(...).bind_processor`): the same stored values as the Core
+    statement, without SQLAlchemy's per-execution work, which was most of the Python in
+    the SMTP group commit (and the GIL it holds is the event loop's). Accept path only."""
 
-    def __init__(self, table: Table, columns: tuple[str, ...], *, suffix: str = "") -> None:
-        self.table, self.columns = table, columns
-        marks = ", ".join("?" for _ in columns)
-        self.sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks}){suffix}"
+    def __init__(
+        self, table: Table, columns: tuple[str, ...], *, suffix: str = "", returning: str = ""
+    ) -> None:
+        self.table, self.columns, self.returning = table, columns, returning
+        head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+        self.sql = {
+            # SQLite: the rowid comes back as `lastrowid`; psycopg needs RETURNING.
+            "sqlite": f"{head}({', '.join('?' for _ in columns)}){suffix}",
+            "postgresql": f"{head}({', '.join('%s' for _ in columns)}){suffix}"
+            + (f" RETURNING {returning}" if returning else ""),
+        }
         self._processors: dict[object, list[Callable[[Any], Any] | None]] = {}
 
     def _bind(self, dialect: Dialect) -> list[Callable[[Any], Any] | None]:
@@ -106,21 +113,29 @@ class DriverInsert:
         return found
 
     def run(self, conn: Connection, values: dict[str, Any]) -> int:
-        """Insert one row; its rowid (SQLite's `lastrowid`)."""
-        processors = self._bind(conn.dialect)
+        """Insert one row; its id (SQLite: the rowid; PostgreSQL: the `returning`
+        column, 0 when no row was inserted)."""
+        dialect = conn.dialect
+        processors = self._bind(dialect)
         row = [values[name] for name in self.columns]
         params = tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
         cursor = driver_connection(conn).cursor()
         try:
-            cursor.execute(self.sql, params)
-            return int(cursor.lastrowid or 0)
+            cursor.execute(self.sql[dialect.name], params)
+            if dialect.name == "sqlite":
+                return int(cursor.lastrowid or 0)
+            found = cursor.fetchone() if self.returning else None
+            return int(found[0]) if found else 0
         finally:
             cursor.close()
 
 
+_DRIVER_DIALECTS = ("sqlite", "postgresql")
+
+
 _DELIVERY = Delivery.__table__
 assert isinstance(_DELIVERY, Table)
-_SQLITE_DELIVERY = DriverInsert(
+_DRIVER_DELIVERY = DriverInsert(
     _DELIVERY,
     (
         "account_id",
@@ -143,8 +158,9 @@ _SQLITE_DELIVERY = DriverInsert(
         "received_at",
         "finished_at",
     ),
+    returning="id",
 )
-_SQLITE_RAW = DriverInsert(
+_DRIVER_RAW = DriverInsert(
     _RAW, ("digest", "size", "received_at", "data"), suffix=" ON CONFLICT (digest) DO NOTHING"
 )
 
@@ -166,8 +182,8 @@ def store_raw(conn: Connection | Session, raw: bytes | Spool, *, now: datetime) 
         return digest
     data = raw.getvalue() if isinstance(raw, Spool) else raw
     values = dict(digest=digest, data=data, size=len(data), received_at=now)
-    if dialect == "sqlite" and isinstance(conn, Connection):
-        _SQLITE_RAW.run(conn, values)
+    if dialect in _DRIVER_DIALECTS and isinstance(conn, Connection):
+        _DRIVER_RAW.run(conn, values)
     else:
         conn.execute(_INSERT_RAW[dialect], values)
     return digest
@@ -224,8 +240,8 @@ def add_delivery(
         received_at=now,
         finished_at=None if raw is not None else now,
     )
-    if isinstance(conn, Connection) and conn.dialect.name == "sqlite":
-        return _SQLITE_DELIVERY.run(conn, values)
+    if isinstance(conn, Connection) and conn.dialect.name in _DRIVER_DIALECTS:
+        return _DRIVER_DELIVERY.run(conn, values)
     # Values as parameters, not .values(): one statement, compiled once and cached.
     new_id = conn.execute(_INSERT_DELIVERY, values).scalar_one()
     return int(new_id)

@@ -32,10 +32,17 @@ QUEUE = "crmdrop_queue"  # a delivery was queued
 DIRECTORY = "crmdrop_directory"  # a user, token or user address changed
 
 _NOTIFY = text("SELECT pg_notify(:channel, '')")
+_NOTIFY_SQL = "SELECT pg_notify(%s, '')"  # psycopg's parameter style
 
 
 def notify(conn: Connection | Session, channel: str) -> None:
-    """PostgreSQL: tell every listener once the caller's transaction commits."""
+    """PostgreSQL: tell every listener once the caller's transaction commits.
+
+    On a Core connection (the accept path's group commit) on psycopg's own connection,
+    in the same transaction: no SQLAlchemy execution (a third of a commit's Python)."""
+    if isinstance(conn, Connection):
+        conn.connection.driver_connection.execute(_NOTIFY_SQL, (channel,))  # type: ignore[union-attr]
+        return
     conn.execute(_NOTIFY, {"channel": channel})
 
 

@@ -1,0 +1,191 @@
+"""The group commit on the event loop (SQLite): the messages whose DATA ended in one loop
+iteration are committed together on the loop, each answered only after that commit; the
+writer thread takes a batch when the write lock is held elsewhere (the loop never waits
+for it), when the attempt fails (retried there: 451 if it fails again), and for a while
+after a commit found slow."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from crmdrop.config import load_settings
+from crmdrop.dropbox.address import dropbox_addresses
+from crmdrop.dropbox.plan import DropboxKind
+from crmdrop.receive import batch
+from crmdrop.receive.batch import GroupCommitter
+from crmdrop.receive.service import TEMPFAIL, Prepared, Receiver
+from crmdrop.spool import Spool
+from crmdrop.store import accounts
+from crmdrop.store.db import Database
+from crmdrop.store.models import Delivery
+
+
+def _in_a_loop(coroutine: Any) -> Any:
+    """Run in a thread of its own: a browser test's event loop may run in this one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coroutine, timeout=30)).result()
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "crmdrop-commit"]
+
+
+class _NoConnection:
+    def close(self) -> None:
+        pass
+
+
+class _Stub:
+    """Stands in for a `Receiver`: records where and what it is asked to commit."""
+
+    def __init__(self, *, on_loop: bool = True) -> None:
+        self.on_loop = on_loop  # what try_commit answers
+        self.tried: list[list[Prepared]] = []
+        self.committed: list[list[Prepared]] = []
+        self.answered: list[Prepared] = []  # filled by the sessions once store() returns
+
+    def held_connection(self) -> None:
+        return None
+
+    def quick_connection(self) -> _NoConnection:
+        return _NoConnection()  # a connection for the loop: commits may run there
+
+    def try_commit(self, items: list[Prepared], quick: _NoConnection) -> bool:
+        assert not any(item in self.answered for item in items)  # nobody answered yet
+        self.tried.append(items)
+        if self.on_loop:
+            for item in items:
+                item.replies = ["250 on the loop"]
+        return self.on_loop
+
+    def commit(self, items: list[Prepared], held: None = None) -> None:
+        self.committed.append(items)
+        for item in items:
+            item.replies = [TEMPFAIL]  # what a message that fails alone gets
+
+
+async def _sessions(committer: GroupCommitter, stub: _Stub, count: int) -> list[Prepared]:
+    async def one(n: int) -> Prepared:
+        item = await committer.store(Prepared(Spool.of(b"m%d" % n), [], None, "", "smtp"))
+        stub.answered.append(item)
+        return item
+
+    return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+def test_messages_ended_in_one_iteration_are_committed_together_on_the_loop() -> None:
+    stub = _Stub()
+    done = _in_a_loop(_sessions(GroupCommitter(stub), stub, 5))  # type: ignore[arg-type]
+    assert [len(items) for items in stub.tried] == [5]  # one transaction for the five
+    assert [item.replies for item in done] == [["250 on the loop"]] * 5
+    assert stub.committed == []  # the thread had nothing to do
+
+
+def test_a_failed_attempt_on_the_loop_goes_to_the_thread_which_answers_451() -> None:
+    stub = _Stub(on_loop=False)  # the lock was busy, or the attempt failed
+    done = _in_a_loop(_sessions(GroupCommitter(stub), stub, 3))  # type: ignore[arg-type]
+    assert [len(items) for items in stub.tried] == [3]
+    assert sorted(id(i) for items in stub.committed for i in items) == sorted(id(i) for i in done)
+    assert [item.replies for item in done] == [[TEMPFAIL]] * 3
+
+
+def test_after_a_slow_commit_the_next_ones_go_to_the_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch, "SLOW_COMMIT", -1.0)  # every commit on the loop is "slow"
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+
+    async def two_rounds() -> None:
+        await _sessions(committer, stub, 2)  # on the loop, found slow
+        await _sessions(committer, stub, 2)  # to the thread for SLOW_HOLD seconds
+
+    _in_a_loop(two_rounds())
+    assert [len(items) for items in stub.tried] == [2]
+    assert sum(len(items) for items in stub.committed) == 2
+
+
+def test_a_large_message_is_committed_by_the_thread() -> None:
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+    large = Prepared(Spool.of(b"x" * (batch.LOOP_COMMIT_BYTES + 1)), [], None, "", "smtp")
+    done = _in_a_loop(committer.store(large))
+    assert stub.tried == [] and stub.committed == [[done]]  # the loop would stall writing it
+
+
+def _receiver(tmp_path: Path) -> tuple[Receiver, str]:
+    settings = load_settings(data_dir=tmp_path, domain="dropbox.test")
+    db = Database(settings.db_url)
+    db.migrate()
+    with db.writing() as session:
+        user = accounts.add_user(session, "u@mycorp.example", name="U", account="acme")
+        address = dropbox_addresses(user.token, "dropbox.test")[DropboxKind.NOTE]
+    return Receiver(db, settings), address
+
+
+def _prepare(receiver: Receiver, address: str, n: int) -> Prepared:
+    _, rcpt = receiver.check_recipient(address)
+    assert rcpt is not None
+    raw = b"From: u@mycorp.example\r\nTo: c@client.example\r\nSubject: %d\r\n\r\nhi\r\n" % n
+    return receiver.prepare(
+        mail_from="u@mycorp.example", rcpts=[rcpt], raw=Spool.of(raw), protocol="smtp", peer="x"
+    )
+
+
+def _stored(db: Database) -> int:
+    with db.reading() as session:
+        return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
+
+
+def test_sqlite_commits_on_the_loop_and_answers_after_the_commit(tmp_path: Path) -> None:
+    receiver, address = _receiver(tmp_path)
+    committer = GroupCommitter(receiver)
+    seen: list[int] = []
+
+    async def three() -> list[Prepared]:
+        items = [_prepare(receiver, address, n) for n in range(3)]
+        done = await asyncio.gather(*(committer.store(item) for item in items))
+        seen.append(_stored(receiver.db))  # read by another connection, once answered
+        return list(done)
+
+    before = _writer_threads()
+    done = _in_a_loop(three())
+    assert seen == [3]
+    assert all(item.replies[0].startswith("250 2.0.0 OK: queued as") for item in done)
+    assert not set(_writer_threads()) - set(before)  # no thread was needed
+    receiver.db.dispose()
+
+
+def test_sqlite_with_the_write_lock_held_elsewhere_the_loop_does_not_wait(
+    tmp_path: Path,
+) -> None:
+    receiver, address = _receiver(tmp_path)
+    committer = GroupCommitter(receiver)
+    other = receiver.db.write_engine.connect()
+    other.begin()  # BEGIN IMMEDIATE: the write lock, as the worker holds it while filing
+    ticks: list[int] = []
+    before = _writer_threads()
+
+    async def store_while_locked() -> Prepared:
+        stored = asyncio.ensure_future(committer.store(_prepare(receiver, address, 1)))
+        for tick in range(5):  # the loop keeps running while the thread waits for the lock
+            await asyncio.sleep(0.01)
+            ticks.append(tick)
+        assert not stored.done()  # no answer before the commit
+        await asyncio.to_thread(other.rollback)  # the lock is free: the thread commits
+        return await stored
+
+    done = _in_a_loop(store_while_locked())
+    other.close()
+    assert ticks == [0, 1, 2, 3, 4]
+    assert done.replies[0].startswith("250 2.0.0 OK: queued as")
+    assert _stored(receiver.db) == 1
+    assert set(_writer_threads()) - set(before)  # the thread took it
+    receiver.db.dispose()
