@@ -9,8 +9,8 @@ by the client; a watcher in this process reads which deliveries are finished eve
     .venv/bin/python bench/bench_latency.py [--db sqlite] [--rate 150] [--messages 3000] [--trace]
 
 `--trace` also stamps the served processes (`bench/latency_trace/sitecustomize.py`: the
-accept commits, the worker's wake-ups and each batch's claim, load, parse + decide and
-apply) and prints where the time went, phase by phase. Every stamp is `time.time()`,
+accept commits, the worker's wake-ups and each batch's claim (with its messages), parse,
+decide and apply) and prints where the time went, phase by phase. Every stamp is `time.time()`,
 one clock for all the processes of this host.
 """
 
@@ -127,8 +127,8 @@ def _phases(trace: Path, accepted: dict[int, float], seen: dict[int, float]) -> 
         "250->seen",
         "wait",
         "claim",
-        "load",
-        "parse+decide",
+        "parse",
+        "decide",
         "apply",
         "filed->seen",
         "commit->filed",
@@ -149,8 +149,8 @@ def _phases(trace: Path, accepted: dict[int, float], seen: dict[int, float]) -> 
                     seen[i] - ok,
                     start - c,
                     b["claim"] - start,
-                    b["load"] - b["claim"],
-                    b["decide"] - b["load"],
+                    b["parse"] - b["claim"],
+                    b["decide"] - b["parse"],
                     b["t1"] - b["decide"],
                     seen[i] - b["t1"],
                     b["t1"] - c,
@@ -169,7 +169,7 @@ def _phases(trace: Path, accepted: dict[int, float], seen: dict[int, float]) -> 
         f"(slowest tenth: {sum(r[2] for r in tail) / len(tail):.0%})"
     )
     print(f"{'ms':>14} {'median':>7} {'p99':>7} {'mean':>7} {'mean, slowest tenth':>20}")
-    steps = ["t0", "claim", "load", "decide", "t1"]
+    steps = ["t0", "claim", "parse", "decide", "t1"]
     cpu = [
         sorted((b[f"{after}_cpu"] - b[f"{before}_cpu"]) * 1000 for b in batches)
         for before, after in itertools.pairwise(steps)
@@ -182,8 +182,8 @@ def _phases(trace: Path, accepted: dict[int, float], seen: dict[int, float]) -> 
         f"{len(others)}, {sum(others):.0f} ms in all"
     )
     print(
-        "worker thread CPU per batch, median ms: claim {:.1f}, load {:.1f}, "
-        "parse+decide {:.1f}, apply {:.1f}".format(*(percentile(c, 50) for c in cpu))
+        "worker thread CPU per batch, median ms: claim {:.1f}, parse {:.1f}, "
+        "decide {:.1f}, apply {:.1f}".format(*(percentile(c, 50) for c in cpu))
     )
     for n, name in enumerate(names):
         values = sorted(r[1][n] * 1000 for r in rows)

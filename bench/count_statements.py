@@ -3,8 +3,10 @@
 Every statement is a round trip on PostgreSQL, so their count is a figure that the
 machine's load does not change. Runs the worker in-process on `bench_filing.py`'s
 messages (one existing and one new contact each), after a warm-up batch, and prints the
-statements per filing and the most frequent ones. `--profile` also prints a cProfile
-of the drain (cumulative time) and the CPU time per filing.
+statements per filing and the most frequent ones; on PostgreSQL also the round trips
+(the statements, and the BEGIN and COMMIT psycopg sends around a transaction's).
+`--profile` also prints a cProfile of the drain (cumulative time) and the CPU time per
+filing.
 
     .venv/bin/python bench/count_statements.py --db postgresql
     .venv/bin/python bench/count_statements.py --db sqlite --profile
@@ -24,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,6 +35,13 @@ from bench_filing import bench_owner, queue, seed
 from common import bench_database
 from crmdrop.store import apply as store_apply
 from crmdrop.worker import process_one, worker_started
+
+IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+def _begins(dbapi: Any) -> bool:
+    """Whether psycopg sends a BEGIN (a round trip of its own) before this statement."""
+    return not dbapi.autocommit and dbapi.info.transaction_status == IDLE
 
 
 def main() -> None:
@@ -57,11 +67,20 @@ def main() -> None:
         if not singles:
             queue(db, owner, args.contacts, args.messages, "counted")
         counts: Counter[str] = Counter()
+        trips: Counter[str] = Counter()  # the BEGINs and COMMITs psycopg sent
         queueing = [False]
 
-        def count(*call: Any) -> None:
+        def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
             if not queueing[0]:
-                counts[re.sub(r"\s+", " ", call[2])[:160]] += 1
+                counts[re.sub(r"\s+", " ", statement)[:160]] += 1
+                if args.db == "postgresql" and _begins(cursor.connection):
+                    trips["BEGIN"] += 1
+
+        def commit(conn: Any) -> None:
+            if not queueing[0] and args.db == "postgresql":
+                dbapi = conn.connection.driver_connection
+                if not dbapi.autocommit and dbapi.info.transaction_status != IDLE:
+                    trips["COMMIT"] += 1
 
         def next_single() -> bool:
             nonlocal singles
@@ -74,6 +93,7 @@ def main() -> None:
             return True
 
         event.listen(Engine, "before_cursor_execute", count)
+        event.listen(Engine, "commit", commit)
         _count_copies(counts, queueing)
         profile = cProfile.Profile() if args.profile else None
         cpu = time.process_time()
@@ -85,9 +105,16 @@ def main() -> None:
             profile.disable()
         cpu = time.process_time() - cpu
         event.remove(Engine, "before_cursor_execute", count)
+        event.remove(Engine, "commit", commit)
         db.dispose()
     n = args.messages
-    print(f"{args.db}: {sum(counts.values()) / n:.2f} statements per filing")
+    statements = sum(counts.values())
+    print(f"{args.db}: {statements / n:.2f} statements per filing")
+    if args.db == "postgresql":
+        print(
+            f"round trips per filing: {(statements + trips.total()) / n:.2f} (statements, "
+            f"and {trips['BEGIN'] / n:.2f} BEGIN and {trips['COMMIT'] / n:.2f} COMMIT)"
+        )
     for statement, times in counts.most_common(30):
         print(f"{times / n:6.2f}  {statement}")
     if profile:

@@ -34,6 +34,7 @@ STATEMENTS: dict[str, Any] = {
     "thread contacts": view._THREAD_CONTACTS,
     "claim": inbound._CLAIM,
     "load claimed": inbound._LOAD_CLAIMED,
+    "lock queued": inbound._LOCK_QUEUED,
     "batch owners": accounts._OWNERS,
 }
 

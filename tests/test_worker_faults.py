@@ -6,8 +6,10 @@ no second case, and the accept-time sender verdict is judged again."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -22,8 +24,9 @@ from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
 from crmdrop.store.contacts import list_contacts
 from crmdrop.store.db import Database
-from crmdrop.store.inbound import NewDelivery, add_delivery, lock_queued
-from crmdrop.store.models import Case, ContactEmail, Delivery, User, note_contacts
+from crmdrop.store.inbound import NewDelivery, add_delivery, claim_due, lock_queued
+from crmdrop.store.models import Case, ContactEmail, Delivery, Note, User, note_contacts
+from crmdrop.store.signals import Outbound
 from crmdrop.worker import is_known_race, process_one
 from tests.support import make_message
 
@@ -284,3 +287,198 @@ def test_a_failure_that_cannot_be_recorded_still_leaves_the_delivery_retryable(
     assert delivery.status == "queued"
     assert delivery.claimed_at is None  # claimable again now, not after the 5-minute lease
     assert delivery.attempts == 1
+
+
+def test_a_note_filed_elsewhere_while_a_batch_is_decided_makes_its_delivery_a_duplicate(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One message to two users, in two batches (of one): while the first batch is being
+    decided (on PostgreSQL inside the transaction that applies it, with no check of its
+    own before the note's INSERT), another worker files the second delivery. The first
+    is then filed as a duplicate of that note — never a second note, never a failure."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    _alice, box_a = _owner(db, "alice@mycorp.example")
+    _bob, box_b = _owner(db, "bob@mycorp.example")
+    raw = make_message(
+        from_="buyer@client.example", to=["alice@mycorp.example", "bob@mycorp.example"]
+    ).as_bytes()
+    for box in (box_a, box_b):
+        _queue(db, settings, box, raw, "buyer@client.example")
+    monkeypatch.setattr(crmdrop.worker, "BATCH", 1)
+    decide = crmdrop.worker._decide_batch
+    meanwhile: list[bool] = []
+
+    def decide_then_another_worker_files(*args: Any, **kwargs: Any) -> Any:
+        decided = decide(*args, **kwargs)
+        if not meanwhile:
+            meanwhile.append(True)
+            assert process_one(db, settings)  # the other delivery, filed and committed
+        return decided
+
+    monkeypatch.setattr(crmdrop.worker, "_decide_batch", decide_then_another_worker_files)
+    assert process_one(db, settings)
+    assert meanwhile
+    first, second = _deliveries(db)
+    assert (second.status, first.status) == ("filed", "duplicate")
+    assert first.note_id == second.note_id is not None
+    assert first.attempts == 1 and first.last_error is None  # not a failure, not retried
+    with db.reading() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Case)) == 1
+
+
+class _Died(BaseException):
+    """The worker process ends here (SIGKILL, OOM): no handler of its own runs."""
+
+
+def test_a_worker_that_dies_between_its_claim_and_the_filing_loses_nothing(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim commits before the batch is parsed (no transaction is open during the
+    parse): a worker that dies then leaves its deliveries claimed, and they are filed
+    once when the claim is taken over — by the next worker on SQLite, after the lease
+    on PostgreSQL."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    for to in ("j@c.example", "k@c.example"):
+        raw = make_message(from_=user.email, to=[to]).as_bytes()
+        _queue(db, settings, box, raw, user.email)
+
+    def dies(*args: object) -> None:
+        raise _Died
+
+    with monkeypatch.context() as patch:
+        patch.setattr(crmdrop.worker, "parse_message", dies)
+        with pytest.raises(_Died):
+            process_one(db, settings)
+    assert [(d.status, d.attempts) for d in _deliveries(db)] == [("queued", 1)] * 2
+    assert all(d.claimed_at is not None for d in _deliveries(db))
+    assert not process_one(db, settings)  # claimed: nobody else's yet
+    later = datetime.now(UTC) + timedelta(seconds=settings.claim_lease_seconds + 1)
+    if db.is_sqlite:
+        crmdrop.worker.worker_started(db)
+        later = datetime.now(UTC)
+    queued: set[Outbound] = set()
+    crmdrop.worker._process_batch(db, settings, later, queued)
+    deliveries = _deliveries(db)
+    assert [(d.status, d.attempts) for d in deliveries] == [("filed", 2)] * 2
+    with db.reading() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Note)) == 2
+
+
+def test_no_transaction_is_open_while_a_batch_is_parsed(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a backend that waits in an open transaction for the worker's parse
+    holds its snapshot (and its locks) for nothing: the parse runs between the claim's
+    transaction and the filing's, with no connection checked out."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    for to in ("j@c.example", "k@c.example"):
+        _queue(db, settings, box, make_message(from_=user.email, to=[to]).as_bytes(), "")
+    held: list[int] = []
+
+    def parse(raw: bytes) -> ParsedMessage:
+        pools = {db.write_engine.pool, db.read_engine.pool}
+        held.append(sum(pool.checkedout() for pool in pools))  # type: ignore[attr-defined]
+        return parse_message(raw)
+
+    monkeypatch.setattr(crmdrop.worker, "parse_message", parse)
+    _drain(db, settings)
+    assert [d.status for d in _deliveries(db)] == ["filed", "filed"]
+    assert held == [0, 0]
+
+
+class _RoundTrips:
+    """What a PostgreSQL client sends and waits for, from SQLAlchemy's events: each
+    statement, and the BEGIN psycopg sends before the first statement of a transaction
+    and the COMMIT that ends it (none outside a transaction block: autocommit)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def statement(self, conn: Any, cursor: Any, *args: Any) -> None:
+        dbapi = cursor.connection
+        if (
+            not dbapi.autocommit
+            and dbapi.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        ):
+            self.sent.append("BEGIN")
+        self.sent.append("statement")
+
+    def commit(self, conn: Any) -> None:
+        dbapi = conn.connection.driver_connection
+        if (
+            not dbapi.autocommit
+            and dbapi.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        ):
+            self.sent.append("COMMIT")
+
+
+def test_on_postgresql_a_batch_is_claimed_in_one_round_trip_and_filed_in_one_transaction(
+    store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every statement, BEGIN and COMMIT is a round trip on PostgreSQL (a batch of one
+    took three transactions: the claim's BEGIN, SELECT, UPDATE, COMMIT; the decision's
+    snapshot; the apply). Now the claim is one statement outside a transaction block,
+    the parse waits on nothing, and the decision and its writes are one transaction."""
+    db, _ = store
+    if db.is_sqlite:
+        pytest.skip("SQLite has no round trips (and decides outside its write lock)")
+    db.migrate()
+    settings = _settings(db)
+    user, box = _owner(db)
+    for to in ("j@c.example", "k@c.example"):
+        _queue(db, settings, box, make_message(from_=user.email, to=[to]).as_bytes(), "")
+    trips = _RoundTrips()
+
+    def parse(raw: bytes) -> ParsedMessage:
+        trips.sent.append("parse")
+        return parse_message(raw)
+
+    monkeypatch.setattr(crmdrop.worker, "parse_message", parse)
+    sa.event.listen(db.write_engine, "before_cursor_execute", trips.statement)
+    sa.event.listen(db.write_engine, "commit", trips.commit)
+    try:
+        assert crmdrop.worker.file_next(db, settings) is crmdrop.worker.Progress.DRAINED
+    finally:
+        sa.event.remove(db.write_engine, "before_cursor_execute", trips.statement)
+        sa.event.remove(db.write_engine, "commit", trips.commit)
+    assert [d.status for d in _deliveries(db)] == ["filed", "filed"]
+    claim, filing = trips.sent[:3], trips.sent[3:]
+    assert claim == ["statement", "parse", "parse"]
+    assert filing[0] == "BEGIN" and filing[-1] == "COMMIT"
+    assert "BEGIN" not in filing[1:] and "COMMIT" not in filing[:-1]
+
+
+def test_the_worker_parks_a_delivery_out_of_attempts_when_its_claim_picks_it(
+    store: tuple[Database, Settings],
+) -> None:
+    """A delivery whose every claim ended with its worker's death is picked by the next
+    claim, not claimed: parked as failed (on PostgreSQL after the one-statement claim,
+    in a transaction of its own, checked again there)."""
+    db, _ = store
+    db.migrate()
+    settings = _settings(db, max_attempts=1)
+    user, box = _owner(db)
+    _queue(db, settings, box, make_message(from_=user.email, to=["j@c.example"]).as_bytes(), "")
+    now = datetime.now(UTC)
+    with db.writing() as session:  # the one attempt, whose worker died
+        claim = claim_due(
+            session, now, limit=1, max_bytes=10**6, max_attempts=1, skip_locked=not db.is_sqlite
+        )
+    assert len(claim.deliveries) == 1
+    later = now + timedelta(seconds=settings.claim_lease_seconds + 1)
+    queued: set[Outbound] = set()
+    progress = crmdrop.worker._process_batch(db, settings, later, queued)
+    assert progress is crmdrop.worker.Progress.MORE  # it parked one: look again at once
+    assert queued == {Outbound.WEBHOOKS}  # delivery.failed, for the endpoints that want it
+    [delivery] = _deliveries(db)
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.reason.startswith("parked after 1 attempts")
+    assert crmdrop.worker._process_batch(db, settings, later, set()) is crmdrop.worker.Progress.IDLE

@@ -53,13 +53,13 @@ def _patch_worker() -> None:
                 record[name] = time.time()
                 record[name + "_cpu"] = time.thread_time()
                 if name == "claim":
-                    record["ids"] = result[0]
+                    record["ids"] = [delivery.id for delivery in result.deliveries]
             return result
 
         return wrapped
 
     worker._claim = stamp("claim", worker._claim)
-    worker.load_claimed = stamp("load", worker.load_claimed)
+    worker._parse_all = stamp("parse", worker._parse_all)
     worker._decide_batch = stamp("decide", worker._decide_batch)
     # The loop's step: `file_next` (`process_one` before it).
     name = "file_next" if hasattr(serve, "file_next") else "process_one"

@@ -40,8 +40,10 @@ from crmdrop.store.inbound import (
     Claim,
     ClaimedDelivery,
     claim_due,
-    load_claimed,
+    load_large,
     lock_queued,
+    park_exhausted,
+    pick_due,
     record_failure,
     release_claim,
     release_claims,
@@ -215,40 +217,156 @@ class Progress(enum.Enum):
 
 
 def _claim(db: Database, settings: Settings, now: datetime, limit: int) -> Claim:
-    """A batch claimed in its own short write transaction (`claim_due`)."""
+    """A batch claimed, small messages loaded with it; a large one is read after, outside
+    the write lock (SQLite). PostgreSQL: one statement outside a transaction block
+    (`pick_due`; deliveries out of attempts are parked after it, in a transaction);
+    SQLite: a short write transaction (`claim_due`)."""
     lease = timedelta(seconds=settings.claim_lease_seconds)
-    with db.writing() as session:
-        return claim_due(
-            session,
+    if db.is_sqlite:
+        with db.writing() as session:
+            claim = claim_due(
+                session,
+                now,
+                limit=limit,
+                max_bytes=BATCH_BYTES,
+                max_attempts=settings.max_attempts,
+                skip_locked=False,
+                lease=lease,
+            )
+    else:
+        claim = _claim_at_once(db, settings, now, limit, lease)
+    if any(d.raw is None and d.raw_digest is not None for d in claim.deliveries):
+        with db.reading() as session:
+            load_large(session, claim.deliveries)
+    return claim
+
+
+def _claim_at_once(
+    db: Database, settings: Settings, now: datetime, limit: int, lease: timedelta
+) -> Claim:
+    """PostgreSQL: the claim in one round trip (an idle worker's whole look at the queue)."""
+    with db.autocommit() as conn:
+        picked = pick_due(
+            conn,
             now,
             limit=limit,
             max_bytes=BATCH_BYTES,
             max_attempts=settings.max_attempts,
-            skip_locked=not db.is_sqlite,
             lease=lease,
         )
+    parked = 0
+    if picked.exhausted:
+        with db.writing() as session:
+            parked = park_exhausted(session, picked.exhausted, now, settings.max_attempts)
+    return Claim(picked.deliveries, parked, picked.more)
 
 
 def _process_batch(
     db: Database, settings: Settings, now: datetime, queued: set[Outbound]
 ) -> Progress:
-    """Claim a batch, parse and decide it under one read snapshot, then apply it in one
-    short write transaction; should that fail, each delivery is applied (or failed) on
-    its own. Three transactions for up to `BATCH` deliveries instead of two for each:
-    SQLite has one writer and a commit is an fsync; on PostgreSQL the claim skips rows
-    other workers hold (SKIP LOCKED) and is a lease, so any number of workers share
-    the queue and a dead one's batch is taken over when its lease runs out. Each step
-    asks the database once per batch what it can (`BatchCache`): on PostgreSQL every
-    statement is a round trip. `queued` gets the outgoing queues the batch added to."""
-    claimed, parked, left = _claim(db, settings, now, BATCH)
-    if parked:  # parking emits delivery.failed
+    """Claim a batch (its messages loaded with it), parse it outside any transaction,
+    then decide and apply it; should the apply fail, each delivery is applied (or
+    failed) on its own. On PostgreSQL every statement, and the BEGIN and COMMIT of each
+    transaction, is a round trip, so the claim is one statement outside a transaction
+    block and a batch decides and applies in one transaction (`_file_at_once`). SQLite has one
+    writer: there the batch is decided on a read snapshot and only applied under the
+    write lock (`_file_in_two`). The claim skips rows other workers hold (SKIP LOCKED)
+    and is a lease, so any number of workers share the queue and a dead one's batch is
+    taken over when its lease runs out. Each step asks the database once per batch what
+    it can (`BatchCache`). `queued` gets the outgoing queues the batch added to."""
+    claim = _claim(db, settings, now, BATCH)
+    if claim.parked:  # parking emits delivery.failed
         queued.add(Outbound.WEBHOOKS)
-    if not claimed:
-        return Progress.MORE if parked else Progress.IDLE
+    if not claim.deliveries:
+        return Progress.MORE if claim.parked else Progress.IDLE
     failed: list[Failure] = []
+    parsed = _parse_all(claim.deliveries, failed)
+    file = _file_in_two if db.is_sqlite else _file_at_once
+    deferred = file(db, settings, now, parsed, failed, queued)
+    for failure in failed:
+        _record_failure(db, settings, failure)
+        queued.add(Outbound.WEBHOOKS)  # a parked delivery emits delivery.failed
+    more = claim.more or bool(deferred) or any(failure.race for failure in failed)
+    return Progress.MORE if more else Progress.DRAINED
+
+
+Decided = tuple[int, ParsedMessage, Decision]  # a delivery's id, its message, its decision
+# A claimed delivery, its message, and the CPU time its parse took (its time budget).
+Parsed = tuple[ClaimedDelivery, ParsedMessage, float]
+
+
+def _parse_all(deliveries: list[ClaimedDelivery], failed: list[Failure]) -> list[Parsed]:
+    """Parse the claimed messages, outside any transaction (on PostgreSQL a backend
+    waiting in an open transaction for the parse was most of a batch's time); their
+    raw bytes are let go as soon as each is parsed. Failures go to `failed`."""
+    parsed: list[Parsed] = []
+    for delivery in deliveries:
+        try:
+            message, started = _parse(delivery)
+            # The budget counts this delivery's own parse, not its neighbours'.
+            parsed.append((delivery, message, time.monotonic() - started))
+        except Exception:
+            failed.append(Failure.current(delivery.id))
+        finally:
+            delivery.raw = None
+    return parsed
+
+
+def _file_at_once(
+    db: Database,
+    settings: Settings,
+    now: datetime,
+    parsed: list[Parsed],
+    failed: list[Failure],
+    queued: set[Outbound],
+) -> list[int]:
+    """PostgreSQL: lock the batch's deliveries that are still queued, decide and apply
+    them in one transaction (the late-duplicate check is the decision's own: a note
+    filed meanwhile by another worker fails on its unique key, and the batch is then
+    applied one at a time, each checked again). The ids deferred to the next round."""
+    decided: list[Decided] = []
+    deferred: list[int] = []
+    cache = BatchCache(writes=BatchWrites(sequences=True))
+    try:
+        with db.writing() as session:
+            locked = _lock(session, parsed, failed)
+            mine = [one for one in parsed if one[0].id in locked]
+            decided, deferred = _decide_batch(session, mine, settings, now, failed, cache)
+            unclaim(session, deferred)
+            todo = [(locked[i], message, decision) for i, message, decision in decided]
+            _apply_locked(session, todo, settings, now, cache)
+        queued.update(queued_in(session))  # committed
+    except Exception:
+        _apply_one_by_one(db, settings, now, decided, deferred, cache.accounts, failed, queued)
+    return deferred
+
+
+def _lock(
+    session: Session, parsed: list[Parsed], failed: list[Failure]
+) -> dict[int, ClaimedDelivery]:
+    """The batch's deliveries still queued, locked (`lock_queued`); when the database
+    fails, every delivery's attempt failed with it."""
+    try:
+        return lock_queued(session, [delivery.id for delivery, _, _ in parsed])
+    except Exception:
+        failed.extend(Failure.current(delivery.id) for delivery, _, _ in parsed)
+        raise
+
+
+def _file_in_two(
+    db: Database,
+    settings: Settings,
+    now: datetime,
+    parsed: list[Parsed],
+    failed: list[Failure],
+    queued: set[Outbound],
+) -> list[int]:
+    """SQLite: decide the batch on a read snapshot, then apply it in a short write
+    transaction (the write lock is the whole database's), each delivery locked and its
+    note checked again there. The ids deferred to the next round."""
     cache = BatchCache()
     with db.reading() as session:
-        decided, deferred = _decide_batch(session, claimed, settings, now, failed, cache)
+        decided, deferred = _decide_batch(session, parsed, settings, now, failed, cache)
     accounts = cache.accounts  # the settings the decisions were taken with
     try:
         with db.writing() as session:
@@ -256,44 +374,46 @@ def _process_batch(
             _apply_all(session, decided, settings, now, accounts)
         queued.update(queued_in(session))  # committed
     except Exception:
+        _apply_one_by_one(db, settings, now, decided, deferred, accounts, failed, queued)
+    return deferred
+
+
+def _apply_one_by_one(
+    db: Database,
+    settings: Settings,
+    now: datetime,
+    decided: list[Decided],
+    deferred: list[int],
+    accounts: dict[int, AccountSettings],
+    failed: list[Failure],
+    queued: set[Outbound],
+) -> None:
+    """After a batch's transaction failed: give back the deferred claims, then apply
+    each decision in a transaction of its own (locked and checked again there)."""
+    if decided:
         log.warning("a batch of %d failed; applying one at a time", len(decided))
+    if deferred:
         with db.writing() as session:
             unclaim(session, deferred)
-        for one in decided:
-            try:
-                with db.writing() as session:
-                    _apply_all(session, [one], settings, now, accounts)
-                queued.update(queued_in(session))
-            except Exception:
-                failed.append(Failure.current(one[0]))
-    for failure in failed:
-        _record_failure(db, settings, failure)
-        queued.add(Outbound.WEBHOOKS)  # a parked delivery emits delivery.failed
-    more = left or bool(deferred) or any(failure.race for failure in failed)
-    return Progress.MORE if more else Progress.DRAINED
-
-
-Decided = tuple[int, ParsedMessage, Decision]  # a delivery's id, its message, its decision
+    for one in decided:
+        try:
+            with db.writing() as session:
+                _apply_all(session, [one], settings, now, accounts)
+            queued.update(queued_in(session))
+        except Exception:
+            failed.append(Failure.current(one[0]))
 
 
 def _decide_batch(
     session: Session,
-    claimed: list[int],
+    parsed: list[Parsed],
     settings: Settings,
     now: datetime,
     failed: list[Failure],
     cache: BatchCache,
 ) -> tuple[list[Decided], list[int]]:
-    """Parse every claimed delivery, then decide them in claim order: the decided ones
-    and those deferred to the next round (`_depends_on`); failures go to `failed`."""
-    parsed: list[tuple[ClaimedDelivery, ParsedMessage, float]] = []
-    for delivery in load_claimed(session, claimed):
-        try:
-            message, started = _parse(delivery)
-            # The budget counts this delivery's own parse, not its neighbours'.
-            parsed.append((delivery, message, time.monotonic() - started))
-        except Exception:
-            failed.append(Failure.current(delivery.id))
+    """Decide the parsed deliveries in claim order: the decided ones and those deferred
+    to the next round (`_depends_on`); failures go to `failed`."""
     decided: list[Decided] = []
     deferred: list[int] = []
     keys: set[str] = set()
@@ -343,10 +463,24 @@ def _apply_all(
     todo = [(queued[i], parsed, decision) for i, parsed, decision in decided if i in queued]
     writes = BatchWrites(sequences=session.get_bind().dialect.name == "postgresql")
     cache = BatchCache(accounts=dict(accounts or {}), writes=writes)
+    _apply_locked(session, todo, settings, now, cache)
+
+
+def _apply_locked(
+    session: Session,
+    todo: list[tuple[ClaimedDelivery, ParsedMessage, Decision]],
+    settings: Settings,
+    now: datetime,
+    cache: BatchCache,
+) -> None:
+    """Apply decisions to locked deliveries; `cache.writes` holds the batch's writes.
+    A view the decisions were taken on in this same transaction (`_file_at_once`)
+    answers the late-duplicate check from what it read; a new one asks again."""
+    assert cache.writes is not None
     cache.prefetch_apply(session, [(d.account_id, decision) for d, _, decision in todo])
     for delivery, parsed, decision in todo:
         apply_decision(session, delivery, parsed, decision, settings=settings, now=now, cache=cache)
-    writes.finish(session, now)
+    cache.writes.finish(session, now)
 
 
 def worker_started(db: Database) -> None:

@@ -147,7 +147,7 @@ def _ping_when_idle(engine: Engine) -> None:
     """Check a connection at checkout only when it was idle past `PING_AFTER_IDLE`.
 
     `pool_pre_ping` checks every checkout: a round trip and a transaction of its own,
-    before each of the worker's three transactions per batch and each group commit. A
+    before each of the worker's transactions and each group commit. A
     connection back in use within the second was working a moment ago; one that fails
     anyway is invalidated by SQLAlchemy on the error, as it would be mid-transaction."""
 
@@ -212,6 +212,13 @@ class Database:
         """A plain Core connection in a read transaction: for the hot RCPT lookup."""
         with self.read_engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """PostgreSQL: a connection outside any transaction block, where a statement is
+        a transaction of its own — one round trip, no BEGIN and COMMIT around it."""
+        with self.write_engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

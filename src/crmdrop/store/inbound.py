@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Insert,
     Integer,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    not_,
     or_,
     select,
     update,
@@ -334,77 +336,90 @@ _CLAIMABLE = (
     .limit(bindparam("limit", type_=Integer))
 )
 _CLAIMABLE_SKIP_LOCKED = _CLAIMABLE.with_for_update(skip_locked=True)
+_COLUMNS = [
+    _D[name]
+    for name in [
+        "id",
+        "account_id",
+        "user_id",
+        "dropbox_kind",
+        "mail_from",
+        "subject",
+        "author",
+        "message_id",
+        "sender_auth",
+        "attempts",
+        "received_at",
+        "status",
+        "reason",
+    ]
+]
+# A raw message up to this size comes with its claim (at most 32 of them, 8 MiB); a
+# larger one is read in pieces (`load_large`), never whole by the database driver.
+_SMALL_RAW = 256 * 1024
+_RAW_DATA = _RAW.c
+_SMALL_RAW_DATA = (
+    select(case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data), else_=None))
+    .where(_RAW_DATA.digest == _D.raw_digest)
+    .scalar_subquery()
+)
 _CLAIM = (
     update(_DELIVERIES)
     .where(in_list(_D.id, "ids"))
     .values(attempts=_D.attempts + 1, claimed_at=_NOW)
 )
-
-
-class Claim(NamedTuple):
-    """What `claim_due` did: the ids claimed, how many deliveries it parked, and whether
-    another delivery was still due when it claimed (the worker claims again at once
-    instead of waiting to be woken)."""
-
-    ids: list[int]
-    parked: int
-    more: bool
-
-
-def claim_due(
-    session: Session,
-    now: datetime,
-    *,
-    limit: int,
-    max_bytes: int,
-    max_attempts: int,
-    skip_locked: bool,
-    lease: timedelta = LEASE,
-) -> Claim:
-    """Claim due deliveries for this worker.
-
-    Claiming counts the attempt, so a message that kills or hangs the worker — whose
-    failure no exception handler ever records — is still parked after `max_attempts`.
-    At most `limit` deliveries and, past the first, `max_bytes` of raw message.
-    It reads one row more than it may claim: that row says whether anything is left
-    (it was a second statement, `SELECT … LIMIT 1`, after every partial batch). Under
-    SKIP LOCKED that row stays locked until this short transaction ends; a worker that
-    skips it meanwhile sees no more due, but this one does and claims again.
-    """
-    query = _CLAIMABLE_SKIP_LOCKED if skip_locked else _CLAIMABLE
-    claimed: list[int] = []
-    exhausted: list[int] = []
-    total = 0
-    rows = session.execute(query, {"now": now, "stale": now - lease, "limit": limit + 1}).all()
-    # Every row read (limit + 1) may mean more beyond them, whatever was parked.
-    more = len(rows) > limit
-    for row in rows:
-        if row.attempts >= max_attempts:
-            exhausted.append(row.id)
-            continue
-        if len(claimed) == limit or (claimed and total + row.size > max_bytes):
-            more = True
-            break
-        claimed.append(row.id)
-        total += row.size
-    if exhausted:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(exhausted))
-            .values(
-                status=FAILED,
-                claimed_at=None,
-                finished_at=now,
-                reason=f"parked after {max_attempts} attempts: the worker stopped while "
-                "processing it (a crash or a hang); see last_error for any error before",
-            ),
-            execution_options={"synchronize_session": False},
-        )
-        for parked in session.scalars(select(Delivery).where(Delivery.id.in_(exhausted))):
-            emit_delivery(session, parked, Event.DELIVERY_FAILED, now=now)
-    if claimed:
-        session.execute(_CLAIM, {"ids": claimed, "now": now})
-    return Claim(claimed, len(exhausted), more)
+# On PostgreSQL the claim is one statement: it picks the due deliveries (one more than
+# it may claim: that one says whether more is due) under SKIP LOCKED, claims those within
+# the limits, and returns, for each delivery picked in order, whether its attempts are
+# exhausted and, for one it claimed, what the worker files: its columns and a small raw
+# message (in PostgreSQL's binary format, not as hex text twice the size). Run outside a
+# transaction block, that is one round trip where BEGIN, SELECT, UPDATE and COMMIT were
+# four — and the one round trip of a worker that finds nothing due.
+_MAX_ATTEMPTS = bindparam("max_attempts", type_=Integer)
+_PICKED = _CLAIMABLE.add_columns(_D.next_attempt_at).with_for_update(skip_locked=True).cte("picked")
+_P = _PICKED.c
+_IN_PICK_ORDER = [_P.next_attempt_at, _P.id]
+_LIVE = _P.attempts < _MAX_ATTEMPTS
+_RANKED = select(
+    _P.id,
+    (_P.attempts >= _MAX_ATTEMPTS).label("exhausted"),
+    func.row_number().over(order_by=_IN_PICK_ORDER).label("place"),
+    func.count().filter(_LIVE).over(order_by=_IN_PICK_ORDER).label("n"),
+    func.sum(_P.size).filter(_LIVE).over(order_by=_IN_PICK_ORDER).label("total"),
+).cte("ranked")
+_R = _RANKED.c
+_CLAIMED = (
+    update(_DELIVERIES)
+    .where(
+        _D.id == _R.id,
+        not_(_R.exhausted),
+        _R.n <= bindparam("claim", type_=Integer),
+        or_(_R.n == 1, _R.total <= bindparam("max_bytes", type_=BigInteger)),
+    )
+    .values(attempts=_D.attempts + 1, claimed_at=_NOW)
+    .returning(*_COLUMNS, _D.raw_digest, _SMALL_RAW_DATA.label("raw"))
+    .cte("claimed")
+)
+_CLAIM_AT_ONCE = (
+    select(
+        _R.id,
+        _R.exhausted,
+        *[_CLAIMED.c[c.name] for c in _COLUMNS],
+        _CLAIMED.c.raw_digest,
+        _CLAIMED.c.raw,
+    )
+    .select_from(_RANKED.outerjoin(_CLAIMED, _CLAIMED.c.id == _R.id))
+    .order_by(_R.place)
+    .execution_options(**{BINARY_RESULTS: True})
+)
+# On SQLite (no round trips) the claim is `_CLAIMABLE`, `_CLAIM`, then this load, in one
+# transaction: no index answers a subquery in SQLite's RETURNING (every raw message
+# would be scanned).
+_LOAD_CLAIMED = (
+    select(*_COLUMNS, _D.raw_digest, case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data)))
+    .select_from(_DELIVERIES.outerjoin(_RAW))
+    .where(in_list(_D.id, "ids"))
+)
 
 
 @dataclass(eq=False)
@@ -426,72 +441,190 @@ class ClaimedDelivery:
     received_at: datetime
     status: str
     reason: str
-    raw: bytes | None = None  # loaded by `load_claimed` only
+    raw_digest: str | None = None  # set by the claim (the key of its raw message)
+    raw: bytes | None = None  # set by the claim (a small message) or `load_large`
     note_id: int | None = None  # set: written (None leaves the column as it is)
     plan: dict[str, object] | None = None  # set: written (a refusal writes none)
 
 
-_COLUMNS = [
-    _DELIVERIES.c[name]
-    for name in [
-        "id",
-        "account_id",
-        "user_id",
-        "dropbox_kind",
-        "mail_from",
-        "subject",
-        "author",
-        "message_id",
-        "sender_auth",
-        "attempts",
-        "received_at",
-        "status",
-        "reason",
-    ]
-]
-# A raw message up to this size comes with its delivery (one query for the batch: at
-# most 32 of them, 8 MiB; in PostgreSQL's binary format, not as hex text twice the
-# size); a larger one is read in pieces (`_read_large`), never whole by the driver.
-_SMALL_RAW = 256 * 1024
-_RAW_DATA = _RAW.c
-_LOAD_CLAIMED = (
-    select(
-        *_COLUMNS,
-        _RAW_DATA.digest,
-        _RAW_DATA.size,
-        case((_RAW_DATA.size <= _SMALL_RAW, _RAW_DATA.data), else_=None),
-    )
-    .select_from(_DELIVERIES.outerjoin(_RAW))
-    .where(in_list(_DELIVERIES.c.id, "ids"))
-    .execution_options(**{BINARY_RESULTS: True})
-)
+class Claim(NamedTuple):
+    """What `claim_due` did: the deliveries claimed (in claim order, a small message's
+    bytes loaded), how many deliveries it parked, and whether another delivery was
+    still due when it claimed (the worker claims again at once instead of waiting to
+    be woken)."""
+
+    deliveries: list[ClaimedDelivery]
+    parked: int
+    more: bool
+
+
+def claim_due(
+    session: Session,
+    now: datetime,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_attempts: int,
+    skip_locked: bool,
+    lease: timedelta = LEASE,
+) -> Claim:
+    """Claim due deliveries for this worker, in the caller's transaction.
+
+    Claiming counts the attempt, so a message that kills or hangs the worker — whose
+    failure no exception handler ever records — is still parked after `max_attempts`.
+    At most `limit` deliveries and, past the first, `max_bytes` of raw message.
+    It reads one row more than it may claim: that row says whether anything is left
+    (it was a second statement, `SELECT … LIMIT 1`, after every partial batch). Under
+    SKIP LOCKED that row stays locked until this short transaction ends; a worker that
+    skips it meanwhile sees no more due, but this one does and claims again.
+    """
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        picked = pick_due(
+            conn, now, limit=limit, max_bytes=max_bytes, max_attempts=max_attempts, lease=lease
+        )
+    else:
+        picked = _pick_due_in_two(conn, now, limit, max_bytes, max_attempts, lease, skip_locked)
+    parked = park_exhausted(session, picked.exhausted, now, max_attempts)
+    return Claim(picked.deliveries, parked, picked.more)
+
+
+class Picked(NamedTuple):
+    """A claim before its exhausted deliveries are parked (`park_exhausted`)."""
+
+    deliveries: list[ClaimedDelivery]
+    exhausted: list[int]
+    more: bool
+
+
+def pick_due(
+    conn: Connection,
+    now: datetime,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_attempts: int,
+    lease: timedelta = LEASE,
+) -> Picked:
+    """PostgreSQL: claim due deliveries in one statement (`_CLAIM_AT_ONCE`); on a
+    connection outside a transaction block it is a transaction of its own, one round
+    trip. Deliveries out of attempts are picked, not claimed: for `park_exhausted`."""
+    params = {
+        "now": now,
+        "stale": now - lease,
+        "limit": limit + 1,
+        "claim": limit,
+        "max_bytes": max_bytes,
+        "max_attempts": max_attempts,
+    }
+    rows = conn.execute(_CLAIM_AT_ONCE, params).all()
+    more = len(rows) > limit  # a row past the limit: more is due
+    deliveries: list[ClaimedDelivery] = []
+    exhausted: list[int] = []
+    for picked, out_of_attempts, *columns, digest, data in rows:
+        if out_of_attempts:
+            exhausted.append(picked)
+        elif columns[0] is None:  # left for the next claim (the limit, the bytes)
+            more = True
+        else:
+            delivery = ClaimedDelivery(*columns)
+            delivery.raw_digest, delivery.raw = digest, data
+            deliveries.append(delivery)
+    return Picked(deliveries, exhausted, more)
+
+
+def _pick_due_in_two(
+    conn: Connection,
+    now: datetime,
+    limit: int,
+    max_bytes: int,
+    max_attempts: int,
+    lease: timedelta,
+    skip_locked: bool,
+) -> Picked:
+    """SQLite (where nothing is a round trip): pick, then claim the picked."""
+    query = _CLAIMABLE_SKIP_LOCKED if skip_locked else _CLAIMABLE
+    claimed: list[int] = []
+    exhausted: list[int] = []
+    total = 0
+    rows = conn.execute(query, {"now": now, "stale": now - lease, "limit": limit + 1}).all()
+    # Every row read (limit + 1) may mean more beyond them, whatever was parked.
+    more = len(rows) > limit
+    for row in rows:
+        if row.attempts >= max_attempts:
+            exhausted.append(row.id)
+            continue
+        if len(claimed) == limit or (claimed and total + row.size > max_bytes):
+            more = True
+            break
+        claimed.append(row.id)
+        total += row.size
+    return Picked(_claim_and_load(conn, claimed, now), exhausted, more)
+
+
+def _claim_and_load(conn: Connection, ids: list[int], now: datetime) -> list[ClaimedDelivery]:
+    """Claim `ids`: their deliveries, in that order, with a small message's bytes."""
+    if not ids:
+        return []
+    params = {"ids": ids, "now": now}
+    conn.execute(_CLAIM, params)
+    found: dict[int, ClaimedDelivery] = {}
+    for *columns, digest, data in conn.execute(_LOAD_CLAIMED, params):
+        delivery = found[columns[0]] = ClaimedDelivery(*columns)
+        delivery.raw_digest, delivery.raw = digest, data
+    return [found[i] for i in ids if i in found]
+
+
+def park_exhausted(session: Session, ids: list[int], now: datetime, max_attempts: int) -> int:
+    """Park the deliveries among `ids` still queued and out of attempts (a worker that
+    claimed them died each time), with `delivery.failed`; how many. Checked again here:
+    on PostgreSQL another worker may have picked and parked them meanwhile."""
+    if not ids:
+        return 0
+    parked = session.scalars(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.status == QUEUED, Delivery.attempts >= max_attempts)
+        .values(
+            status=FAILED,
+            claimed_at=None,
+            finished_at=now,
+            reason=f"parked after {max_attempts} attempts: the worker stopped while "
+            "processing it (a crash or a hang); see last_error for any error before",
+        )
+        .returning(Delivery.id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    if parked:
+        for delivery in session.scalars(select(Delivery).where(Delivery.id.in_(parked))):
+            emit_delivery(session, delivery, Event.DELIVERY_FAILED, now=now)
+    return len(parked)
+
+
+def load_large(session: Session, deliveries: list[ClaimedDelivery]) -> None:
+    """Read the raw messages the claim left out (over `_SMALL_RAW`) into one `bytes`
+    each, without the database driver's own copy of the whole value (SQLite would
+    build one, 25 MB for a 25 MB message; psycopg would hold its hex text, 50 MB): by
+    incremental blob I/O on SQLite, by slices on PostgreSQL. Outside the claim's
+    transaction: on SQLite that one holds the write lock."""
+    large: dict[str, list[ClaimedDelivery]] = {}
+    for delivery in deliveries:
+        if delivery.raw is None and delivery.raw_digest is not None:
+            large.setdefault(delivery.raw_digest, []).append(delivery)
+    for digest, waiting in large.items():
+        size = session.execute(
+            select(_RAW_DATA.size).where(_RAW_DATA.digest == digest)
+        ).scalar_one()
+        data = _read_large(session, digest, size)
+        for delivery in waiting:
+            delivery.raw = data
+
+
 _LOCK_QUEUED = (
     select(*_COLUMNS)
     .where(in_list(_DELIVERIES.c.id, "ids"), _DELIVERIES.c.status == QUEUED)
     .order_by(_DELIVERIES.c.id)
     .with_for_update()
 )
-
-
-def load_claimed(session: Session, ids: list[int]) -> list[ClaimedDelivery]:
-    """The claimed deliveries with their raw bytes, in claim order.
-
-    A small message comes in the same query as its delivery. A large one is read into
-    one `bytes` without the database driver's own copy of the whole value (SQLite would
-    build one, 25 MB for a 25 MB message; psycopg would hold its hex text, 50 MB): by
-    incremental blob I/O on SQLite, by slices on PostgreSQL."""
-    found: dict[int, ClaimedDelivery] = {}
-    large: dict[str, tuple[int, list[ClaimedDelivery]]] = {}
-    for *columns, digest, size, data in session.execute(_LOAD_CLAIMED, {"ids": ids}):
-        delivery = found[columns[0]] = ClaimedDelivery(*columns)
-        delivery.raw = data
-        if digest is not None and data is None:
-            large.setdefault(digest, (size, []))[1].append(delivery)
-    for digest, (size, waiting) in large.items():
-        data = _read_large(session, digest, size)
-        for delivery in waiting:
-            delivery.raw = data
-    return [found[i] for i in ids if i in found]
 
 
 def lock_queued(session: Session, ids: list[int]) -> dict[int, ClaimedDelivery]:
@@ -501,7 +634,7 @@ def lock_queued(session: Session, ids: list[int]) -> dict[int, ClaimedDelivery]:
     Their raw bytes stay unloaded: the apply step has the parsed message."""
     if not ids:
         return {}
-    rows = session.execute(_LOCK_QUEUED, {"ids": ids})
+    rows = session.connection().execute(_LOCK_QUEUED, {"ids": ids})
     return {row[0]: ClaimedDelivery(*row) for row in rows}
 
 
