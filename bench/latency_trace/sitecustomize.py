@@ -26,17 +26,25 @@ def _emit(record: dict[str, Any]) -> None:
 
 
 def _patch_accept() -> None:
+    """Stamp each group commit: the writer thread's (`commit`) and the event loop's
+    (`try_commit`, SQLite; it returns False when it left the batch to the thread)."""
     from crmdrop.receive import service
 
-    original = service.Receiver.commit
+    commit, try_commit = service.Receiver.commit, service.Receiver.try_commit
 
-    def commit(self: Any, batch: list[Any]) -> None:
-        start = time.time()
-        original(self, batch)
-        ids = [i for item in batch for i in item.ids]
-        _emit({"k": "accept", "t0": start, "t1": time.time(), "ids": ids})
+    def stamped(original: Any) -> Any:
+        def wrapped(self: Any, batch: list[Any], *args: Any, **kwargs: Any) -> Any:
+            start = time.time()
+            done = original(self, batch, *args, **kwargs)
+            if done is not False:
+                ids = [i for item in batch for i in item.ids]
+                _emit({"k": "accept", "t0": start, "t1": time.time(), "ids": ids})
+            return done
 
-    service.Receiver.commit = commit  # type: ignore[method-assign]
+        return wrapped
+
+    service.Receiver.commit = stamped(commit)  # type: ignore[method-assign]
+    service.Receiver.try_commit = stamped(try_commit)  # type: ignore[method-assign]
 
 
 _BATCH = threading.local()
