@@ -420,6 +420,8 @@ class _RoundTrips:
             self.sent.append("COMMIT")
 
 
+# PostgreSQL only: SQLite has no round trips (and decides outside its write lock).
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
 def test_on_postgresql_a_batch_is_claimed_in_one_round_trip_and_filed_in_one_transaction(
     store: tuple[Database, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -428,8 +430,7 @@ def test_on_postgresql_a_batch_is_claimed_in_one_round_trip_and_filed_in_one_tra
     snapshot; the apply). Now the claim is one statement outside a transaction block,
     the parse waits on nothing, and the decision and its writes are one transaction."""
     db, _ = store
-    if db.is_sqlite:
-        pytest.skip("SQLite has no round trips (and decides outside its write lock)")
+    assert not db.is_sqlite
     db.migrate()
     settings = _settings(db)
     user, box = _owner(db)
