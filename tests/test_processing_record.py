@@ -4,15 +4,13 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from crmdrop.config import Settings, load_settings
+from crmdrop.config import Settings
 from crmdrop.dropbox.plan import DropboxKind
 from crmdrop.filing import preview
 from crmdrop.mail.parse import parse_message
@@ -23,7 +21,7 @@ from crmdrop.store.db import Database
 from crmdrop.store.deliveries import show_delivery
 from crmdrop.store.models import Delivery
 from crmdrop.worker import Progress, file_next, worker_started
-from tests.support import make_message, pg_database
+from tests.support import make_message
 
 FORWARD = """Please file this, thanks.
 
@@ -37,23 +35,11 @@ We would like to order three pumps.
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, Settings]]:
-    def open_db(url: str | None) -> tuple[Database, Settings]:
-        settings = load_settings(data_dir=tmp_path, domain="dropbox.test", database_url=url)
-        db = Database(settings.db_url)
-        db.migrate()
-        return db, settings
-
-    if request.param == "postgresql":
-        with pg_database() as url:
-            db, settings = open_db(url)
-            yield db, settings
-            db.dispose()
-    else:
-        db, settings = open_db(None)
-        yield db, settings
-        db.dispose()
+@pytest.fixture
+def migrated(store: tuple[Database, Settings]) -> tuple[Database, Settings]:
+    """conftest's database of the test's own, on both backends, migrated."""
+    store[0].migrate()
+    return store
 
 
 def _file_forward(db: Database, settings: Settings) -> tuple[int, dict[str, Any], int, str]:
@@ -103,9 +89,9 @@ def _stored_note(db: Database, delivery_id: int) -> dict[str, Any]:
 
 
 def test_the_record_leaves_the_notes_texts_to_the_note_and_shows_them_whole(
-    store: tuple[Database, Settings],
+    migrated: tuple[Database, Settings],
 ) -> None:
-    db, settings = store
+    db, settings = migrated
     delivery_id, draft, _, _ = _file_forward(db, settings)
     assert draft["own_text"] == "Please file this, thanks."
     assert "three pumps" in draft["body"] and draft["chain"]
@@ -120,9 +106,9 @@ def test_the_record_leaves_the_notes_texts_to_the_note_and_shows_them_whole(
 
 
 def test_an_undone_filing_keeps_the_notes_texts_in_its_record(
-    store: tuple[Database, Settings],
+    migrated: tuple[Database, Settings],
 ) -> None:
-    db, settings = store
+    db, settings = migrated
     delivery_id, draft, user_id, _ = _file_forward(db, settings)
     with db.writing() as session:
         account_id = session.get(Delivery, delivery_id).account_id  # type: ignore[union-attr]
