@@ -56,6 +56,21 @@ def _deliveries(db: Database) -> list[Delivery]:
         return list(session.scalars(sa.select(Delivery).order_by(Delivery.id)))
 
 
+def _one_message_to_two_users(db: Database) -> tuple[Settings, User, bytes]:
+    """A migrated database where one message from a client to alice and bob is queued
+    for each of them; (the settings, alice, the message)."""
+    db.migrate()
+    settings = _settings(db)
+    alice, box_a = _owner(db, "alice@mycorp.example")
+    _bob, box_b = _owner(db, "bob@mycorp.example")
+    raw = make_message(
+        from_="buyer@client.example", to=["alice@mycorp.example", "bob@mycorp.example"]
+    ).as_bytes()
+    for box in (box_a, box_b):
+        _queue(db, settings, box, raw, "buyer@client.example")
+    return settings, alice, raw
+
+
 def _settings(db: Database, **changes: object) -> Settings:
     return load_settings(
         domain="dropbox.test", database_url=db.url, retry_base_seconds=0, **changes
@@ -157,15 +172,7 @@ def test_a_plan_that_turns_out_a_duplicate_creates_no_second_case(
     store: tuple[Database, Settings],
 ) -> None:
     db, _ = store
-    db.migrate()
-    settings = _settings(db)
-    alice, box_a = _owner(db, "alice@mycorp.example")
-    _bob, box_b = _owner(db, "bob@mycorp.example")
-    raw = make_message(
-        from_="buyer@client.example", to=["alice@mycorp.example", "bob@mycorp.example"]
-    ).as_bytes()
-    for box in (box_a, box_b):
-        _queue(db, settings, box, raw, "buyer@client.example")
+    settings, alice, raw = _one_message_to_two_users(db)
     now = datetime.now(UTC)
     # both decided on one snapshot, before either is filed
     decisions = _decide_on_one_snapshot(db, settings, [raw, raw], now)
@@ -297,15 +304,7 @@ def test_a_note_filed_elsewhere_while_a_batch_is_decided_makes_its_delivery_a_du
     own before the note's INSERT), another worker files the second delivery. The first
     is then filed as a duplicate of that note — never a second note, never a failure."""
     db, _ = store
-    db.migrate()
-    settings = _settings(db)
-    _alice, box_a = _owner(db, "alice@mycorp.example")
-    _bob, box_b = _owner(db, "bob@mycorp.example")
-    raw = make_message(
-        from_="buyer@client.example", to=["alice@mycorp.example", "bob@mycorp.example"]
-    ).as_bytes()
-    for box in (box_a, box_b):
-        _queue(db, settings, box, raw, "buyer@client.example")
+    settings, _alice, _raw = _one_message_to_two_users(db)
     monkeypatch.setattr(crmdrop.worker, "BATCH", 1)
     decide = crmdrop.worker._decide_batch
     meanwhile: list[bool] = []
