@@ -135,22 +135,29 @@ class OwnServer:
 
 
 def own_server(
-    backend: str, data_dir: Any, env: dict[str, str], *args: str, demo: bool = False
+    backend: str,
+    data_dir: Any,
+    env: dict[str, str],
+    *args: str,
+    demo: bool = False,
+    worker: bool = True,
 ) -> Iterator[OwnServer]:
     """Start one on `backend` ("sqlite" or "postgresql", in a fresh database); `args`:
-    more `crmdrop serve` flags."""
+    more `crmdrop serve` flags; `worker=False`: `serve --no-worker` (mail stays queued)."""
     if backend == "postgresql":
         with pg_database() as url:
-            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url, args, demo)
+            env = {**env, "CRMDROP_DATABASE_URL": url}
+            yield from _own(data_dir, env, url, args, demo=demo, worker=worker)
     else:
-        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}", args, demo)
+        url = f"sqlite:///{data_dir / 'crmdrop.db'}"
+        yield from _own(data_dir, env, url, args, demo=demo, worker=worker)
 
 
 def _own(
-    data_dir: Any, env: dict[str, str], url: str, args: tuple[str, ...], demo: bool = False
+    data_dir: Any, env: dict[str, str], url: str, args: tuple[str, ...], *, demo: bool, worker: bool
 ) -> Iterator[OwnServer]:
     server = ServerProcess(data_dir, env, *args, demo=demo)
-    server.start()
+    server.start(worker=worker)
     try:
         yield OwnServer(server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), url)
     finally:
