@@ -193,7 +193,8 @@ _SEP_GATE = re.compile(
 _SEP_FIRST = re.compile(
     "["
     + re.escape(
-        " \t-_=*~#<>[]" + "".join({p[0] for rows in SEPARATORS.values() for p, _, _ in rows})
+        " \t-_=*~#<>[]"
+        + "".join(sorted({p[0] for rows in SEPARATORS.values() for p, _, _ in rows}))
     )
     + "]",
     re.IGNORECASE,

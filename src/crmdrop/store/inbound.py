@@ -651,7 +651,7 @@ def _read_large(session: Session, digest: str, size: int) -> bytes:
 
 # The outcome of a batch's filings, one statement for the batch on either backend: a
 # pipelined executemany of one UPDATE per delivery cost ≈ 140 µs of the worker's CPU per
-# filing on PostgreSQL, ≈ 85 µs on SQLite (docs/performance.md, session 7). The rows are
+# filing on PostgreSQL, ≈ 80 µs on SQLite (docs/performance.md, session 7). The rows are
 # locked already (`lock_queued`). No plan (a refusal): NULL, which keeps the plan and the
 # note of an earlier filing of a retried delivery, as the ORM's update of changed fields
 # did. The plan is bound as its JSON text (`CleanJSONText`), as the JSON type stores it.
@@ -712,7 +712,10 @@ def finish_deliveries(session: Session, deliveries: list[ClaimedDelivery], now: 
         [d.id, status(d.status), reason(d.reason), note, plan(d.plan)]
         for d, note in zip(deliveries, notes, strict=True)
     ]
-    session.execute(_FINISH_SQLITE, {"now": now, "rows": json.dumps(rows)})
+    # Not ASCII-escaped: text that sqlite3 cannot encode (a lone surrogate) fails as a
+    # bound value would, rather than being stored as JSON's escape of it.
+    rows_text = json.dumps(rows, ensure_ascii=False)
+    session.execute(_FINISH_SQLITE, {"now": now, "rows": rows_text})
 
 
 def _bind_processor(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any]:
