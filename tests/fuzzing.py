@@ -115,16 +115,20 @@ def mutated(seeds: list[bytes], rng: random.Random) -> Iterator[bytes]:
 
 _VERBS = [b"HELO", b"EHLO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP", b"VRFY"]
 _VERBS += [b"EXPN", b"HELP", b"QUIT", b"STARTTLS", b"AUTH PLAIN", b"BDAT 10", b"XYZZY", b""]
+LMTP_VERBS = [b"LHLO", b"LHLO", *_VERBS]  # LMTP's greeting, and SMTP's (refused there)
 # aiosmtpd's reply when a handler raises and nobody catches it (ours would be a 451).
 EXCEPTION_MARKERS = ("500 Error: (", "Temporary failure on our side")
 
 
-def smtp_dialogue(rng: random.Random, dropbox: str, sender: str) -> list[bytes]:
-    """Chunks to write to one SMTP session: commands valid and not, odd arguments, huge
-    lines, binary, several commands in one write (pipelining), and sometimes DATA."""
+def smtp_dialogue(
+    rng: random.Random, dropbox: str, sender: str, verbs: list[bytes] = _VERBS
+) -> list[bytes]:
+    """Chunks to write to one SMTP (or, with `LMTP_VERBS`, LMTP) session: commands valid
+    and not, odd arguments, huge lines, binary, several commands in one write
+    (pipelining), and sometimes DATA."""
     chunks: list[bytes] = []
     for _ in range(rng.randint(1, 12)):
-        verb = rng.choice(_VERBS)
+        verb = rng.choice(verbs)
         arg = rng.choice(
             [
                 b"",
