@@ -24,10 +24,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_user, crmdrop_env, free_port, message
+
+if TYPE_CHECKING:
+    from crmdrop.receive.service import Receiver
 
 CLIENT = r"""
 import socket, sys, threading
@@ -62,19 +66,26 @@ for t in threads: t.join()
 """
 
 
-def run(args: argparse.Namespace, data: Path) -> None:
+def _setup(data: Path) -> tuple[dict[str, Any], Receiver]:
+    """A fresh SQLite database in `data` with one user; the receiver over it."""
     env = crmdrop_env(data, f"sqlite:///{data / 'crmdrop.db'}")
     user = add_user(env)
     os.environ.update(env)
     from crmdrop.config import load_settings
     from crmdrop.receive.service import Receiver
-    from crmdrop.receive.smtp import start_servers
     from crmdrop.store.db import Database
     from crmdrop.store.directory import OwnerCache
 
     settings = load_settings()
     db = Database(settings.db_url)
-    receiver = Receiver(db, settings, OwnerCache(db))
+    return user, Receiver(db, settings, OwnerCache(db))
+
+
+def run(args: argparse.Namespace, data: Path) -> None:
+    from crmdrop.receive.smtp import start_servers
+
+    user, receiver = _setup(data)
+    settings = receiver.settings
     port = free_port()
     body_file = data / "body.eml"
     raw = message(user["email"], "c@client.example").replace(b"\n", b"\r\n")
@@ -118,7 +129,7 @@ def run(args: argparse.Namespace, data: Path) -> None:
         f"per message (the event loop's thread {loop_cpu / total * 1000:.3f}), "
         f"{total / wall:.0f} msg/s wall"
     )
-    db.dispose()
+    receiver.db.dispose()
 
 
 class _Transport(asyncio.Transport):
@@ -144,21 +155,13 @@ def parts(args: argparse.Namespace, data: Path) -> None:
     """CPU per message of each piece alone, on one thread: the LMTP protocol (with the
     RCPT answer from memory and a commit that answers at once), `Receiver.prepare`
     (headers, sender check) and `Receiver.commit` of one message (SQLite)."""
-    env = crmdrop_env(data, f"sqlite:///{data / 'crmdrop.db'}")
-    user = add_user(env)
-    os.environ.update(env)
-    from crmdrop.config import load_settings
     from crmdrop.receive.batch import GroupCommitter
     from crmdrop.receive.envelope import Acceptor, Transaction
     from crmdrop.receive.lmtp import LMTPServer
-    from crmdrop.receive.service import Receiver
     from crmdrop.spool import Spool
-    from crmdrop.store.db import Database
-    from crmdrop.store.directory import OwnerCache
 
-    settings = load_settings()
-    db = Database(settings.db_url)
-    receiver = Receiver(db, settings, OwnerCache(db))
+    user, receiver = _setup(data)
+    settings = receiver.settings
     raw = message(user["email"], "c@client.example").replace(b"\n", b"\r\n")
     answer = receiver.check_recipient(user["dropbox"]["note"])
     rcpt = answer[1]
@@ -209,7 +212,7 @@ def parts(args: argparse.Namespace, data: Path) -> None:
         ("commit (one message each)", commit()),
     ):
         print(f"{name}: {seconds / count * 1000:.3f} ms CPU per message")
-    db.dispose()
+    receiver.db.dispose()
 
 
 def main() -> None:

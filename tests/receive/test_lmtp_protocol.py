@@ -6,7 +6,6 @@ mid-DATA, the idle timeout, and a burst of messages on one connection filed once
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import time
@@ -19,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import SERVER_ENV, OwnServer, own_server
-from tests.support import make_message, wait_for
+from tests.support import make_message, open_files_in, wait_for
 
 IDLE_TIMEOUT = 3.0
 THRESHOLD = 16 * 1024
@@ -248,18 +247,6 @@ def test_an_oversized_message_is_refused_per_recipient_and_the_session_goes_on(
     assert sorted(d["subject"] for d in data["deliveries"]) == ["small", "small"]
 
 
-def _spool_files(pid: int, where: Path) -> list[str]:
-    found = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith(str(where)):
-            found.append(target)
-    return found
-
-
 def test_a_client_gone_mid_data_loses_nothing_accepted_and_leaves_no_spool_file(
     own: OwnServer, spool_dir: Path
 ) -> None:
@@ -278,8 +265,8 @@ def test_a_client_gone_mid_data_loses_nothing_accepted_and_leaves_no_spool_file(
         client.cmd("DATA")
         cut_off = body_of("cut off", owner) + (b"z" * 998 + b"\r\n") * 100  # past the threshold
         client.send(cut_off)
-        wait_for(lambda: _spool_files(pid, spool_dir), timeout=30, what="DATA spooled to a file")
-    wait_for(lambda: not _spool_files(pid, spool_dir), timeout=30, what="the spool file closed")
+        wait_for(lambda: open_files_in(pid, spool_dir), timeout=30, what="DATA spooled to a file")
+    wait_for(lambda: not open_files_in(pid, spool_dir), timeout=30, what="the spool file closed")
     data = own.cli.export(owner["account"])
     assert [d["subject"] for d in data["deliveries"]] == ["accepted"]
 

@@ -326,13 +326,10 @@ class LMTPServer(asyncio.Protocol):
         if self._helo is None:
             self._reply(NEED_LHLO)
             return
-        arg = _keyword_arg("FROM:", arg)
-        address, params = parsed_address(arg) if arg is not None else (None, None)
-        if arg is None or address == "":
-            self._reply(MAIL_SYNTAX)
-        elif address is None or params is None:
-            self._reply(MALFORMED)
-        elif self._txn is not None:
+        address, params = self._address("FROM:", arg, MAIL_SYNTAX)
+        if address is None or params is None:
+            return
+        if self._txn is not None:
             self._reply(b"503 Error: nested MAIL command")
         else:
             refusal = self._mail_params(params.upper().split())
@@ -342,6 +339,21 @@ class LMTPServer(asyncio.Protocol):
                 return
             self._txn = Transaction(address)
             self._reply(b"250 2.1.0 OK")
+
+    def _address(
+        self, keyword: str, arg: str | None, syntax: bytes
+    ) -> tuple[str | None, str | None]:
+        """(address, parameters) of a MAIL FROM:/RCPT TO: argument, as aiosmtpd parses
+        it; (None, None) once the refusal is given."""
+        arg = _keyword_arg(keyword, arg)
+        address, params = parsed_address(arg) if arg is not None else (None, None)
+        if arg is None or address == "":
+            self._reply(syntax)
+        elif address is None or params is None:
+            self._reply(MALFORMED)
+        else:
+            return address, params
+        return None, None
 
     def _mail_params(self, options: list[str]) -> str | bytes | None:
         """The refusal of MAIL FROM's parameters (BODY, SMTPUTF8, SIZE), if any."""
@@ -369,13 +381,10 @@ class LMTPServer(asyncio.Protocol):
         if txn is None:
             self._reply(b"503 Error: need MAIL command")
             return
-        arg = _keyword_arg("TO:", arg)
-        address, params = parsed_address(arg) if arg is not None else (None, None)
-        if arg is None or address == "":
-            self._reply(RCPT_SYNTAX)
-        elif address is None or params is None:
-            self._reply(MALFORMED)
-        elif (options := _params(params.upper().split())) is None:
+        address, params = self._address("TO:", arg, RCPT_SYNTAX)
+        if address is None or params is None:
+            return
+        if (options := _params(params.upper().split())) is None:
             self._reply(RCPT_SYNTAX)
         elif options:
             self._reply("555 RCPT TO parameters not recognized or not implemented")
