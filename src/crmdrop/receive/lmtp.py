@@ -180,7 +180,12 @@ class LMTPServer(asyncio.Protocol):
             return
         self._buffer += data
         self._deadline = self._loop.time() + self.config.idle_timeout
-        self._process()
+        try:
+            self._process()
+        except Exception:  # a fault of ours outside a command (the spool's disk full)
+            log.exception("LMTP session from %s failed", self._peer)
+            self._reply(TEMPFAIL)  # nothing of what is unanswered was accepted: retried
+            self._close()
 
     def eof_received(self) -> bool:
         """Keep the connection for the reply to a command still being answered."""
