@@ -10,7 +10,7 @@ import random
 import pytest
 
 from tests.conftest import Crm
-from tests.fuzzing import EXCEPTION_MARKERS, LMTP_VERBS, run_dialogue, smtp_dialogue
+from tests.fuzzing import EXCEPTION_MARKERS, lmtp_dialogue, run_dialogue
 from tests.support import lmtp_session, make_message
 
 
@@ -22,7 +22,7 @@ def test_random_lmtp_dialogues_never_meet_an_exception_and_the_port_keeps_servin
     rng = random.Random(20261130)
     logged = crm.server.log_path.stat().st_size
     for _ in range(40):
-        chunks = smtp_dialogue(rng, owner.dropbox["note"], owner.email, LMTP_VERBS)
+        chunks = lmtp_dialogue(rng, owner.dropbox["note"], owner.email)
         replies = run_dialogue(crm.lmtp, chunks)
         assert replies and replies[0].startswith("220"), replies[:3]
         broken = [r for r in replies if any(m in r for m in EXCEPTION_MARKERS)]
