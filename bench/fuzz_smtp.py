@@ -1,11 +1,13 @@
-"""Fuzz the SMTP dialogue of a running `crmdrop serve` (started here, SQLite, on free
-ports): random and malformed command sequences, huge lines, binary, pipelining.
+"""Fuzz the SMTP (or, with `--lmtp`, the LMTP) dialogue of a running `crmdrop serve`
+(started here, SQLite, on free ports): random and malformed command sequences, huge
+lines, binary, pipelining.
 
-    .venv/bin/python bench/fuzz_smtp.py [--seconds S] [--seed N]
+    .venv/bin/python bench/fuzz_smtp.py [--seconds S] [--seed N] [--lmtp]
 
 Counts sessions, replies by code, and replies that came from an exception (aiosmtpd's
 "500 Error: (…)" or our 451); checks after every 50 sessions that the server still files
-a real message. Results: docs/reliability.md.
+a real message, and at the end that the server logged no traceback. Results:
+docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import SERVER_ENV  # noqa: E402
-from tests.fuzzing import EXCEPTION_MARKERS, run_dialogue, smtp_dialogue  # noqa: E402
+from tests.fuzzing import (  # noqa: E402
+    EXCEPTION_MARKERS,
+    lmtp_dialogue,
+    run_dialogue,
+    smtp_dialogue,
+)
 from tests.support import Cli, ServerProcess, make_message, smtp_send  # noqa: E402
 
 
@@ -30,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lmtp", action="store_true", help="the LMTP port (our own server)")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="crmdrop-smtpfuzz-"))
     server = ServerProcess(data_dir, SERVER_ENV)
@@ -40,10 +48,12 @@ def main() -> None:
     codes: collections.Counter[str] = collections.Counter()
     sessions = broken = checks = 0
     deadline = time.monotonic() + args.seconds
+    port = server.lmtp_port if args.lmtp else server.smtp_port
+    dialogue = lmtp_dialogue if args.lmtp else smtp_dialogue
     try:
         while time.monotonic() < deadline:
-            chunks = smtp_dialogue(rng, owner["dropbox"]["note"], owner["email"])
-            replies = run_dialogue(server.smtp_port, chunks)
+            chunks = dialogue(rng, owner["dropbox"]["note"], owner["email"])
+            replies = run_dialogue(port, chunks)
             sessions += 1
             codes.update(r[:3] for r in replies)
             bad = [r for r in replies if any(m in r for m in EXCEPTION_MARKERS)]
@@ -52,15 +62,16 @@ def main() -> None:
                 print("BROKEN", chunks[:3], bad or replies[:2], flush=True)
             if sessions % 50 == 0:
                 msg = make_message(from_=owner["email"], to=["jane@customer.example"])
-                assert (
-                    smtp_send(server.smtp_port, owner["email"], [owner["dropbox"]["note"]], msg)
-                    == {}
+                sent = smtp_send(
+                    port, owner["email"], [owner["dropbox"]["note"]], msg, lmtp=args.lmtp
                 )
+                assert sent == {}
                 checks += 1
     finally:
         server.stop()
     print(f"sessions {sessions}, replies {sum(codes.values())}, from an exception {broken}")
     print(f"real messages accepted between them: {checks}; replies by code: {dict(codes)}")
+    print(f"tracebacks in the server's log: {server.log_path.read_text().count('Traceback')}")
 
 
 if __name__ == "__main__":

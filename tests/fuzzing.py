@@ -113,18 +113,21 @@ def mutated(seeds: list[bytes], rng: random.Random) -> Iterator[bytes]:
 
 # --- SMTP dialogues ----------------------------------------------------------------
 
-_VERBS = [b"HELO", b"EHLO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP", b"VRFY"]
-_VERBS += [b"EXPN", b"HELP", b"QUIT", b"STARTTLS", b"AUTH PLAIN", b"BDAT 10", b"XYZZY", b""]
+SMTP_VERBS = [b"HELO", b"EHLO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP", b"VRFY"]
+SMTP_VERBS += [b"EXPN", b"HELP", b"QUIT", b"STARTTLS", b"AUTH PLAIN", b"BDAT 10", b"XYZZY", b""]
 # aiosmtpd's reply when a handler raises and nobody catches it (ours would be a 451).
 EXCEPTION_MARKERS = ("500 Error: (", "Temporary failure on our side")
 
 
-def smtp_dialogue(rng: random.Random, dropbox: str, sender: str) -> list[bytes]:
-    """Chunks to write to one SMTP session: commands valid and not, odd arguments, huge
-    lines, binary, several commands in one write (pipelining), and sometimes DATA."""
+def smtp_dialogue(
+    rng: random.Random, dropbox: str, sender: str, verbs: list[bytes] = SMTP_VERBS
+) -> list[bytes]:
+    """Chunks to write to one SMTP session (or another's, with its `verbs`): commands
+    valid and not, odd arguments, huge lines, binary, several commands in one write
+    (pipelining), and sometimes DATA."""
     chunks: list[bytes] = []
     for _ in range(rng.randint(1, 12)):
-        verb = rng.choice(_VERBS)
+        verb = rng.choice(verbs)
         arg = rng.choice(
             [
                 b"",
@@ -144,10 +147,30 @@ def smtp_dialogue(rng: random.Random, dropbox: str, sender: str) -> list[bytes]:
         else:
             chunks.append(line)
         if verb == b"DATA" and rng.random() < 0.7:
-            body = mutate(
-                b"From: " + sender.encode() + b"\r\nSubject: fuzz\r\n\r\nhi\r\n", rng
-            ).replace(b"\r\n.\r\n", b"\r\n..\r\n")
-            chunks.append(body + b"\r\n.\r\n")
+            chunks.append(_fuzz_body(rng, sender))
+    return chunks
+
+
+def _fuzz_body(rng: random.Random, sender: str) -> bytes:
+    """A mutated message, then the end of DATA (an end inside it is stuffed away)."""
+    body = mutate(b"From: " + sender.encode() + b"\r\nSubject: fuzz\r\n\r\nhi\r\n", rng)
+    return body.replace(b"\r\n.\r\n", b"\r\n..\r\n") + b"\r\n.\r\n"
+
+
+LMTP_VERBS = [b"LHLO", b"LHLO", *SMTP_VERBS]  # LMTP's greeting, and SMTP's (refused there)
+
+
+def lmtp_dialogue(rng: random.Random, dropbox: str, sender: str) -> list[bytes]:
+    """Chunks for one LMTP session: as `smtp_dialogue`, and half of them begin with a valid
+    transaction (pipelined or not; most with DATA and a mutated body), so that DATA and
+    the replies per recipient are reached often."""
+    chunks = smtp_dialogue(rng, dropbox, sender, LMTP_VERBS)
+    if rng.random() < 0.5:
+        start = [b"LHLO fuzz\r\n", f"MAIL FROM:<{sender}>\r\n".encode()]
+        start += [f"RCPT TO:<{dropbox}>\r\n".encode()] * rng.randint(1, 3)
+        if rng.random() < 0.6:
+            start += [b"DATA\r\n", _fuzz_body(rng, sender)]
+        chunks = ([b"".join(start)] if rng.random() < 0.5 else start) + chunks
     return chunks
 
 

@@ -432,3 +432,16 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def open_files_in(pid: int, where: Path) -> list[str]:
+    """The files (deleted ones too: temporary files) process `pid` holds open in `where`."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(where)):
+            found.append(target)
+    return found

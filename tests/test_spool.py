@@ -27,7 +27,7 @@ from crmdrop.store.db import Database
 from crmdrop.store.models import Attachment, Delivery, RawMessage
 from crmdrop.worker import process_one
 from tests.conftest import SERVER_ENV, own_server
-from tests.support import make_message, pg_database, wait_for
+from tests.support import make_message, open_files_in, pg_database, wait_for
 
 THRESHOLD = 64 * 1024
 
@@ -59,19 +59,6 @@ def test_a_spool_rolls_over_to_a_file_and_reads_back_every_byte() -> None:
         b"Subject: y\n\n",
         small.getvalue(),
     )
-
-
-def _spool_files(pid: int, where: Path) -> list[str]:
-    """The temporary files (deleted, still open) process `pid` holds in `where`."""
-    found = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith(str(where)):
-            found.append(target)
-    return found
 
 
 def test_a_message_past_the_spool_threshold_is_stored_and_filed_byte_for_byte(
@@ -109,14 +96,14 @@ def test_a_message_past_the_spool_threshold_is_stored_and_filed_byte_for_byte(
             # Past the threshold the message waits in a temporary file, not in memory.
             pid = own.server.proc.pid
             wait_for(
-                lambda: _spool_files(pid, spool_dir),  # noqa: B023 - used at once
+                lambda: open_files_in(pid, spool_dir),  # noqa: B023 - used at once
                 timeout=30,
                 what="DATA spooled to a file",
             )
             client.send(stuffed[half:] + b".\r\n")
             code, reply = client.getreply()
             assert code == 250, reply
-        assert _spool_files(own.server.proc.pid, spool_dir) == []  # closed, so deleted
+        assert open_files_in(own.server.proc.pid, spool_dir) == []  # closed, so deleted
         engine = sa.create_engine(own.url.replace("postgresql://", "postgresql+psycopg://"))
         try:
             with engine.connect() as conn:

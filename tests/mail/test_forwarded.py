@@ -222,3 +222,37 @@ def test_the_fast_label_and_separator_tests_accept_exactly_what_the_full_pattern
     for line in lines:
         assert fw._is_label_line(line) == bool(fw._LABEL_LINE.match(line)), line
         assert bool(fw._SEP_ANY.match(line)) == bool(full_sep.match(line)), line
+
+
+def test_the_first_character_test_lets_through_every_line_the_separator_gate_reads() -> None:
+    """The scan asks `_SEP_GATE` only of lines whose first character `_MAY_SEPARATE`
+    admits: every separator phrase, its first letter in each case any code point folds
+    to (as `re` folds it), after each decoration, and the underscore and Notes lines."""
+    import sys
+
+    from crmdrop.mail import forwarded as fw
+    from crmdrop.mail.labels import SEPARATORS
+
+    phrases = [p for rows in SEPARATORS.values() for p, _, _ in rows]
+    firsts = {p[0] for p in phrases}
+    by_form: dict[str, set[str]] = {}
+    for c in firsts:
+        for form in (c.lower(), c.upper(), c.casefold()):
+            by_form.setdefault(form, set()).add(c)
+    variants: dict[str, set[str]] = {c: {c} for c in firsts}
+    for point in range(sys.maxunicode + 1):
+        x = chr(point)
+        for form in (x.lower(), x.upper(), x.casefold()):
+            for c in by_form.get(form, ()):
+                variants[c].add(x)
+    lines = ["_" * 12, "----- Forwarded by Jane Doe/ACME on 03/15/2021 10:22 AM -----"]
+    for phrase in phrases:
+        for x in variants[phrase[0]]:
+            rest = x + phrase[1:]
+            lines += [rest, rest.upper(), rest.lower()]
+            lines += [f"{decor}{rest} {decor}" for decor in ("-----", "__", "=", "*", "~", "#")]
+            lines += [f"{decor}{rest}" for decor in ("<", ">", "[", "]", "- ")]
+    gated = [line for line in lines if fw._SEP_GATE.match(line)]
+    assert len(gated) > len(phrases)  # the lines are ones the gate reads
+    for line in gated:
+        assert fw._MAY_SEPARATE[line[0]], line

@@ -187,6 +187,37 @@ _SEP_GATE = re.compile(
         for rx in (_SEP_ANY, _UNDERSCORE, _NOTES_SEP)
     )
 )
+# The first character of a stripped line that `_SEP_GATE` can match: a decoration
+# (`_SEP_DECOR`; "_" and "-" begin the other two tests) or a separator phrase's first
+# letter, in any case as `re` folds it (the same IGNORECASE as the phrases').
+_SEP_FIRST = re.compile(
+    "["
+    + re.escape(
+        " \t-_=*~#<>[]"
+        + "".join(sorted({p[0] for rows in SEPARATORS.values() for p, _, _ in rows}))
+    )
+    + "]",
+    re.IGNORECASE,
+)
+
+
+class _FirstChars(dict[str, bool]):
+    """Whether a line beginning with this character can be a separator (`_SEP_FIRST`),
+    kept per character: a dict look-up costs a few tens of ns, `_SEP_GATE.match` on a
+    line of prose ≈ 600 ns on this project's machine, 40 µs of a 70-line message
+    (docs/performance.md, session 7). At most `_FIRST_KEPT` characters are kept."""
+
+    def __missing__(self, first: str) -> bool:
+        found = _SEP_FIRST.match(first) is not None
+        if len(self) < _FIRST_KEPT:
+            self[first] = found
+        return found
+
+
+_FIRST_KEPT = 4096
+_MAY_SEPARATE = _FirstChars()
+
+
 _JOINERS = re.compile(
     r"^(?:" + "|".join(re.escape(j) for j in TIME_JOINERS) + r")\s+", re.IGNORECASE
 )
@@ -699,7 +730,8 @@ def _scan(lines: list[_Line], subject: str | None) -> list[_Found]:
         if not s:
             i += 1
             continue
-        nxt = scan.separator(i, s) if len(s) < _SEP_MAX and _SEP_GATE.match(s) else None
+        gated = len(s) < _SEP_MAX and _MAY_SEPARATE[s[0]] and _SEP_GATE.match(s)
+        nxt = scan.separator(i, s) if gated else None
         if nxt is None and _is_label_line(s):
             nxt = scan.header_block(i)
         if nxt is None and near[i]:

@@ -117,6 +117,22 @@ def _scrub_json(value: Any) -> Any:
     return _scrub(value)
 
 
+class CleanJSONText(TypeDecorator[Any]):
+    """A JSON value bound as its text (`CleanJSON`'s, NUL-free), for a statement that
+    casts it itself: the plans of a batch's deliveries bound as one array
+    (`store.inbound.finish_deliveries`). The text is encoded once, and walked only when
+    it has the escape of a NUL."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: object) -> str | None:
+        if value is None:
+            return None
+        encoded = json.dumps(value)
+        return json.dumps(_scrub(value)) if "\\u0000" in encoded else encoded
+
+
 class Base(DeclarativeBase):
     pass
 
