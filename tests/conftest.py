@@ -102,18 +102,28 @@ def _server_env(url: str | None, relay: Relay) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def crm(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, relay: Relay
-) -> Iterator[Crm]:
-    """`crmdrop serve` on SQLite and on PostgreSQL: every pipeline test runs on both."""
-    backend: str = request.param
-    data_dir = tmp_path_factory.mktemp(f"crm-{backend}")
-    if backend == "postgresql":
-        with pg_database() as url:
-            yield from _run(backend, data_dir, _server_env(url, relay), relay)
-    else:
-        yield from _run(backend, data_dir, _server_env(None, relay), relay)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def crm(request: pytest.FixtureRequest) -> Crm:
+    """`crmdrop serve` on SQLite and on PostgreSQL: every pipeline test runs on both.
+
+    Both servers run for the whole session: pytest-xdist runs each file's tests together,
+    so a worker goes back and forth between the backends, and a parametrized session
+    fixture would be stopped and started again at each switch."""
+    server: Crm = request.getfixturevalue(f"crm_{request.param}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def crm_sqlite(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[Crm]:
+    data_dir = tmp_path_factory.mktemp("crm-sqlite")
+    yield from _run("sqlite", data_dir, _server_env(None, relay), relay)
+
+
+@pytest.fixture(scope="session")
+def crm_postgresql(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[Crm]:
+    data_dir = tmp_path_factory.mktemp("crm-postgresql")
+    with pg_database() as url:
+        yield from _run("postgresql", data_dir, _server_env(url, relay), relay)
 
 
 def _run(backend: str, data_dir: Any, env: dict[str, str], relay: Relay) -> Iterator[Crm]:
@@ -135,22 +145,29 @@ class OwnServer:
 
 
 def own_server(
-    backend: str, data_dir: Any, env: dict[str, str], *args: str, demo: bool = False
+    backend: str,
+    data_dir: Any,
+    env: dict[str, str],
+    *args: str,
+    demo: bool = False,
+    worker: bool = True,
 ) -> Iterator[OwnServer]:
     """Start one on `backend` ("sqlite" or "postgresql", in a fresh database); `args`:
-    more `crmdrop serve` flags."""
+    more `crmdrop serve` flags; `worker=False`: `serve --no-worker` (mail stays queued)."""
     if backend == "postgresql":
         with pg_database() as url:
-            yield from _own(data_dir, {**env, "CRMDROP_DATABASE_URL": url}, url, args, demo)
+            env = {**env, "CRMDROP_DATABASE_URL": url}
+            yield from _own(data_dir, env, url, args, demo=demo, worker=worker)
     else:
-        yield from _own(data_dir, env, f"sqlite:///{data_dir / 'crmdrop.db'}", args, demo)
+        url = f"sqlite:///{data_dir / 'crmdrop.db'}"
+        yield from _own(data_dir, env, url, args, demo=demo, worker=worker)
 
 
 def _own(
-    data_dir: Any, env: dict[str, str], url: str, args: tuple[str, ...], demo: bool = False
+    data_dir: Any, env: dict[str, str], url: str, args: tuple[str, ...], *, demo: bool, worker: bool
 ) -> Iterator[OwnServer]:
     server = ServerProcess(data_dir, env, *args, demo=demo)
-    server.start()
+    server.start(worker=worker)
     try:
         yield OwnServer(server, Cli({**env, "CRMDROP_DATA_DIR": str(data_dir)}), url)
     finally:

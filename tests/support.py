@@ -153,10 +153,6 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "serve.log"
 
-    def start_without_worker(self) -> None:
-        """`serve --no-worker`: accepted mail stays queued (nothing files it)."""
-        self.start(worker=False)
-
     def start(self, *, worker: bool = True) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0

@@ -74,9 +74,7 @@ def test_metrics_count_what_smtp_and_the_worker_did(crm: Crm) -> None:
 
 def test_a_stopped_worker_shows_as_queue_depth_and_age(tmp_path: Any) -> None:
     env = {"CRMDROP_DOMAIN": "dropbox.test", "CRMDROP_METRICS": "loopback"}
-    for own in own_server("sqlite", tmp_path, env):
-        own.server.stop()
-        own.server.start_without_worker()
+    for own in own_server("sqlite", tmp_path, env, worker=False):
         user = own.cli.json(
             "users", "add", "q@corp.example", "--name", "Q", "--account", "q", "--json"
         )

@@ -33,7 +33,8 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
-    yield from own_server("sqlite", Path(tmp_path_factory.mktemp("limits")), LIMITS)
+    """The SMTP limits, small; no worker: these tests stop at the SMTP dialogue."""
+    yield from own_server("sqlite", Path(tmp_path_factory.mktemp("limits")), LIMITS, worker=False)
 
 
 class Client:
@@ -207,7 +208,7 @@ def _listening(port: int) -> int:
 
 def test_two_acceptors_enforce_one_per_ip_session_limit(tmp_path: Path) -> None:
     env = {**LIMITS, "CRMDROP_DATA_DIR": str(tmp_path)}
-    for own in own_server("sqlite", tmp_path, env, "--acceptors", "2"):
+    for own in own_server("sqlite", tmp_path, env, "--acceptors", "2", worker=False):
         port = own.server.smtp_port
         wait_for(lambda port=port: _listening(port) == 2 or None, timeout=60, what="both acceptors")
         clients = [Client(port, "127.0.0.9") for _ in range(8)]  # the kernel spreads them

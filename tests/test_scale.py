@@ -68,7 +68,7 @@ def two_acceptors(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ow
         "CRMDROP_DATA_DIR": str(tmp_path),
         "CRMDROP_SMTP_MAX_SESSIONS_PER_IP": "100",
     }
-    yield from own_server(request.param, tmp_path, env, "--acceptors", "2")
+    yield from own_server(request.param, tmp_path, env, "--acceptors", "2", worker=False)
 
 
 def test_a_regenerated_token_is_refused_at_once_by_every_acceptor(
@@ -122,7 +122,7 @@ def _refused(client: smtplib.SMTP, sender: str, rcpt: str) -> bool:
 
 def test_data_keeps_every_byte_of_a_large_dot_stuffed_message(tmp_path: Path) -> None:
     env = {**SERVER_ENV, "CRMDROP_DATA_DIR": str(tmp_path)}
-    for own in own_server("sqlite", tmp_path, env):
+    for own in own_server("sqlite", tmp_path, env, worker=False):  # what DATA stored
         user = own.cli.add_user("owner@mycorp.example", "acme")
         body = ".leading dot\n..two dots\n.\nend\n" * 50
         msg = make_message(

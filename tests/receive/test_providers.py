@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import SERVER_ENV, OwnServer, own_server
+from tests.conftest import SERVER_ENV, Crm, OwnServer, own_server
 from tests.support import make_message, wait_for
 
 MAILGUN_KEY = "key-mailgun-test-signing"
@@ -418,8 +418,8 @@ def test_ses_a_subscription_confirmation_is_verified_and_left_to_the_admin(
     assert site.http.post("/inbound/ses", json=confirm).status_code == 401
 
 
-def test_an_endpoint_whose_key_is_not_set_answers_404(tmp_path: Path) -> None:
-    for own in own_server("sqlite", tmp_path, dict(SERVER_ENV)):
-        base = f"http://127.0.0.1:{own.server.http_port}"
-        for name in ("mailgun", "sendgrid", "postmark", "ses", "nosuch"):
-            assert httpx.post(f"{base}/inbound/{name}", content=b"{}").status_code == 404
+def test_an_endpoint_whose_key_is_not_set_answers_404(crm: Crm) -> None:
+    """The session's servers (tests/conftest.py) are given no provider's key."""
+    base = f"http://127.0.0.1:{crm.server.http_port}"
+    for name in ("mailgun", "sendgrid", "postmark", "ses", "nosuch"):
+        assert httpx.post(f"{base}/inbound/{name}", content=b"{}").status_code == 404

@@ -161,8 +161,11 @@ def client(web: Web) -> Iterator[WebClient]:
     c.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium, for one test file: Playwright's sync API keeps its event loop marked as
+    running in this thread until it stops, and a later file in the same pytest-xdist
+    worker that calls `asyncio.run` (tests/receive/test_idle_timer.py) would fail."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
