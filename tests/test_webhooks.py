@@ -283,16 +283,36 @@ def test_an_idle_server_does_not_poll_its_database(tmp_path: Path) -> None:
 
 def _idle_commits(own: OwnServer) -> int:
     """Transactions in the server's database in 4 s, once it has filed a message and
-    its backends have reported their statistics (an idle one does within 10 s)."""
+    its backends have been idle long enough to have reported their statistics."""
     data = own.cli.add_user("idle@mycorp.example", "idle")
     raw = make_message(from_=data["email"], to=["x@client.example"], subject="Idle")
     smtp_send(own.server.smtp_port, data["email"], [data["dropbox"]["note"]], raw)
     wait_for(lambda: own.cli.export("idle")["notes"], what="the note")
-    time.sleep(11)
+    _wait_until_backends_idle(own.url, seconds=11)
     with psycopg.connect(own.url, autocommit=True) as conn:
         before = _commits(conn)
         time.sleep(4)
         return _commits(conn) - before
+
+
+def _wait_until_backends_idle(url: str, *, seconds: float, timeout: float = 60) -> None:
+    """Until every backend of the database has been idle `seconds`: a backend reports its
+    transactions when idle, up to 10 s late, and the filing's (and the work it started:
+    the outbox, the webhook sender) must not land in the measured window. A server that
+    polls never gets there; after `timeout` the window is measured anyway, and counts it.
+    Asked on a connection of its own, closed before the window (its own reads reported)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+                " AND (state <> 'idle' OR state_change > now() - make_interval(secs => %s))",
+                (seconds,),
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            time.sleep(0.5)
 
 
 def _commits(conn: psycopg.Connection[Any]) -> int:
