@@ -300,7 +300,7 @@ def _wait_until_backends_idle(url: str, *, seconds: float, timeout: float = 60) 
     transactions when idle, up to 10 s late, and the filing's (and the work it started:
     the outbox, the webhook sender) must not land in the measured window. A server that
     polls never gets there; after `timeout` the window is measured anyway, and counts it.
-    Asked on a connection of its own, closed before the window (its own reads reported)."""
+    Asked on a connection of its own, closed before the window, its own reads reported."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
@@ -311,8 +311,13 @@ def _wait_until_backends_idle(url: str, *, seconds: float, timeout: float = 60) 
                 (seconds,),
             ).fetchone()
             if row is not None and row[0] == 0:
-                return
+                break
             time.sleep(0.5)
+        # A backend reports at most once a second, the rest when it goes idle or exits: a
+        # read a second after the last report takes this connection's own reads along,
+        # before the answer comes back, rather than at its exit, inside the window.
+        time.sleep(1.1)
+        conn.execute("SELECT 1")
 
 
 def _commits(conn: psycopg.Connection[Any]) -> int:
