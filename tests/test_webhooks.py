@@ -4,6 +4,7 @@ package (an implementation independent of ours). SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import smtplib
 import time
@@ -275,24 +276,30 @@ def test_an_idle_server_does_not_poll_its_database(tmp_path: Path) -> None:
     """PostgreSQL counts every transaction: with the safety polls a minute apart, an idle
     `serve` (worker, reply sender, webhook sender) runs next to none — no busy polling."""
     for own in own_server("postgresql", tmp_path, SLOW_POLL_ENV):
-        # The 4 s window holds this test's own two reads and little else; a sender
-        # polling every 0.2 s would have committed about 20 times.
-        commits = _idle_commits(own)
-        assert commits < 6, commits
+        # A 4 s window holds this test's own two reads and little else; a sender
+        # polling every 0.2 s would have committed about 20 times, in every window.
+        windows = _idle_commits(own)
+        assert min(windows) < 6, windows
 
 
-def _idle_commits(own: OwnServer) -> int:
-    """Transactions in the server's database in 4 s, once it has filed a message and
-    its backends have been idle long enough to have reported their statistics."""
+def _idle_commits(own: OwnServer) -> list[int]:
+    """Transactions in the server's database in each of two 4 s windows, once it has
+    filed a message and its backends have been idle long enough to have reported their
+    statistics. Two: PostgreSQL's own work counts too, and under the parallel suite an
+    autovacuum visit to this new database (a transaction per table it analyzes) or one
+    of the minute's safety polls fell into a single window (7 commits); polling falls
+    into both."""
     data = own.cli.add_user("idle@mycorp.example", "idle")
     raw = make_message(from_=data["email"], to=["x@client.example"], subject="Idle")
     smtp_send(own.server.smtp_port, data["email"], [data["dropbox"]["note"]], raw)
     wait_for(lambda: own.cli.export("idle")["notes"], what="the note")
     _wait_until_backends_idle(own.url, seconds=11)
     with psycopg.connect(own.url, autocommit=True) as conn:
-        before = _commits(conn)
-        time.sleep(4)
-        return _commits(conn) - before
+        counts = [_commits(conn)]
+        for _ in range(2):
+            time.sleep(4)
+            counts.append(_commits(conn))
+    return [after - before for before, after in itertools.pairwise(counts)]
 
 
 def _wait_until_backends_idle(url: str, *, seconds: float, timeout: float = 60) -> None:
