@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from aiosmtpd.smtp import SMTP
 
 from crmdrop.receive.batch import GroupCommitter
-from crmdrop.receive.service import TEMPFAIL, TOO_BIG, Rcpt, Receiver, same_dropbox
+from crmdrop.receive.service import TEMPFAIL, TOO_BIG, TOO_MANY, Rcpt, Receiver, same_dropbox
 from crmdrop.spool import Spool
 from crmdrop.telemetry import REFUSALS, Refusal
 
 log = logging.getLogger(__name__)
 
 LINE_LIMIT = 10_000  # RFC 5322 says 998, real mail does not always keep to it
-TOO_MANY = "452 4.5.3 Too many recipients"
 BAD_SENDER = "501 5.1.7 Bad sender address syntax (not UTF-8)"
 BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax (not UTF-8)"
 # Above this size the header check at end of DATA runs in a thread: a message can carry

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from crmdrop.dropbox.address import redact
-from crmdrop.receive.service import DUPLICATE, TEMPFAIL, TOO_BIG, Rcpt, Receiver
+from crmdrop.receive.service import DUPLICATE, TEMPFAIL, TOO_BIG, TOO_MANY, Rcpt, Receiver
 
 log = logging.getLogger(__name__)
-
-TOO_MANY = "452 4.5.3 Too many recipients"
 
 
 class Outcome(StrEnum):

@@ -53,6 +53,7 @@ OK_RCPT = "250 2.1.5 OK"
 UNKNOWN = "550 5.1.1 No such dropbox here: check the address, or it was regenerated"
 TOO_BIG = "552 5.3.4 Message too big for this dropbox"
 TEMPFAIL = "451 4.3.0 Temporary failure on our side, please try again later"
+TOO_MANY = "452 4.5.3 Too many recipients"
 DUPLICATE = "250 2.0.0 OK: already queued"
 
 
