@@ -42,6 +42,12 @@ class Remembered(Acceptor):
     def __init__(self) -> None:
         pass
 
+    def session_began(self) -> None:
+        pass  # no group commit to tell
+
+    def session_ended(self) -> None:
+        pass
+
     def cached(self, address: str) -> RcptAnswer | None:
         return OK_RCPT, None
 

@@ -38,6 +38,8 @@ def _writer_threads() -> list[threading.Thread]:
 
 
 class _NoConnection:
+    is_open = True
+
     def close(self) -> None:
         pass
 
@@ -188,4 +190,151 @@ def test_sqlite_with_the_write_lock_held_elsewhere_the_loop_does_not_wait(
     assert done.replies[0].startswith("250 2.0.0 OK: queued as")
     assert _stored(receiver.db) == 1
     assert set(_writer_threads()) - set(before)  # the thread took it
+    receiver.db.dispose()
+
+
+# --- the commit delay under load -------------------------------------------------------
+
+
+async def _yield_a_few() -> None:
+    """A few loop iterations, far less than `COMMIT_DELAY`: a commit scheduled for the
+    end of the current iteration has run by then, a delayed one has not."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def _busy(committer: GroupCommitter, sessions: int) -> Any:
+    """`sessions` open sessions, and a burst that says messages come fast."""
+    for _ in range(sessions):
+        committer.session_began()
+    burst = [Prepared(Spool.of(b"b%d" % n), [], None, "", "smtp") for n in range(15)]
+    return asyncio.gather(*(committer.store(item) for item in burst))
+
+
+def _item(name: bytes) -> Prepared:
+    return Prepared(Spool.of(name), [], None, "", "smtp")
+
+
+def test_under_load_a_commit_waits_for_the_next_message_and_carries_both() -> None:
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+    first, second = _item(b"first"), _item(b"second")
+
+    async def run() -> bool:
+        await _busy(committer, sessions=20)
+        waiting = asyncio.ensure_future(committer.store(first))
+        await _yield_a_few()
+        waited = not any(first in items for items in stub.tried)
+        await asyncio.gather(waiting, committer.store(second))
+        return waited
+
+    assert _in_a_loop(run())  # not committed at the end of its iteration...
+    assert stub.tried[-1] == [first, second]  # ...but with the one that came next
+    assert first.replies == second.replies == ["250 on the loop"]
+
+
+def test_a_commit_waits_for_no_one_once_every_session_waits_on_it() -> None:
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+    first, second = _item(b"first"), _item(b"second")
+
+    async def run() -> list[Prepared]:
+        await _busy(committer, sessions=2)
+        both = asyncio.gather(committer.store(first), committer.store(second))
+        await _yield_a_few()  # nobody else could join: committed without the delay
+        tried = [item for items in stub.tried for item in items]
+        await both
+        return tried
+
+    assert {id(first), id(second)} <= {id(item) for item in _in_a_loop(run())}
+    assert stub.tried[-1] == [first, second]
+
+
+def test_at_a_low_rate_or_after_a_quiet_spell_no_commit_waits() -> None:
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+    lone, after_quiet = _item(b"lone"), _item(b"after a quiet spell")
+
+    async def committed_at_once(item: Prepared) -> bool:
+        stored = asyncio.ensure_future(committer.store(item))
+        await _yield_a_few()
+        await stored
+        return [item] in stub.tried and stub.tried.index([item]) == len(stub.tried) - 1
+
+    async def run() -> tuple[bool, bool]:
+        for _ in range(20):
+            committer.session_began()
+        at_once = await committed_at_once(lone)  # the first message: no rate seen yet
+        await _busy(committer, sessions=0)
+        await asyncio.sleep(batch.GAP_CAP * 2)  # the burst is over
+        return at_once, await committed_at_once(after_quiet)
+
+    assert _in_a_loop(run()) == (True, True)
+
+
+def test_a_slow_commit_stays_on_the_loop_when_the_thread_was_preempted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch, "SLOW_COMMIT", -1.0)  # every commit on the loop is "slow"
+    switches = iter(range(1000))
+    monkeypatch.setattr(batch, "_preempted", lambda: next(switches))  # ...and preempted
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+
+    async def two_rounds() -> None:
+        await _sessions(committer, stub, 2)
+        await _sessions(committer, stub, 2)
+
+    _in_a_loop(two_rounds())
+    assert [len(items) for items in stub.tried] == [2, 2]  # both on the loop
+    assert stub.committed == []
+
+
+def test_a_slow_first_commit_that_opened_the_connection_stays_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch, "SLOW_COMMIT", -1.0)
+    monkeypatch.setattr(_NoConnection, "is_open", False)  # each commit opens it
+    stub = _Stub()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+
+    async def two_rounds() -> None:
+        await _sessions(committer, stub, 2)
+        await _sessions(committer, stub, 2)
+
+    _in_a_loop(two_rounds())
+    assert [len(items) for items in stub.tried] == [2, 2]
+    assert stub.committed == []
+
+
+def test_sqlite_many_sessions_out_of_step_each_stored_once_in_shared_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver, address = _receiver(tmp_path)
+    committer = GroupCommitter(receiver)
+    commits: list[int] = []
+    real_try = receiver.try_commit
+
+    def counted(items: list[Prepared], quick: Any) -> bool:
+        commits.append(len(items))
+        return real_try(items, quick)
+
+    monkeypatch.setattr(receiver, "try_commit", counted)
+    for _ in range(20):
+        committer.session_began()
+
+    async def session(n: int) -> list[Prepared]:
+        done = []
+        for k in range(6):
+            done.append(await committer.store(_prepare(receiver, address, n * 100 + k)))
+            await asyncio.sleep(0.001 * (n % 3))  # sessions out of step, as an MTA's are
+        return done
+
+    async def ten() -> list[list[Prepared]]:
+        return list(await asyncio.gather(*map(session, range(10))))
+
+    answered = [item for done in _in_a_loop(ten()) for item in done]
+    ids = [int(item.replies[0].rsplit(" ", 1)[1]) for item in answered]
+    assert len(set(ids)) == 60 and _stored(receiver.db) == 60  # each stored once, answered
+    assert sum(commits) == 60 and len(commits) < 30  # in batches, not one commit each
     receiver.db.dispose()

@@ -97,6 +97,13 @@ class Acceptor:
         self.protocol = protocol
         self.max_recipients = max_recipients
 
+    def session_began(self) -> None:
+        """A client connected: one more session that may join a group commit."""
+        self.committer.session_began()
+
+    def session_ended(self) -> None:
+        self.committer.session_ended()
+
     def sender_refusal(self, address: str) -> str | None:
         """A MAIL FROM refused now, as the syntax error it is, not a 451 at every end of
         DATA (bytes that are no UTF-8); None when it may go on."""

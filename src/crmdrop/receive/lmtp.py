@@ -173,6 +173,7 @@ class LMTPServer(asyncio.Protocol):
         self._peer = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self._deadline = self._loop.time() + self.config.idle_timeout
         self._timer = self._loop.call_at(self._deadline, self._idle_check)
+        self.config.acceptor.session_began()
         transport.write(f"220 {self.config.hostname} crmdrop LMTP\r\n".encode())
 
     def data_received(self, data: bytes) -> None:
@@ -193,6 +194,7 @@ class LMTPServer(asyncio.Protocol):
         return self._mode is Mode.BUSY
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.config.acceptor.session_ended()
         self._mode = Mode.CLOSED
         self._transport = None
         self._buffer.clear()

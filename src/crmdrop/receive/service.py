@@ -135,6 +135,11 @@ class HeldConnection:
             self.close()
             raise
 
+    @property
+    def is_open(self) -> bool:
+        """Whether a connection is held (the next transaction opens none)."""
+        return self._conn is not None
+
     def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None

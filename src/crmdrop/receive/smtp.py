@@ -149,9 +149,12 @@ class DropboxSMTP(_EnhancedReplies, _RememberedAddresses, _LazyIdleTimer, Buffer
             if self.transport is not None:
                 self.transport.close()
             return
+        acceptor = self.event_handler.acceptor
+        acceptor.session_began()  # once per connection (STARTTLS makes it again)
         try:
             await super()._handle_client()
         finally:
+            acceptor.session_ended()
             if guard is not None:
                 guard.leave(ip)
 
