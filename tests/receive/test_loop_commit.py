@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,12 @@ async def _sessions(committer: GroupCommitter, stub: _Stub, count: int) -> list[
     return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
+async def _rounds(committer: GroupCommitter, stub: _Stub, count: int) -> None:
+    """`count` rounds of two sessions, one after the other."""
+    for _ in range(count):
+        await _sessions(committer, stub, 2)
+
+
 def test_messages_ended_in_one_iteration_are_committed_together_on_the_loop() -> None:
     stub = _Stub()
     done = _in_a_loop(_sessions(GroupCommitter(stub), stub, 5))  # type: ignore[arg-type]
@@ -98,20 +105,34 @@ def test_a_failed_attempt_on_the_loop_goes_to_the_thread_which_answers_451() -> 
     assert [item.replies for item in done] == [[TEMPFAIL]] * 3
 
 
-def test_after_a_slow_commit_the_next_ones_go_to_the_thread(
+def test_after_slow_commits_in_a_row_the_next_ones_go_to_the_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(batch, "SLOW_COMMIT", -1.0)  # every commit on the loop is "slow"
     stub = _Stub()
     committer = GroupCommitter(stub)  # type: ignore[arg-type]
 
-    async def two_rounds() -> None:
-        await _sessions(committer, stub, 2)  # on the loop, found slow
-        await _sessions(committer, stub, 2)  # to the thread for SLOW_HOLD seconds
-
-    _in_a_loop(two_rounds())
-    assert [len(items) for items in stub.tried] == [2]
+    # SLOW_STREAK rounds on the loop, found slow; the last to the thread (for SLOW_HOLD s)
+    _in_a_loop(_rounds(committer, stub, batch.SLOW_STREAK + 1))
+    assert [len(items) for items in stub.tried] == [2] * batch.SLOW_STREAK
     assert sum(len(items) for items in stub.committed) == 2
+
+
+def test_one_slow_commit_now_and_then_keeps_the_commits_on_the_loop() -> None:
+    stub = _Stub()
+    real_try = stub.try_commit
+    calls = iter(range(1000))
+
+    def every_other_one_slow(items: list[Prepared], quick: _NoConnection) -> bool:
+        if next(calls) % 2 == 0:
+            time.sleep(batch.SLOW_COMMIT * 2)  # a checkpoint, say: a wait, not a preemption
+        return real_try(items, quick)
+
+    stub.try_commit = every_other_one_slow  # type: ignore[method-assign]
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+
+    _in_a_loop(_rounds(committer, stub, batch.SLOW_STREAK * 3))
+    assert len(stub.tried) == batch.SLOW_STREAK * 3 and stub.committed == []
 
 
 def test_a_large_message_is_committed_by_the_thread() -> None:
@@ -281,12 +302,8 @@ def test_a_slow_commit_stays_on_the_loop_when_the_thread_was_preempted(
     stub = _Stub()
     committer = GroupCommitter(stub)  # type: ignore[arg-type]
 
-    async def two_rounds() -> None:
-        await _sessions(committer, stub, 2)
-        await _sessions(committer, stub, 2)
-
-    _in_a_loop(two_rounds())
-    assert [len(items) for items in stub.tried] == [2, 2]  # both on the loop
+    _in_a_loop(_rounds(committer, stub, batch.SLOW_STREAK + 1))
+    assert [len(items) for items in stub.tried] == [2] * (batch.SLOW_STREAK + 1)  # on the loop
     assert stub.committed == []
 
 
@@ -298,12 +315,8 @@ def test_a_slow_first_commit_that_opened_the_connection_stays_on_the_loop(
     stub = _Stub()
     committer = GroupCommitter(stub)  # type: ignore[arg-type]
 
-    async def two_rounds() -> None:
-        await _sessions(committer, stub, 2)
-        await _sessions(committer, stub, 2)
-
-    _in_a_loop(two_rounds())
-    assert [len(items) for items in stub.tried] == [2, 2]
+    _in_a_loop(_rounds(committer, stub, batch.SLOW_STREAK + 1))
+    assert [len(items) for items in stub.tried] == [2] * (batch.SLOW_STREAK + 1)
     assert stub.committed == []
 
 

@@ -20,9 +20,10 @@ fsync; on a disk that syncs in well under a millisecond, handing it to a thread 
 more of the loop's time (the queue, the GIL handed back and forth, the loop woken from
 another thread) than the commit blocks it. The
 loop never waits for SQLite's write lock: held elsewhere (the worker filing), the
-batch goes to the thread, as does a batch of large messages (`LOOP_COMMIT_BYTES`); and a
-commit that took long (a slow disk, a checkpoint) sends the commits of the next
-`SLOW_HOLD` seconds there too.
+batch goes to the thread, as does a batch of large messages (`LOOP_COMMIT_BYTES`); and
+`SLOW_STREAK` commits in a row that took long (a slow disk) send the commits of the next
+`SLOW_HOLD` seconds there too. One slow commit alone does not: a WAL checkpoint, or the
+GIL held by another thread meanwhile, makes one now and then on any disk.
 
 One writer thread takes the other messages (PostgreSQL's always: a commit there is
 several round trips) straight from a queue: the next batch starts as soon as a commit
@@ -51,9 +52,11 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 64
 # Raw bytes per group commit: 64 messages of 25 MB would be 1.6 GB in one transaction.
 MAX_BATCH_BYTES = 32 * 1024 * 1024
-# A commit on the event loop that took longer than this (seconds of wall time) sends the
-# commits of the next SLOW_HOLD seconds to the thread: the loop serves every session.
+# SLOW_STREAK commits in a row on the event loop that each took longer than this (seconds
+# of wall time) send the commits of the next SLOW_HOLD seconds to the thread: the loop
+# serves every session.
 SLOW_COMMIT = 0.005
+SLOW_STREAK = 3
 SLOW_HOLD = 2.0
 # A batch carrying more raw bytes than this is committed by the thread: writing a large
 # message into the database (a spooled one streams from its file) would stall the loop.
@@ -101,6 +104,7 @@ class GroupCommitter:
         self._pending: list[_Waiting] = []  # DATA ended, not yet committed nor handed over
         self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
         self._thread_until = 0.0  # its time before which commits go to the thread
+        self._slow_streak = 0  # commits on the loop found slow in a row
         self._last_arrival = -math.inf  # that loop's time of the last `store`
         self._gap = GAP_CAP  # the moving average of the time between two
         self.sessions = 0  # open SMTP/LMTP sessions (`session_began`, `session_ended`)
@@ -169,14 +173,19 @@ class GroupCommitter:
     def _commit_here(
         self, batch: list[_Waiting], quick: HeldConnection, loop: asyncio.AbstractEventLoop
     ) -> bool:
-        """One attempt on the loop; a commit found slow sends the next `SLOW_HOLD`
-        seconds' commits to the thread, unless it was slow for another reason than the
-        disk: this thread preempted (a busy machine), or the connection opened by it."""
+        """One attempt on the loop; `SLOW_STREAK` commits in a row found slow send the
+        next `SLOW_HOLD` seconds' commits to the thread. A commit slow for another reason
+        than the disk counts for nothing: this thread preempted (a busy machine), or the
+        connection opened by it."""
         opened, switches, start = quick.is_open, _preempted(), time.monotonic()
         done = self.receiver.try_commit([item for item, _ in batch], quick)
-        slow = time.monotonic() - start > SLOW_COMMIT
-        if slow and opened and _preempted() == switches:
-            self._thread_until = loop.time() + SLOW_HOLD
+        if time.monotonic() - start <= SLOW_COMMIT:
+            self._slow_streak = 0
+        elif opened and _preempted() == switches:
+            self._slow_streak += 1
+            if self._slow_streak >= SLOW_STREAK:
+                self._thread_until = loop.time() + SLOW_HOLD
+                self._slow_streak = 0
         return done
 
     def _hand_over(self, batch: list[_Waiting], loop: asyncio.AbstractEventLoop) -> None:
