@@ -351,3 +351,45 @@ def test_sqlite_many_sessions_out_of_step_each_stored_once_in_shared_commits(
     assert len(set(ids)) == 60 and _stored(receiver.db) == 60  # each stored once, answered
     assert sum(commits) == 60 and len(commits) < 30  # in batches, not one commit each
     receiver.db.dispose()
+
+
+class _Blocking:
+    """Stands in for a PostgreSQL `Receiver`: every commit in the thread, the first one
+    held until `release` is set."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.batches: list[list[Prepared]] = []
+
+    def held_connection(self) -> None:
+        return None
+
+    def quick_connection(self) -> None:
+        return None
+
+    def commit(self, items: list[Prepared], held: None = None) -> None:
+        self.entered.set()
+        self.release.wait(timeout=30)
+        self.batches.append(items)
+        for item in items:
+            item.replies = ["250 committed"]
+
+
+def test_no_wait_while_the_writer_thread_is_busy_its_next_commit_gathers() -> None:
+    stub = _Blocking()
+    committer = GroupCommitter(stub)  # type: ignore[arg-type]
+    later = _item(b"later")
+
+    async def run() -> int:
+        burst = _busy(committer, sessions=20)  # handed to the thread, held there
+        await asyncio.to_thread(stub.entered.wait, 30)
+        before = committer._queue.qsize()  # the thread takes nothing more meanwhile
+        waiting = asyncio.ensure_future(committer.store(later))
+        await _yield_a_few()
+        queued = committer._queue.qsize() - before  # handed over at once, not held
+        stub.release.set()
+        await asyncio.gather(burst, waiting)
+        return queued
+
+    assert _in_a_loop(run()) == 1
+    assert later.replies == ["250 committed"]

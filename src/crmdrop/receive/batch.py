@@ -11,7 +11,8 @@ transaction rewrites) besides ≈ 0.09 ms per message, and behind an MTA whose s
 each wait for their reply, commits would otherwise carry one message each. It waits
 only while messages arrive faster than one per `COMMIT_DELAY` (so never at a low rate)
 and only while some open session is not already waiting on it (a client with N
-sessions that all wait is answered at once).
+sessions that all wait is answered at once), and never while the writer thread is
+busy (PostgreSQL, or SQLite's thread): its next commit gathers what comes meanwhile.
 
 On SQLite the commit runs on the event loop itself, once per loop iteration: the
 messages whose DATA ended in this iteration are committed together by a callback the
@@ -26,9 +27,10 @@ batch goes to the thread, as does a batch of large messages (`LOOP_COMMIT_BYTES`
 GIL held by another thread meanwhile, makes one now and then on any disk.
 
 One writer thread takes the other messages (PostgreSQL's always: a commit there is
-several round trips) straight from a queue: the next batch starts as soon as a commit
-ends, without a round trip through the event loop, and the loop hears back once per
-batch (`call_soon_threadsafe`). Its connection stays warm, and SQLite has one writer
+several round trips) from a queue, handed over at the end of the loop iteration in
+which their DATA ended: the next batch starts as soon as a commit ends, without a round
+trip through the event loop, and the loop hears back once per batch
+(`call_soon_threadsafe`). Its connection stays warm, and SQLite has one writer
 anyway. It is also where a failed batch is retried one by one (451 for a message that
 fails alone).
 """
@@ -105,6 +107,7 @@ class GroupCommitter:
         self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
         self._thread_until = 0.0  # its time before which commits go to the thread
         self._slow_streak = 0  # commits on the loop found slow in a row
+        self._handed = self._stored = 0  # messages handed to the thread, and done there
         self._last_arrival = -math.inf  # that loop's time of the last `store`
         self._gap = GAP_CAP  # the moving average of the time between two
         self.sessions = 0  # open SMTP/LMTP sessions (`session_began`, `session_ended`)
@@ -144,7 +147,7 @@ class GroupCommitter:
         self._pending.append(waiting)
         count = len(self._pending)
         if count == 1:
-            if self._gap < COMMIT_DELAY and self.sessions > 1:
+            if self._gap < COMMIT_DELAY and self.sessions > 1 and not self._thread_busy():
                 self._flush_at = loop.call_at(now + COMMIT_DELAY, self._flush)
             else:
                 self._flush_at = loop.call_soon(self._flush)
@@ -191,8 +194,16 @@ class GroupCommitter:
     def _hand_over(self, batch: list[_Waiting], loop: asyncio.AbstractEventLoop) -> None:
         """To the writer thread, which commits (and answers) them."""
         self._start()
+        with self._lock:
+            self._handed += len(batch)
         for item, future in batch:
             self._queue.put((item, future, loop))
+
+    def _thread_busy(self) -> bool:
+        """Whether the writer thread has messages to commit: its next commit will carry
+        whatever is handed over meanwhile, no need to wait for company."""
+        with self._lock:
+            return self._handed > self._stored
 
     def _start(self) -> None:
         with self._lock:
@@ -215,6 +226,8 @@ class GroupCommitter:
         except BaseException:  # a bug: every message of the batch gets 451, the thread goes on
             log.exception("a group commit of %d messages failed", len(batch))
             failed = True
+        with self._lock:
+            self._stored += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Waiting]] = {}
         for item, future, loop in batch:
             by_loop.setdefault(loop, []).append((item, future))
