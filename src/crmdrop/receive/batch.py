@@ -109,7 +109,7 @@ class GroupCommitter:
         self._slow_streak = 0  # commits on the loop found slow in a row
         self._handed = self._stored = 0  # messages handed to the thread, and done there
         self._last_arrival = -math.inf  # that loop's time of the last `store`
-        self._gap = GAP_CAP  # the moving average of the time between two
+        self._gap = GAP_CAP  # the moving average of the time between two stores
         self.sessions = 0  # open SMTP/LMTP sessions (`session_began`, `session_ended`)
 
     def session_began(self) -> None:
