@@ -18,12 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import TupleRow
 from sqlalchemy import func, insert, make_url, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -184,7 +185,7 @@ class ServerProbe:
     what the workers' backends were doing when sampled (on CPU, waiting on a lock or
     on I/O, or idle in a transaction while the worker computes); the counters above."""
 
-    conn: psycopg.Connection[tuple[object, ...]]
+    conn: psycopg.Connection[TupleRow]
     first: dict[int, tuple[str, float]] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
     states: Counter[str] = field(default_factory=Counter)
@@ -202,7 +203,7 @@ class ServerProbe:
     def _counters(self) -> tuple[int, ...]:
         row = self.conn.execute(_COUNTERS).fetchone()
         assert row is not None
-        return tuple(int(v or 0) for v in row)  # type: ignore[call-overload]
+        return tuple(int(v or 0) for v in row)
 
     def sample(self, *, started: bool = False) -> None:
         self.samples += not started
@@ -219,11 +220,11 @@ class ServerProbe:
 
     def queued(self) -> int:
         row = self.conn.execute(_QUEUED).fetchone()
-        return int(row[0]) if row else 0  # type: ignore[call-overload]
+        return int(row[0]) if row else 0
 
     def report(self, filings: int) -> str:
         self.sample()
-        cpu: Counter[str] = Counter()
+        cpu: defaultdict[str, float] = defaultdict(float)
         for pid, (kind, start) in self.first.items():
             group = kind if kind in ("client backend", "autovacuum worker") else "background"
             cpu[group] += self.last[pid] - start
@@ -290,7 +291,8 @@ def timed_drain(
     if probe is not None:
         print("  " + probe.report(args.messages), flush=True)
     _report_log(logs)
-    return args.messages / elapsed
+    rate: float = args.messages / elapsed
+    return rate
 
 
 def prime(db: Database, env: dict[str, str], owner: Owner, contacts: int) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,12 +20,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 
 from crmdrop.store import accounts
 from crmdrop.store.contacts import get_contact, list_contacts
 from crmdrop.store.db import Database
 from crmdrop.store.models import (
+    Base,
     Company,
     Contact,
     ContactEmail,
@@ -39,6 +39,13 @@ from crmdrop.store.search import terms_of
 
 BATCH = 20_000
 HEAVY_NOTES = 2_000
+
+
+def _table(model: type[Base]) -> Table:
+    """The model's Core table: `insert(Model)` would take the ORM bulk path."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def _batches(total: int) -> range:
@@ -71,7 +78,7 @@ def _people(db: Database, account_id: int, contacts: int, start: datetime) -> No
     """Contacts in 997 companies, with one address each, and their search terms."""
     with db.writing() as session:
         session.execute(
-            insert(Company.__table__),
+            insert(_table(Company)),
             [
                 {
                     "id": k + 1,
@@ -86,7 +93,7 @@ def _people(db: Database, account_id: int, contacts: int, start: datetime) -> No
         for base in _batches(contacts):
             ids = range(base, min(base + BATCH, contacts))
             session.execute(
-                insert(Contact.__table__),
+                insert(_table(Contact)),
                 [
                     {
                         "id": i + 1,
@@ -101,7 +108,7 @@ def _people(db: Database, account_id: int, contacts: int, start: datetime) -> No
             )
             emails = {i: f"person{i}@client{i % 997}.example" for i in ids}
             session.execute(
-                insert(ContactEmail.__table__),
+                insert(_table(ContactEmail)),
                 [
                     {"account_id": account_id, "contact_id": i + 1, "email": e}
                     for i, e in emails.items()
@@ -127,7 +134,7 @@ def _notes(
         for base in _batches(notes):
             rng = range(base, min(base + BATCH, notes))
             session.execute(
-                insert(Note.__table__),
+                insert(_table(Note)),
                 [
                     {
                         "id": i + 1,
@@ -291,4 +298,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

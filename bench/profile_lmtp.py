@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, data: Path) -> None:
 class _Transport(asyncio.Transport):
     """Stands in for the socket: the protocol's cost alone (`--parts`)."""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         pass
 
     def pause_reading(self) -> None:
@@ -147,7 +147,7 @@ class _Transport(asyncio.Transport):
     def close(self) -> None:
         pass
 
-    def get_extra_info(self, name: str) -> object:
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 1)
 
 

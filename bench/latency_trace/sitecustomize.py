@@ -52,6 +52,7 @@ _BATCH = threading.local()
 
 def _patch_worker() -> None:
     from crmdrop import serve, worker
+    from crmdrop.store.signals import PgListener, WakeSocket
 
     def stamp(name: str, fn: Any) -> Any:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -95,17 +96,18 @@ def _patch_worker() -> None:
 
         return wrapped
 
-    class Listener(serve.PgListener):  # type: ignore[misc]
+    class Listener(PgListener):
         def __init__(self, url: str, handlers: dict[str, Any], on_lost: Any) -> None:
             super().__init__(url, {k: woken(v) for k, v in handlers.items()}, on_lost)
 
-    class Socket(serve.WakeSocket):  # type: ignore[misc]
+    class Socket(WakeSocket):
         def __init__(self, path: Any, event: threading.Event) -> None:
             super().__init__(path, event)
             event.set = woken(event.set)  # type: ignore[method-assign]
 
-    serve.PgListener = Listener
-    serve.WakeSocket = Socket
+    # `serve` imports both from `crmdrop.store.signals` and starts them by these names.
+    for attr, cls in (("PgListener", Listener), ("WakeSocket", Socket)):
+        setattr(serve, attr, cls)
 
 
 def _patch_begin() -> None:
