@@ -150,7 +150,7 @@ class DropboxSMTP(_EnhancedReplies, _RememberedAddresses, _LazyIdleTimer, Buffer
                 self.transport.close()
             return
         acceptor = self.event_handler.acceptor
-        acceptor.session_began()  # once per connection (STARTTLS makes it again)
+        acceptor.session_began()  # here: connection_made runs again after STARTTLS
         try:
             await super()._handle_client()
         finally:
