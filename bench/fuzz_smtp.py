@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import SERVER_ENV  # noqa: E402
 from tests.fuzzing import (  # noqa: E402
-    EXCEPTION_MARKERS,
+    exception_replies,
     lmtp_dialogue,
     run_dialogue,
     smtp_dialogue,
@@ -56,7 +56,7 @@ def main() -> None:
             replies = run_dialogue(port, chunks)
             sessions += 1
             codes.update(r[:3] for r in replies)
-            bad = [r for r in replies if any(m in r for m in EXCEPTION_MARKERS)]
+            bad = exception_replies(replies)
             if bad or not replies or not replies[0].startswith("220"):
                 broken += 1
                 print("BROKEN", chunks[:3], bad or replies[:2], flush=True)

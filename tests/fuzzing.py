@@ -119,6 +119,11 @@ SMTP_VERBS += [b"EXPN", b"HELP", b"QUIT", b"STARTTLS", b"AUTH PLAIN", b"BDAT 10"
 EXCEPTION_MARKERS = ("500 Error: (", "Temporary failure on our side")
 
 
+def exception_replies(replies: list[str]) -> list[str]:
+    """The replies that came from an exception (`EXCEPTION_MARKERS`)."""
+    return [r for r in replies if any(m in r for m in EXCEPTION_MARKERS)]
+
+
 def smtp_dialogue(
     rng: random.Random, dropbox: str, sender: str, verbs: list[bytes] = SMTP_VERBS
 ) -> list[bytes]:

@@ -45,6 +45,12 @@ def parsed_address(arg: str, local_part_limit: int = 0) -> tuple[str | None, str
     return SMTP._getaddr(limits, arg)  # type: ignore[arg-type]
 
 
+def parsed_params(options: list[str]) -> dict[str, str | bool] | None:
+    """MAIL/RCPT parameters as aiosmtpd reads them (RFC 1869 syntax); None if malformed.
+    Its method uses nothing of the server it belongs to."""
+    return SMTP._getparams(types.SimpleNamespace(), options)  # type: ignore[arg-type]
+
+
 def is_utf8(address: str) -> bool:
     """False for 8-bit bytes that are no UTF-8 (handed over surrogate-escaped)."""
     try:

@@ -33,6 +33,7 @@ from crmdrop.receive.envelope import (
     Acceptor,
     Transaction,
     parsed_address,
+    parsed_params,
     per_recipient,
     too_big,
 )
@@ -97,17 +98,6 @@ class PortConfig:
 def _encoded(reply: str | bytes) -> bytes:
     # an address echoed back keeps its bytes (surrogate-escaped when they are no UTF-8)
     return reply if isinstance(reply, bytes) else reply.encode("utf-8", "surrogateescape")
-
-
-def _params(options: list[str]) -> dict[str, str | bool] | None:
-    """MAIL/RCPT parameters (RFC 1869 syntax, as aiosmtpd reads them); None if malformed."""
-    result: dict[str, str | bool] = {}
-    for option in options:
-        name, eq, value = option.partition("=")
-        if not name.isalnum() or (eq and not value):
-            return None
-        result[name] = value if eq else True
-    return result
 
 
 def _keyword_arg(keyword: str, arg: str | None) -> str | None:
@@ -181,12 +171,7 @@ class LMTPServer(asyncio.Protocol):
             return
         self._buffer += data
         self._deadline = self._loop.time() + self.config.idle_timeout
-        try:
-            self._process()
-        except Exception:  # a fault of ours outside a command (the spool's disk full)
-            log.exception("LMTP session from %s failed", self._peer)
-            self._reply(TEMPFAIL)  # nothing of what is unanswered was accepted: retried
-            self._close()
+        self._process()
 
     def eof_received(self) -> bool:
         """Keep the connection for the reply to a command still being answered."""
@@ -246,7 +231,16 @@ class LMTPServer(asyncio.Protocol):
     # --- the buffer ----------------------------------------------------------------
 
     def _process(self) -> None:
-        """Every command (and body) the buffer holds, in order, until one must wait."""
+        """Every command (and body) the buffer holds, in order, until one must wait: on
+        a read, and once a pending command is answered."""
+        try:
+            self._parse()
+        except Exception:  # a fault of ours outside a command (the spool's disk full)
+            log.exception("LMTP session from %s failed", self._peer)
+            self._reply(TEMPFAIL)  # nothing of what is unanswered was accepted: retried
+            self._close()
+
+    def _parse(self) -> None:
         while True:
             if self._mode is Mode.COMMAND:
                 if not self._next_command():
@@ -364,7 +358,7 @@ class LMTPServer(asyncio.Protocol):
 
     def _mail_params(self, options: list[str]) -> str | bytes | None:
         """The refusal of MAIL FROM's parameters (BODY, SMTPUTF8, SIZE), if any."""
-        params = _params(options)
+        params = parsed_params(options)
         if params is None:
             return MAIL_SYNTAX
         if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
@@ -391,7 +385,7 @@ class LMTPServer(asyncio.Protocol):
         address, params = self._address("TO:", arg, RCPT_SYNTAX)
         if address is None or params is None:
             return
-        if (options := _params(params.upper().split())) is None:
+        if (options := parsed_params(params.upper().split())) is None:
             self._reply(RCPT_SYNTAX)
         elif options:
             self._reply("555 RCPT TO parameters not recognized or not implemented")
