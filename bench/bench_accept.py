@@ -12,7 +12,6 @@ import argparse
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,6 +26,7 @@ from common import (
     free_port,
     machine_load,
     median,
+    scratch_dir,
     smtp_load,
     start_serve,
     wait_port,
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     print(machine_load())
-    data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
+    data = scratch_dir("crmdrop-bench-")
     with bench_database(args.db, data) as url:
         env = crmdrop_env(data, url)
         user = add_user(env)

@@ -8,6 +8,12 @@ finish), from the queueing commit to the last delivery finished.
 
     .venv/bin/python bench/bench_filing.py --db sqlite --contacts 1000000
     .venv/bin/python bench/bench_filing.py --db postgresql --contacts 100000 --workers 1,2
+    .venv/bin/python bench/bench_filing.py --db postgresql --contacts 100000 --workers 1,2 \
+        --cpu-cap 0.5
+
+`--cpu-cap S` holds each worker and its PostgreSQL backends to S of one core (cgroups,
+root; `cpucap.py` says why): on a host with fewer spare cores than workers, the uncapped
+ratio of two workers to one measures the cores, the capped one how workers scale.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import argparse
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -36,8 +41,10 @@ from common import (
     machine_load,
     median,
     message,
+    scratch_dir,
     stop,
 )
+from cpucap import CpuCaps
 from crmdrop.config import Settings, load_settings
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
@@ -179,7 +186,8 @@ _COUNTER_NAMES = ("autovacuum", "autoanalyze", "checkpoints", "WAL records", "WA
 # This database's server processes and the shared background ones (datname NULL); the
 # probe's own backend is left out, as are other databases' (other users of the server).
 _PROCESSES = """
-SELECT pid, backend_type, state, wait_event_type, wait_event FROM pg_stat_activity
+SELECT pid, backend_type, state, wait_event_type, wait_event, application_name
+FROM pg_stat_activity
 WHERE pid <> pg_backend_pid() AND (datname = current_database() OR datname IS NULL)
 """
 _QUEUED = "SELECT count(*) FROM deliveries WHERE status = 'queued'"
@@ -194,6 +202,7 @@ class ServerProbe:
     on I/O, or idle in a transaction while the worker computes); the counters above."""
 
     conn: psycopg.Connection[TupleRow]
+    caps: CpuCaps | None = None  # workers' backends seen join their worker's group
     first: dict[int, tuple[str, float]] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
     states: Counter[str] = field(default_factory=Counter)
@@ -201,9 +210,9 @@ class ServerProbe:
     counters: tuple[int, ...] = ()
 
     @classmethod
-    def open(cls, url: str) -> ServerProbe:
+    def open(cls, url: str, caps: CpuCaps | None = None) -> ServerProbe:
         plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        probe = cls(psycopg.connect(plain, autocommit=True))
+        probe = cls(psycopg.connect(plain, autocommit=True), caps)
         probe.counters = probe._counters()
         probe.sample(started=True)
         return probe
@@ -215,7 +224,9 @@ class ServerProbe:
 
     def sample(self, *, started: bool = False) -> None:
         self.samples += not started
-        for pid, kind, state, wait_type, wait in self.conn.execute(_PROCESSES).fetchall():
+        for pid, kind, state, wait_type, wait, app in self.conn.execute(_PROCESSES).fetchall():
+            if self.caps is not None:
+                self.caps.adopt(int(pid), app)
             try:
                 used = cpu_seconds(int(pid))
             except OSError:  # gone meanwhile
@@ -257,6 +268,26 @@ def _state(state: str | None, wait_type: str | None, wait: str | None) -> str:
     return str(state)
 
 
+def start_workers(
+    env: dict[str, str], count: int, log: Path, caps: CpuCaps | None
+) -> list[subprocess.Popen[bytes]]:
+    """`count` worker processes; with caps, each in its own group, its connections named."""
+    procs: list[subprocess.Popen[bytes]] = []
+    with log.open("wb") as out:
+        for n in range(count):
+            named = {**env, "PGAPPNAME": CpuCaps.app_name(n)} if caps else env
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "crmdrop", "worker"], env=named, stderr=out
+            )
+            procs.append(proc)
+            if caps:
+                caps.add(n, proc.pid)
+    return procs
+
+
+SAMPLE_EVERY = 5  # polls (of 20 ms) between two samples of the server's processes
+
+
 def timed_drain(
     db: Database,
     env: dict[str, str],
@@ -266,24 +297,26 @@ def timed_drain(
     tag: str,
 ) -> float:
     logs = Path(env["CRMDROP_DATA_DIR"]) / f"workers-{tag}.log"
-    with logs.open("wb") as log:
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "crmdrop", "worker"], env=env, stderr=log)
-            for _ in range(workers)
-        ]
+    caps = CpuCaps.open(args.cpu_cap) if args.cpu_cap else None
+    procs = start_workers(env, workers, logs, caps)
     probe: ServerProbe | None = None
     try:
         queue(db, owner, args.contacts, workers * 4, f"warm{tag}")  # workers up and warm
         while pending(db):
             time.sleep(0.05)
+        # Opened before the queueing (its first look, which also puts the workers'
+        # backends in their groups, is not in the timing); samples every 100 ms: the
+        # probe's own CPU (≈ 0.7 ms a sample) competes with the workers for the cores.
+        probe = None if db.is_sqlite else ServerProbe.open(db.url, caps)
         queue(db, owner, args.contacts, args.messages, tag)
         # From the queueing commit (the workers are woken by it), not before the queueing:
         # the bench's own inserts of the 2,000 messages are not the workers' time.
-        cpu = sum(cpu_seconds(p.pid) for p in procs)
-        probe = None if db.is_sqlite else ServerProbe.open(db.url)
         start = time.perf_counter()
+        cpu = sum(cpu_seconds(p.pid) for p in procs)
+        polls = 0
         while probe.queued() if probe else pending(db):
-            if probe:
+            polls += 1
+            if probe and polls % SAMPLE_EVERY == 0:
                 probe.sample()
             time.sleep(0.02)
         elapsed = time.perf_counter() - start
@@ -291,6 +324,8 @@ def timed_drain(
     finally:
         for proc in procs:
             stop(proc)
+        if caps:
+            caps.close()
     print(
         f"  {workers} worker(s): {cpu / args.messages * 1000:.2f} ms of worker CPU per filing "
         f"(= {args.messages / cpu:.0f} filings/s per busy core)",
@@ -320,11 +355,14 @@ def prime(db: Database, env: dict[str, str], owner: Owner, contacts: int) -> Non
 
 
 def _report_log(path: Path) -> None:
-    """The workers' warnings (a batch that fell back to one delivery at a time, errors)."""
+    """The workers' warnings (a batch that fell back to one delivery at a time, errors):
+    counted, and the first few shown (the log goes with the run's directory)."""
     lines = path.read_text(errors="replace").splitlines()
     fallbacks = sum("applying one at a time" in line for line in lines)
     if lines:
-        print(f"  workers logged {len(lines)} lines, {fallbacks} batch fallbacks ({path})")
+        print(f"  workers logged {len(lines)} lines, {fallbacks} batch fallbacks; first:")
+        for line in lines[:5]:
+            print(f"    {line}")
 
 
 def main() -> None:
@@ -334,9 +372,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--workers", default="1", help="worker counts to compare, e.g. 1,2")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--cpu-cap",
+        type=float,
+        metavar="SHARE",
+        help="hold each worker and its PostgreSQL backends to SHARE of one core (cgroups)",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
-    data = Path(tempfile.mkdtemp(prefix="crmdrop-filing-"))
+    data = scratch_dir("crmdrop-filing-")
     print(machine_load())
     with bench_database(args.db, data) as url:
         _, db, owner = bench_owner(url, data)

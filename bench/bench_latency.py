@@ -23,7 +23,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from common import (
     crmdrop_env,
     machine_load,
     message,
+    scratch_dir,
     start_serve,
     stop,
     wait_port,
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--trace", action="store_true", help="print the time of each phase")
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="crmdrop-latency-"))
+    data = scratch_dir("crmdrop-latency-")
     trace = data / "trace.jsonl"
     print(machine_load())
     with bench_database(args.db, data) as url:

@@ -50,6 +50,7 @@ from common import (
     machine_cpu_seconds,
     machine_load,
     median,
+    scratch_dir,
     smtp_load,
     start_serve,
     stop,
@@ -245,7 +246,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(machine_load())
-    data = Path(tempfile.mkdtemp(prefix="crmdrop-bench-"))
+    data = scratch_dir("crmdrop-bench-")
     with bench_database("sqlite", data) as url:
         env = crmdrop_env(data, url)
         user = add_user(env)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -80,6 +83,16 @@ def wait_port(port: int, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory for one run's data, removed when the bench exits (a 1M-contact
+    SQLite database is hundreds of MB; this machine kind once had 287 MB free), unless
+    `CRMDROP_BENCH_KEEP=1` asks to keep it for a look afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("CRMDROP_BENCH_KEEP") != "1":
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def median(values: list[float]) -> float:

@@ -20,7 +20,6 @@ import cProfile
 import pstats
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,7 +31,7 @@ from sqlalchemy import Engine, event
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_filing import bench_owner, queue, seed
-from common import bench_database
+from common import bench_database, scratch_dir
 from crmdrop.store import apply as store_apply
 from crmdrop.worker import process_one, worker_started
 
@@ -54,7 +53,7 @@ def main() -> None:
         "--single", action="store_true", help="one message queued at a time (low load)"
     )
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="crmdrop-count-"))
+    data = scratch_dir("crmdrop-count-")
     with bench_database(args.db, data) as url:
         settings, db, owner = bench_owner(url, data)
         seed(db, owner, args.contacts)

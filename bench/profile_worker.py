@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_filing import bench_owner, queue, seed
-from common import bench_database, median
+from common import bench_database, median, scratch_dir
 from crmdrop.config import Settings
 from crmdrop.store.db import Database
 from crmdrop.worker import Progress, file_next, worker_started
@@ -51,7 +50,7 @@ def main() -> None:
     parser.add_argument("--single", action="store_true", help="batches of one")
     parser.add_argument("--profile", help="write a cProfile of the timed drains here")
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="crmdrop-profile-"))
+    data = scratch_dir("crmdrop-profile-")
     profile = cProfile.Profile(time.process_time) if args.profile else None
     per_filing: list[float] = []
     with bench_database(args.db, data) as url:
