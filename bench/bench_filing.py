@@ -38,6 +38,7 @@ from common import (
     bench_database,
     cpu_seconds,
     crmdrop_env,
+    machine_cpu_seconds,
     machine_load,
     median,
     message,
@@ -213,9 +214,17 @@ class ServerProbe:
     def open(cls, url: str, caps: CpuCaps | None = None) -> ServerProbe:
         plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         probe = cls(psycopg.connect(plain, autocommit=True), caps)
-        probe.counters = probe._counters()
-        probe.sample(started=True)
+        probe.sample(started=True)  # with caps: the workers' backends into their groups
         return probe
+
+    def begin(self) -> None:
+        """The drain starts now: CPU, states and counters count from here (the bench's own
+        backend, which queued the drain's deliveries meanwhile, is not counted)."""
+        self.first.clear()
+        self.states.clear()
+        self.samples = 0
+        self.counters = self._counters()
+        self.sample(started=True)
 
     def _counters(self) -> tuple[int, ...]:
         row = self.conn.execute(_COUNTERS).fetchone()
@@ -304,7 +313,7 @@ def timed_drain(
         queue(db, owner, args.contacts, workers * 4, f"warm{tag}")  # workers up and warm
         while pending(db):
             time.sleep(0.05)
-        # Opened before the queueing (its first look, which also puts the workers'
+        # Connected before the queueing (its first look, which also puts the workers'
         # backends in their groups, is not in the timing); samples every 100 ms: the
         # probe's own CPU (≈ 0.7 ms a sample) competes with the workers for the cores.
         probe = None if db.is_sqlite else ServerProbe.open(db.url, caps)
@@ -313,6 +322,9 @@ def timed_drain(
         # the bench's own inserts of the 2,000 messages are not the workers' time.
         start = time.perf_counter()
         cpu = sum(cpu_seconds(p.pid) for p in procs)
+        machine = machine_cpu_seconds()
+        if probe:
+            probe.begin()
         polls = 0
         while probe.queued() if probe else pending(db):
             polls += 1
@@ -321,6 +333,9 @@ def timed_drain(
             time.sleep(0.02)
         elapsed = time.perf_counter() - start
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+        busy = [b - a for a, b in zip(machine, machine_cpu_seconds(), strict=True)]
+        if caps:
+            print("  " + caps.report(), flush=True)
     finally:
         for proc in procs:
             stop(proc)
@@ -328,7 +343,8 @@ def timed_drain(
             caps.close()
     print(
         f"  {workers} worker(s): {cpu / args.messages * 1000:.2f} ms of worker CPU per filing "
-        f"(= {args.messages / cpu:.0f} filings/s per busy core)",
+        f"(= {args.messages / cpu:.0f} filings/s per busy core); the machine's cores busy "
+        f"{busy[0] / busy[1]:.0%} of the drain",
         flush=True,
     )
     if probe is not None:

@@ -85,6 +85,21 @@ class CpuCaps:
         with suppress(OSError):  # the backend ended meanwhile
             self.add(worker, pid)
 
+    def report(self) -> str:
+        """How often each group was held back: throttled periods of all, and members."""
+        parts = []
+        for worker, path in sorted(self.groups.items()):
+            stat = dict(
+                (k, int(v))
+                for k, v in (line.split() for line in (path / "cpu.stat").read_text().splitlines())
+            )
+            members = len((path / "cgroup.procs").read_text().split())
+            parts.append(
+                f"worker {worker}: {members} processes, throttled in "
+                f"{stat.get('nr_throttled', 0)} of {stat.get('nr_periods', 0)} periods"
+            )
+        return f"cap {self.share:g} of a core each; " + "; ".join(parts)
+
     def close(self) -> None:
         """Every process back in the root group, the groups removed."""
         for path in self.groups.values():
