@@ -20,13 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import insert
 
 from crmdrop.store import accounts
 from crmdrop.store.contacts import get_contact, list_contacts
 from crmdrop.store.db import Database
 from crmdrop.store.models import (
-    Base,
     Company,
     Contact,
     ContactEmail,
@@ -34,18 +33,12 @@ from crmdrop.store.models import (
     Note,
     contact_terms,
     note_contacts,
+    table_of,
 )
 from crmdrop.store.search import terms_of
 
 BATCH = 20_000
 HEAVY_NOTES = 2_000
-
-
-def _table(model: type[Base]) -> Table:
-    """The model's Core table: `insert(Model)` would take the ORM bulk path."""
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
 
 
 def _batches(total: int) -> range:
@@ -78,7 +71,7 @@ def _people(db: Database, account_id: int, contacts: int, start: datetime) -> No
     """Contacts in 997 companies, with one address each, and their search terms."""
     with db.writing() as session:
         session.execute(
-            insert(_table(Company)),
+            insert(table_of(Company)),
             [
                 {
                     "id": k + 1,
@@ -93,7 +86,7 @@ def _people(db: Database, account_id: int, contacts: int, start: datetime) -> No
         for base in _batches(contacts):
             ids = range(base, min(base + BATCH, contacts))
             session.execute(
-                insert(_table(Contact)),
+                insert(table_of(Contact)),
                 [
                     {
                         "id": i + 1,
@@ -108,7 +101,7 @@ def _people(db: Database, account_id: int, contacts: int, start: datetime) -> No
             )
             emails = {i: f"person{i}@client{i % 997}.example" for i in ids}
             session.execute(
-                insert(_table(ContactEmail)),
+                insert(table_of(ContactEmail)),
                 [
                     {"account_id": account_id, "contact_id": i + 1, "email": e}
                     for i, e in emails.items()
@@ -134,7 +127,7 @@ def _notes(
         for base in _batches(notes):
             rng = range(base, min(base + BATCH, notes))
             session.execute(
-                insert(_table(Note)),
+                insert(table_of(Note)),
                 [
                     {
                         "id": i + 1,

@@ -41,6 +41,7 @@ from crmdrop.store.models import (
     note_contacts,
     note_opportunities,
     opportunity_contacts,
+    table_of,
     task_contacts,
 )
 from crmdrop.store.search import contact_term_rows
@@ -53,13 +54,7 @@ _CONTACTS_OF = select(_EMAILS.email, _EMAILS.contact_id).where(
 )
 
 
-def _table(model: type[Base]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
-_NOTES, _CONTACTS = _table(Note), _table(Contact)
+_NOTES, _CONTACTS = table_of(Note), table_of(Contact)
 
 
 _RESERVE = text(
@@ -118,7 +113,7 @@ class BatchWrites:
         """A new row's id; with `sequences`, the row is written by `finish`."""
         if not self.sequences:
             return _insert(session, model, **values)
-        table = _table(model)
+        table = table_of(model)
         taken = self.ids.get(table)
         if taken:
             row_id = taken.pop()
@@ -202,8 +197,8 @@ def _insert(session: Session, model: type[Base], **values: Any) -> int:
     One statement per table, built once, so SQLAlchemy compiles it once."""
     statement = _INSERTS.get(model)
     if statement is None:
-        table = model.__table__  # a Core table: insert(Model) would take the ORM bulk path
-        statement = _INSERTS[model] = insert(table).returning(table.c.id)  # type: ignore[arg-type]
+        table = table_of(model)
+        statement = _INSERTS[model] = insert(table).returning(table.c.id)
     return int(session.execute(statement, values).scalar_one())
 
 
@@ -387,7 +382,7 @@ def _create_contact(
         last_activity_at=now,
     )
     email = {"account_id": account.id, "contact_id": contact_id, "email": action.address}
-    writes.add(ContactEmail.__table__, [email])  # type: ignore[arg-type]
+    writes.add(table_of(ContactEmail), [email])
     writes.add(
         contact_terms, contact_term_rows(account.id, contact_id, action.name, [action.address])
     )
@@ -494,7 +489,7 @@ def _apply_note(
 
 # SQLite: a large attachment goes in as a zeroblob of its size, filled in chunks.
 _INSERT_ATTACHMENT_ZEROBLOB = zeroblob_insert(
-    insert(Attachment.__table__),  # type: ignore[arg-type]
+    insert(table_of(Attachment)),
     "data",
     returning="id",
 )

@@ -45,7 +45,7 @@ from crmdrop.store.blobs import (
 )
 from crmdrop.store.db import BINARY_RESULTS
 from crmdrop.store.listbind import ArrayText, in_list
-from crmdrop.store.models import CleanJSONText, Delivery, IntakeKey, RawMessage
+from crmdrop.store.models import CleanJSONText, Delivery, IntakeKey, RawMessage, table_of
 from crmdrop.store.status import DeliveryStatus
 from crmdrop.store.webhooks import Event, emit_delivery, emit_on_connection
 
@@ -70,7 +70,7 @@ class NewDelivery:
 
 
 # On the Core table: insert(Delivery) would go through the ORM's bulk-insert machinery.
-_INSERT_DELIVERY = insert(Delivery.__table__).returning(Delivery.__table__.c.id)  # type: ignore[arg-type]
+_INSERT_DELIVERY = insert(table_of(Delivery)).returning(table_of(Delivery).c.id)
 
 
 _RAW = RawMessage.__table__

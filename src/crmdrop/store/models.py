@@ -137,6 +137,14 @@ class Base(DeclarativeBase):
     pass
 
 
+def table_of(model: type[Base]) -> Table:
+    """The model's Core table, typed: `insert(Model)` would take the ORM's bulk path,
+    and `Model.__table__` is typed as a `FromClause`."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 class Account(Base):
     __tablename__ = "accounts"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from crmdrop import netguard
 from crmdrop.store.accounts import StoreError
-from crmdrop.store.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
+from crmdrop.store.models import WebhookAttempt, WebhookEndpoint, WebhookMessage, table_of
 from crmdrop.store.signals import Outbound, mark_queued
 
 
@@ -236,7 +236,7 @@ def emit_on_connection(
         return 0
     msg_id, body = "msg_" + uuid.uuid4().hex, _body(event, data, now)
     conn.execute(
-        insert(WebhookMessage.__table__),  # type: ignore[arg-type]
+        insert(table_of(WebhookMessage)),
         [
             {
                 "account_id": account_id,
