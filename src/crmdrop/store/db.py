@@ -167,6 +167,36 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"a pooled connection is dead: {exc}") from exc
 
 
+# A connection's cached plans are remade when it is handed out for the 2nd, 4th, 8th, ...
+# time, and at least this often (`_replan_as_connections_age`).
+REPLAN_EVERY = 600.0  # seconds
+
+
+def _replan_as_connections_age(engine: Engine) -> None:
+    """`DISCARD PLANS` on a connection as it ages: PostgreSQL keeps a backend's plans
+    (psycopg's prepared statements, and the foreign-key checks' own) as first made, and
+    a plan made while a table was a page or two is a sequential scan. A worker started
+    on an empty database checked each `note_contacts` row's note so: 12,000 scans of
+    `notes` (36M rows read) in a 6,000-message drain, its rate halved by the end.
+    Statistics refreshed by (auto)ANALYZE remake them too; this does not wait for it.
+    Replanning at uses that double follows a table that grows with the use."""
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        uses = record.info["uses"] = record.info.get("uses", 0) + 1
+        now = time.monotonic()
+        doubled = uses > 1 and not uses & (uses - 1)
+        if not doubled and now - record.info.setdefault("replanned", now) < REPLAN_EVERY:
+            return
+        record.info["replanned"] = now
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # one round trip, no transaction around it
+        try:
+            dbapi_connection.execute("DISCARD PLANS")
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+
 class Database:
     """The two session factories (read, write) over one database."""
 
@@ -187,6 +217,7 @@ class Database:
         else:
             self.write_engine = create_engine(self.url, pool_size=10, hide_parameters=True)
             _ping_when_idle(self.write_engine)
+            _replan_as_connections_age(self.write_engine)
             _binary_results_on_request(self.write_engine)
             # One snapshot per read transaction: an export must not see half a filing.
             self.read_engine = self.write_engine.execution_options(

@@ -622,9 +622,12 @@ def load_large(session: Session, deliveries: list[ClaimedDelivery]) -> None:
             delivery.raw = data
 
 
+# By id alone, its status checked on the rows: with `status = 'queued'` in the WHERE,
+# statistics gathered while nothing was queued had PostgreSQL read every queued delivery
+# through the status index and filter them by id (7 ms a batch with 6,000 queued).
 _LOCK_QUEUED = (
     select(*_COLUMNS)
-    .where(in_list(_DELIVERIES.c.id, "ids"), _DELIVERIES.c.status == QUEUED)
+    .where(in_list(_DELIVERIES.c.id, "ids"))
     .order_by(_DELIVERIES.c.id)
     .with_for_update()
 )
@@ -633,12 +636,14 @@ _LOCK_QUEUED = (
 def lock_queued(session: Session, ids: list[int]) -> dict[int, ClaimedDelivery]:
     """The deliveries still queued among `ids`, by id, locked until the transaction ends
     (PostgreSQL; in id order, so that two transactions wait rather than deadlock): a
-    worker whose lease ran out and the one that took its claim over never both file one.
-    Their raw bytes stay unloaded: the apply step has the parsed message."""
+    worker whose lease ran out and the one that took its claim over never both file one
+    (one finished meanwhile stays locked too, and is left out). Their raw bytes stay
+    unloaded: the apply step has the parsed message."""
     if not ids:
         return {}
     rows = session.connection().execute(_LOCK_QUEUED, {"ids": ids})
-    return {row[0]: ClaimedDelivery(*row) for row in rows}
+    locked = [ClaimedDelivery(*row) for row in rows]
+    return {delivery.id: delivery for delivery in locked if delivery.status == QUEUED}
 
 
 def _read_large(session: Session, digest: str, size: int) -> bytes:

@@ -7,14 +7,27 @@ PostgreSQL never prepared by psycopg (which prepares a text after it has run
 one text for any length; on SQLite (which has no arrays, and whose statements cost
 microseconds to prepare) it stays the expanding `IN`. The choice is made at compile
 time by dialect, so one statement object serves both backends (docs/performance.md,
-"Session 5, second round on PostgreSQL").
+"Session 5, second round on PostgreSQL"). `each_of` gives such a list as rows
+(PostgreSQL only), for a look-up per value that no statistics can make a scan.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Integer, String, Text, any_, bindparam, cast
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    String,
+    TableValuedAlias,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    func,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -48,6 +61,15 @@ def in_list(column: ColumnElement[Any] | QueryableAttribute[Any], name: str) -> 
     if isinstance(column, QueryableAttribute):
         return InList(column.__clause_element__(), name)
     return InList(column, name)
+
+
+def each_of(name: str, item: TypeEngine[Any], alias: str) -> TableValuedAlias:
+    """PostgreSQL: the list bound as `name` as rows, `unnest(CAST(:name AS type[])) AS
+    alias(value)`, for a look-up per value (a subquery per row, or a LATERAL one), an
+    index condition whatever the statistics say: with `= ANY`, statistics of a nearly
+    empty table can make the list a filter over all of an account's rows."""
+    array = cast(bindparam(name, type_=ArrayText(item)), ARRAY(item))
+    return func.unnest(array).table_valued(column("value", item)).render_derived(name=alias)
 
 
 @compiles(InList)

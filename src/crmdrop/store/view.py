@@ -26,13 +26,14 @@ from sqlalchemy import (
     literal,
     null,
     select,
+    true,
     union_all,
 )
 from sqlalchemy.orm import Session
 
 from crmdrop.dropbox.plan import ContactMatch, RecordRef
 from crmdrop.store.accounts import AccountSettings
-from crmdrop.store.listbind import in_list
+from crmdrop.store.listbind import each_of, in_list
 from crmdrop.store.models import (
     Account,
     Case,
@@ -131,6 +132,56 @@ _PREFETCH: CompoundSelect[Any] = union_all(
         Company.account_id == _ACCOUNT, in_list(Company.domain, "domains")
     ),
 )
+# PostgreSQL: the same questions, each value of a list looked up on its own (`each_of`),
+# so that the plan is an index look-up on (account_id, value) whatever the statistics say.
+# With `value = ANY(:list)`, the generic plan of statistics gathered while a table was
+# almost empty read all the account's rows on the index's first column, the list a
+# filter: 19-24 ms a batch over a 6,000-message drain for the notes alone. A note is a
+# subquery per key (one in the select list is never made a join; a key with no note
+# gives a NULL id), the others a LATERAL subquery per value whose LIMIT keeps it one.
+_EACH_KEY = each_of("keys", Note.__table__.c.message_key.type, "k")
+_EACH_EMAIL = each_of("emails", ContactEmail.__table__.c.email.type, "e")
+_EACH_DOMAIN = each_of("domains", Company.__table__.c.domain.type, "d")
+_NOTE_OF_KEY = (
+    select(Note.id)
+    .where(Note.account_id == _ACCOUNT, Note.message_key == _EACH_KEY.c.value)
+    .scalar_subquery()
+)
+_COMPANY_OF_EMAIL = (
+    select(Company.id, Company.name)
+    .join(CompanyEmail, CompanyEmail.company_id == Company.id)
+    .where(CompanyEmail.account_id == _ACCOUNT, CompanyEmail.email == _EACH_EMAIL.c.value)
+    .limit(1)
+    .lateral("company_of")
+)
+_CONTACT_OF_EMAIL = (
+    select(Contact.id, Contact.name, Contact.company_id)
+    .join(ContactEmail, ContactEmail.contact_id == Contact.id)
+    .where(ContactEmail.account_id == _ACCOUNT, ContactEmail.email == _EACH_EMAIL.c.value)
+    .limit(1)
+    .lateral("contact_of")
+)
+_COMPANIES_OF_DOMAIN = (  # two are enough to say that no one company has the domain
+    select(Company.id)
+    .where(Company.account_id == _ACCOUNT, Company.domain == _EACH_DOMAIN.c.value)
+    .limit(2)
+    .lateral("companies_of")
+)
+_CO, _CT, _DOM = _COMPANY_OF_EMAIL.c, _CONTACT_OF_EMAIL.c, _COMPANIES_OF_DOMAIN.c
+_PREFETCH_EACH: CompoundSelect[Any] = union_all(
+    select(literal("note"), _EACH_KEY.c.value, _NOTE_OF_KEY, _NO_TEXT, _NO_ID),
+    select(literal("company"), _EACH_EMAIL.c.value, _CO.id, _CO.name, _NO_ID).select_from(
+        _EACH_EMAIL.join(_COMPANY_OF_EMAIL, true())
+    ),
+    select(literal("contact"), _EACH_EMAIL.c.value, _CT.id, _CT.name, _CT.company_id).select_from(
+        _EACH_EMAIL.join(_CONTACT_OF_EMAIL, true())
+    ),
+    select(literal("domain"), _EACH_DOMAIN.c.value, _DOM.id, _NO_TEXT, _NO_ID).select_from(
+        _EACH_DOMAIN.join(_COMPANIES_OF_DOMAIN, true())
+    ),
+)
+_FILED_NOTES_EACH = select(_NOTE_OF_KEY.label("id"), _EACH_KEY.c.value.label("message_key"))
+_THREAD_NOTES_EACH = select(_NOTE_OF_KEY.label("id")).select_from(_EACH_KEY)
 
 
 class SqlAccountView:
@@ -141,6 +192,11 @@ class SqlAccountView:
         self.account_id = account.id
         self.file_under_companies = account.file_under_companies
         self.discard_automated = account.discard_automated
+        # PostgreSQL: each value of a list looked up on its own (`each_of`); SQLite: `IN`.
+        each = session.get_bind().dialect.name == "postgresql"
+        self._notes_of_keys = _FILED_NOTES_EACH if each else _FILED_NOTES
+        self._thread_notes_of = _THREAD_NOTES_EACH if each else _THREAD_NOTES
+        self._prefetch = _PREFETCH_EACH if each else _PREFETCH
         self._colleagues: frozenset[str] | None = None
         self._exclusions: frozenset[str] | None = None
         # What `prefetch` loaded, absent ones as None: valid for this snapshot only.
@@ -156,13 +212,13 @@ class SqlAccountView:
         self._filed.update(dict.fromkeys(keys))
         if not emails:  # the applying transaction's late-duplicate check
             if keys:
-                found = self._rows(_FILED_NOTES, keys=keys)
+                found = self._rows(self._notes_of_keys, keys=keys)
                 self._filed.update((r.message_key, r.id) for r in found)
             return
         self._found.update(dict.fromkeys(emails))
         domains = sorted({e.rpartition("@")[2] for e in emails} - self._domains.keys())
         by_domain: dict[str, list[int]] = {d: [] for d in domains}
-        rows = self._rows(_PREFETCH, keys=keys, emails=emails, domains=domains)
+        rows = self._rows(self._prefetch, keys=keys, emails=emails, domains=domains)
         for kind, key, row_id, name, company_id in rows:
             if kind == "note":
                 self._filed[key] = row_id
@@ -234,7 +290,8 @@ class SqlAccountView:
     def _thread_notes(self, message_ids: list[str]) -> list[int]:
         if not message_ids:
             return []
-        return [r.id for r in self._rows(_THREAD_NOTES, keys=message_ids)]
+        rows = self._rows(self._thread_notes_of, keys=message_ids)
+        return [r.id for r in rows if r.id is not None]
 
     def thread_records(self, message_ids: list[str]) -> list[RecordRef]:
         note_ids = self._thread_notes(message_ids)
