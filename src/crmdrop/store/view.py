@@ -49,6 +49,7 @@ from crmdrop.store.models import (
     note_cases,
     note_contacts,
     note_opportunities,
+    table_of,
 )
 
 _ACCOUNT: BindParameter[int] = bindparam("account")
@@ -139,9 +140,9 @@ _PREFETCH: CompoundSelect[Any] = union_all(
 # filter: 19-24 ms a batch over a 6,000-message drain for the notes alone. A note is a
 # subquery per key (one in the select list is never made a join; a key with no note
 # gives a NULL id), the others a LATERAL subquery per value whose LIMIT keeps it one.
-_EACH_KEY = each_of("keys", Note.__table__.c.message_key.type, "k")
-_EACH_EMAIL = each_of("emails", ContactEmail.__table__.c.email.type, "e")
-_EACH_DOMAIN = each_of("domains", Company.__table__.c.domain.type, "d")
+_EACH_KEY = each_of("keys", table_of(Note).c.message_key.type, "k")
+_EACH_EMAIL = each_of("emails", table_of(ContactEmail).c.email.type, "e")
+_EACH_DOMAIN = each_of("domains", table_of(Company).c.domain.type, "d")
 _NOTE_OF_KEY = (
     select(Note.id)
     .where(Note.account_id == _ACCOUNT, Note.message_key == _EACH_KEY.c.value)
