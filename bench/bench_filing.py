@@ -294,7 +294,19 @@ def start_workers(
     return procs
 
 
-SAMPLE_EVERY = 5  # polls (of 20 ms) between two samples of the server's processes
+SAMPLE_EVERY = 0.1  # seconds between two samples of the server's processes
+POLL = 0.02  # seconds between two looks at the queue, while much is left
+
+
+def poll_pause(left: int, done: int, elapsed: float) -> float:
+    """The wait before the next look at the queue: 20 ms while much is left, down to 2 ms
+    as the end nears (half the time the rate so far says is left). A round's end is then
+    seen within a few ms, not 10 ms late on average (1 % of a 1-second round: the
+    two-worker rounds are the shorter ones, so it lowered their ratio), without looking
+    every 2 ms all along (each look costs the server ≈ 0.3 ms of CPU)."""
+    if done <= 0:
+        return POLL
+    return min(POLL, max(0.002, left * elapsed / done / 2))
 
 
 def timed_drain(
@@ -325,12 +337,13 @@ def timed_drain(
         machine = machine_cpu_seconds()
         if probe:
             probe.begin()
-        polls = 0
-        while probe.queued() if probe else pending(db):
-            polls += 1
-            if probe and polls % SAMPLE_EVERY == 0:
+        sampled = start
+        while left := probe.queued() if probe else pending(db):
+            now = time.perf_counter()
+            if probe and now - sampled >= SAMPLE_EVERY:
                 probe.sample()
-            time.sleep(0.02)
+                sampled = now
+            time.sleep(poll_pause(left, args.messages - left, now - start))
         elapsed = time.perf_counter() - start
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
         busy = [b - a for a, b in zip(machine, machine_cpu_seconds(), strict=True)]
