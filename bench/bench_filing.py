@@ -318,7 +318,7 @@ def timed_drain(
     tag: str,
 ) -> float:
     logs = Path(env["CRMDROP_DATA_DIR"]) / f"workers-{tag}.log"
-    caps = CpuCaps.open(args.cpu_cap) if args.cpu_cap else None
+    caps = CpuCaps.open(args.cpu_cap, pin=args.pin) if args.cpu_cap or args.pin else None
     procs = start_workers(env, workers, logs, caps)
     probe: ServerProbe | None = None
     try:
@@ -406,6 +406,11 @@ def main() -> None:
         type=float,
         metavar="SHARE",
         help="hold each worker and its PostgreSQL backends to SHARE of one core (cgroups)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="keep worker n and its PostgreSQL backends on core n (mod the cores)",
     )
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]

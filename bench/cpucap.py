@@ -41,26 +41,28 @@ def _hierarchy() -> tuple[Path, bool]:
 
 @dataclass
 class CpuCaps:
-    """One group per worker, each allowed `share` of one core."""
+    """One group per worker, each allowed `share` of one core (None: no limit); with
+    `pin`, each group's processes also kept on one core (worker n on core n mod cores)."""
 
-    share: float
+    share: float | None
     root: Path
     v2: bool
+    pin: bool = False
     groups: dict[int, Path] = field(default_factory=dict)
     adopted: set[int] = field(default_factory=set)
 
     @classmethod
-    def open(cls, share: float) -> CpuCaps:
+    def open(cls, share: float | None, *, pin: bool = False) -> CpuCaps:
         root, v2 = _hierarchy()
-        return cls(share, root, v2)
+        return cls(share, root, v2, pin)
 
     def _group(self, worker: int) -> Path:
         if worker not in self.groups:
             path = self.root / f"crmdrop-bench-{os.getpid()}-{worker}"
             path.mkdir(exist_ok=True)
-            quota = int(self.share * PERIOD_US)
+            quota = -1 if self.share is None else int(self.share * PERIOD_US)
             if self.v2:
-                (path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+                (path / "cpu.max").write_text(f"{'max' if quota < 0 else quota} {PERIOD_US}")
             else:
                 (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
                 (path / "cpu.cfs_quota_us").write_text(str(quota))
@@ -75,6 +77,8 @@ class CpuCaps:
     def add(self, worker: int, pid: int) -> None:
         """Process `pid` (all its threads) into worker `worker`'s group."""
         (self._group(worker) / "cgroup.procs").write_text(str(pid))
+        if self.pin:
+            os.sched_setaffinity(pid, {worker % (os.cpu_count() or 1)})
         self.adopted.add(pid)
 
     def adopt(self, pid: int, application_name: str | None) -> None:
@@ -98,7 +102,8 @@ class CpuCaps:
                 f"worker {worker}: {members} processes, throttled in "
                 f"{stat.get('nr_throttled', 0)} of {stat.get('nr_periods', 0)} periods"
             )
-        return f"cap {self.share:g} of a core each; " + "; ".join(parts)
+        cap = "no cap" if self.share is None else f"cap {self.share:g} of a core each"
+        return f"{cap}{', pinned' if self.pin else ''}; " + "; ".join(parts)
 
     def close(self) -> None:
         """Every process back in the root group, the groups removed."""
