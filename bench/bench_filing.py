@@ -8,12 +8,15 @@ finish), from the queueing commit to the last delivery finished.
 
     .venv/bin/python bench/bench_filing.py --db sqlite --contacts 1000000
     .venv/bin/python bench/bench_filing.py --db postgresql --contacts 100000 --workers 1,2
+    .venv/bin/python bench/bench_filing.py --db postgresql --contacts 100000 --workers 1,2 --pin
     .venv/bin/python bench/bench_filing.py --db postgresql --contacts 100000 --workers 1,2 \
         --cpu-cap 0.5
 
-`--cpu-cap S` holds each worker and its PostgreSQL backends to S of one core (cgroups,
-root; `cpucap.py` says why): on a host with fewer spare cores than workers, the uncapped
-ratio of two workers to one measures the cores, the capped one how workers scale.
+On a host with no more cores than workers, a worker and its PostgreSQL backend take turns
+and the scheduler places the four of two workers on two cores as it can: `--pin` keeps
+worker n and its backends on core n, `--cpu-cap S` holds each to S of one core (both need
+root and cgroups; `cpucap.py` says why). Each drain prints how busy the machine's cores
+were, so a run that other work disturbed shows.
 """
 
 from __future__ import annotations
@@ -331,7 +334,7 @@ def timed_drain(
         probe = None if db.is_sqlite else ServerProbe.open(db.url, caps)
         queue(db, owner, args.contacts, args.messages, tag)
         # From the queueing commit (the workers are woken by it), not before the queueing:
-        # the bench's own inserts of the 2,000 messages are not the workers' time.
+        # the bench's own inserts of the round's messages are not the workers' time.
         start = time.perf_counter()
         cpu = sum(cpu_seconds(p.pid) for p in procs)
         machine = machine_cpu_seconds()
@@ -398,7 +401,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--messages", type=int, default=2000)
+    # 4,000: two workers file 2,000 in ≈ 0.8 s, where a burst's start and its last batch
+    # (≈ 30 ms, one worker busy and the other done) weigh on two workers' rate.
+    parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--workers", default="1", help="worker counts to compare, e.g. 1,2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
