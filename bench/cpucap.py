@@ -1,7 +1,7 @@
 """Each worker and its PostgreSQL backends held to a share of one core (Linux cgroups),
 or kept on one core (CPU affinity), for `bench_filing.py --cpu-cap` and `--pin`.
 
-Why: on a 2-core host one `crmdrop worker` and its backend already use ≈ 0.95 of a core,
+Why: on a 2-core host one `crmdrop worker` and its backend together keep ≈ one core busy,
 so two of them need the whole machine, beside the bench, PostgreSQL's WAL writer and the
 kernel: their ratio to one then measures the host's core count, not whether workers get
 in each other's way. Held to, say, 0.5 of a core each (as if each ran on a host of its
@@ -10,7 +10,7 @@ issue asks: whether a second worker adds as much as the first (locks, the queue,
 WAL), not whether the machine has a third core. Pinned instead (worker n and its
 backends on core n), nothing is held back; what changes is that the scheduler no
 longer places a worker's backend on the core where the other worker runs: on this
-kind, unpinned two-worker rounds left 8-22 % of the machine idle, pinned ones 2-3 %.
+kind, unpinned two-worker rounds left 8-22 % of the machine idle, pinned ones 1-3 %.
 
 cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us`), whichever is mounted and writable; the
 bench needs root for it. A worker's process joins its group when started; its backends

@@ -33,6 +33,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from typer.testing import CliRunner
 
 from crmdrop.cli import app
+from crmdrop.store import accounts
+from crmdrop.store.db import Database
 
 PG_URL = os.environ.get("CRMDROP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +59,19 @@ def pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrated_with_owner(url: str) -> dict[str, int]:
+    """Migrate the (new) database at `url` and add one user, o@x.example of account
+    "acme", as SQL-level tests need one: `{"account": its id, "user": its id}`."""
+    db = Database(url)
+    try:
+        db.migrate()
+        with db.writing() as session:
+            user = accounts.add_user(session, "o@x.example", name="O", account="acme")
+            return {"account": user.account_id, "user": user.id}
+    finally:
+        db.dispose()
 
 
 @dataclass

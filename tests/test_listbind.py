@@ -27,7 +27,7 @@ from crmdrop.store import accounts, apply, inbound, view
 from crmdrop.store.db import Database
 from crmdrop.store.listbind import in_list
 from crmdrop.store.models import CleanString
-from tests.support import pg_database
+from tests.support import migrated_with_owner, pg_database
 
 STATEMENTS: dict[str, Any] = {
     "touch contacts": apply._TOUCH,
@@ -170,12 +170,7 @@ def stale() -> Iterator[tuple[psycopg.Connection[Any], int]]:
     then grew to thousands (the deliveries queued): one account's notes, its queue,
     contacts and companies."""
     with pg_database() as url:
-        db = Database(url)
-        db.migrate()
-        with db.writing() as session:
-            user = accounts.add_user(session, "o@x.example", name="O", account="acme")
-            ids = {"account": user.account_id, "user": user.id}
-        db.dispose()
+        ids = migrated_with_owner(url)
         with psycopg.connect(url, autocommit=True) as conn:
             for insert_rows in _ROWS:
                 conn.execute(insert_rows, {**ids, "status": "filed", "first": 1, "last": 4})
@@ -183,7 +178,7 @@ def stale() -> Iterator[tuple[psycopg.Connection[Any], int]]:
             for insert_rows in _ROWS:
                 conn.execute(insert_rows, {**ids, "status": "queued", "first": 5, "last": ROWS})
             conn.execute("SET plan_cache_mode = force_generic_plan")
-            yield conn, user.account_id
+            yield conn, ids["account"]
 
 
 def _scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import psycopg
 from sqlalchemy import text
 
-from crmdrop.store import accounts
 from crmdrop.store.db import Database
-from tests.support import pg_database
+from tests.support import migrated_with_owner, pg_database
 
 _NOTES = """
 INSERT INTO notes (account_id, user_id, delivery_id, message_key, subject, body, own_text,
@@ -36,12 +35,7 @@ def _plan(db: Database) -> str:
 
 def test_a_plan_made_on_an_empty_table_is_remade_as_the_connection_is_used_again() -> None:
     with pg_database() as url:
-        setup = Database(url)
-        setup.migrate()
-        with setup.writing() as session:
-            user = accounts.add_user(session, "o@x.example", name="O", account="acme")
-            ids = {"account": user.account_id, "user": user.id}
-        setup.dispose()
+        ids = migrated_with_owner(url)
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute("VACUUM ANALYZE notes")  # empty: no page, no row
             db = Database(url)
