@@ -10,7 +10,7 @@ issue asks: whether a second worker adds as much as the first (locks, the queue,
 WAL), not whether the machine has a third core. Pinned instead (worker n and its
 backends on core n), nothing is held back; what changes is that the scheduler no
 longer places a worker's backend on the core where the other worker runs: on this
-kind, unpinned two-worker rounds left 8-22 % of the machine idle, pinned ones 1-3 %.
+kind, unpinned two-worker rounds left 7-22 % of the machine idle, pinned ones 1-3 %.
 
 cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us`), whichever is mounted and writable; the
 bench needs root for it. A worker's process joins its group when started; its backends
