@@ -312,6 +312,17 @@ def poll_pause(left: int, done: int, elapsed: float) -> float:
     return min(POLL, max(0.002, left * elapsed / done / 2))
 
 
+def wait_drained(db: Database, probe: ServerProbe | None, total: int, start: float) -> None:
+    """Until nothing is queued, sampling the server's processes every `SAMPLE_EVERY`."""
+    sampled = start
+    while left := probe.queued() if probe else pending(db):
+        now = time.perf_counter()
+        if probe and now - sampled >= SAMPLE_EVERY:
+            probe.sample()
+            sampled = now
+        time.sleep(poll_pause(left, total - left, now - start))
+
+
 def timed_drain(
     db: Database,
     env: dict[str, str],
@@ -340,13 +351,7 @@ def timed_drain(
         machine = machine_cpu_seconds()
         if probe:
             probe.begin()
-        sampled = start
-        while left := probe.queued() if probe else pending(db):
-            now = time.perf_counter()
-            if probe and now - sampled >= SAMPLE_EVERY:
-                probe.sample()
-                sampled = now
-            time.sleep(poll_pause(left, args.messages - left, now - start))
+        wait_drained(db, probe, args.messages, start)
         elapsed = time.perf_counter() - start
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
         busy = [b - a for a, b in zip(machine, machine_cpu_seconds(), strict=True)]
