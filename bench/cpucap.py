@@ -21,6 +21,7 @@ bench needs root for it. A worker's process joins its group when started; its ba
 from __future__ import annotations
 
 import os
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,9 +103,10 @@ class CpuCaps:
                 for k, v in (line.split() for line in (path / "cpu.stat").read_text().splitlines())
             )
             members = len((path / "cgroup.procs").read_text().split())
+            held = f"{stat.get('nr_throttled', 0)} of {stat.get('nr_periods', 0)} periods"
             parts.append(
-                f"worker {worker}: {members} processes, throttled in "
-                f"{stat.get('nr_throttled', 0)} of {stat.get('nr_periods', 0)} periods"
+                f"worker {worker}: {members} processes"
+                + ("" if self.share is None else f", throttled in {held}")
             )
         cap = "no cap" if self.share is None else f"cap {self.share:g} of a core each"
         return f"{cap}{', pinned' if self.pin else ''}; " + "; ".join(parts)
@@ -112,9 +114,14 @@ class CpuCaps:
     def close(self) -> None:
         """Every process back in the root group, the groups removed."""
         for path in self.groups.values():
-            for pid in (path / "cgroup.procs").read_text().split():
-                with suppress(OSError):  # ended meanwhile
-                    (self.root / "cgroup.procs").write_text(pid)
-            path.rmdir()
+            for _ in range(50):  # a backend still exiting may be listed for a moment
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with suppress(OSError):  # ended meanwhile
+                        (self.root / "cgroup.procs").write_text(pid)
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
         self.groups.clear()
         self.adopted.clear()
