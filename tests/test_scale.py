@@ -6,9 +6,11 @@ nothing; a worker that misses its wake-up still files (the safety poll)."""
 from __future__ import annotations
 
 import os
+import signal
 import smtplib
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -270,7 +272,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     try:
         held = "SELECT count(*) FROM deliveries WHERE status = 'queued' AND claimed_at IS NOT NULL"
         wait_for(
-            lambda: workers.scalar("SELECT count(*) FROM notes") > 0 and workers.scalar(held) > 0,
+            lambda: _stopped_mid_batch(workers, held),
             timeout=120,
             what="the worker to be in the middle of a batch",
         )
@@ -289,6 +291,26 @@ def test_a_worker_killed_mid_batch_loses_nothing(
         assert workers.scalar("SELECT count(*) FROM notes") == deliveries
     finally:
         workers.stop()
+
+
+def _all_stopped(pid: int) -> bool:
+    """Every thread of `pid` is stopped (state T in /proc)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return all(Path(t, "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
+
+
+def _stopped_mid_batch(workers: Workers, held: str) -> bool:
+    """Freeze the first worker (SIGSTOP) and keep it frozen if it holds claims after filing
+    a note; else let it go on. A poll alone raced: the worker could finish its batch
+    between the poll that saw claims and the kill (CI, session 9: 0 claims at the kill)."""
+    proc = workers.procs[0]
+    proc.send_signal(signal.SIGSTOP)
+    wait_for(lambda: _all_stopped(proc.pid), timeout=10, what="the worker to stop")
+    time.sleep(0.2)  # a COMMIT it sent just before may still be landing
+    if workers.scalar("SELECT count(*) FROM notes") > 0 and workers.scalar(held) > 0:
+        return True
+    proc.send_signal(signal.SIGCONT)
+    return False
 
 
 def test_a_missed_wake_up_is_caught_by_the_safety_poll(
