@@ -35,15 +35,14 @@ from crmdrop.store.accounts import (
     record_revoked_attempt,
     revoked_owner,
 )
-from crmdrop.store.db import NO_LOCK_WAIT, Database, LockBusy
+from crmdrop.store.db import NO_LOCK_WAIT, Database, LockBusy, pipelined
 from crmdrop.store.directory import OwnerCache
 from crmdrop.store.inbound import (
     NewDelivery,
-    add_delivery,
+    add_deliveries,
     claim_intake_key,
     intake_key_seen,
     reject_at_intake,
-    store_raw,
 )
 from crmdrop.store.signals import QUEUE, Waker, notify, wake_path
 
@@ -341,20 +340,23 @@ class Receiver:
 
     def _store(self, batch: list[Prepared], held: HeldConnection | None = None) -> None:
         now = datetime.now(UTC)
-        with held.transaction() if held is not None else self.db.write_connection() as conn:
-            if not self.db.is_sqlite:
-                notify(conn, QUEUE)  # wakes the workers when this commits
-            for item in batch:
-                item.replies, item.ids = [], []
-                if item.key is not None and not claim_intake_key(conn, *item.key, now=now):
-                    item.replies = [DUPLICATE] * len(item.rows)
-                    continue
-                digest = None
-                if any(refusal is None for _, refusal in item.rows):
-                    digest = store_raw(conn, item.raw, now=now)  # once per message
+        transaction = held.transaction() if held is not None else self.db.write_connection()
+        with transaction as conn:
+            fresh = [item for item in batch if _first_time(conn, item, now)]
+            queued = [
+                (new, item.raw) for item in fresh for new, refusal in item.rows if refusal is None
+            ]
+            # Only our own statements in the pipeline (SQLAlchemy's want their answers):
+            # for SMTP the whole transaction, BEGIN included, in two round trips.
+            spooled = any(raw.on_disk for _, raw in queued)  # streamed by COPY
+            with pipelined(conn, copies=spooled):
+                if not self.db.is_sqlite:
+                    notify(conn, QUEUE)  # wakes the workers when this commits
+                ids = iter(add_deliveries(conn, queued, now=now))
+            for item in fresh:
                 for new, refusal in item.rows:
                     if refusal is None:
-                        delivery_id = add_delivery(conn, new, item.raw, now=now, stored=digest)
+                        delivery_id = next(ids)
                         item.ids.append(delivery_id)
                         item.replies.append(f"250 2.0.0 OK: queued as {delivery_id}")
                     else:
@@ -387,6 +389,16 @@ class Receiver:
         prepared.key = key
         self.commit([prepared])
         return Verdict(prepared.replies, prepared.ids)
+
+
+def _first_time(conn: Connection, item: Prepared, now: datetime) -> bool:
+    """Reset `item`'s replies; False (every reply DUPLICATE) when its intake key was
+    stored before: a replayed webhook, an IMAP message read again."""
+    item.replies, item.ids = [], []
+    if item.key is not None and not claim_intake_key(conn, *item.key, now=now):
+        item.replies = [DUPLICATE] * len(item.rows)
+        return False
+    return True
 
 
 def _one_line(text: str) -> str:

@@ -197,6 +197,22 @@ def _replan_as_connections_age(engine: Engine) -> None:
             dbapi_connection.autocommit = autocommit
 
 
+@contextmanager
+def pipelined(conn: Connection, *, copies: bool = False) -> Iterator[Connection]:
+    """PostgreSQL: the statements run on `conn`'s driver inside the block are sent without
+    waiting for each other's answers (psycopg's pipeline mode), with the transaction's
+    BEGIN; a result asked for inside it, or the block's end, waits for them all. For
+    writes that need no answer in between (the group commit's NOTIFY and INSERTs): one
+    round trip where each was one. `copies`: the block runs a COPY (a message streamed
+    from its spool file), which pipeline mode refuses. Either way, or on SQLite (no round
+    trips to save), the block runs as it is."""
+    if conn.dialect.name != "postgresql" or copies:
+        yield conn
+        return
+    with conn.connection.driver_connection.pipeline():  # type: ignore[union-attr]
+        yield conn
+
+
 class Database:
     """The two session factories (read, write) over one database."""
 
