@@ -5,6 +5,7 @@ message's delivery, which the tests read back from the database."""
 
 from __future__ import annotations
 
+import dataclasses
 import smtplib
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from crmdrop.config import Settings
+from crmdrop.receive.service import TEMPFAIL, Receiver
 from crmdrop.spool import Spool
 from crmdrop.store import accounts
 from crmdrop.store.db import Database, pipelined
@@ -129,3 +131,43 @@ def test_every_reply_names_its_own_messages_delivery_in_shared_commits(
         raise AssertionError("no commit carried more than one message in five rounds")
     finally:
         engine.dispose()
+
+
+def test_a_failed_batch_is_committed_one_by_one_and_only_the_bad_message_answers_451(
+    store: tuple[Database, Settings],
+) -> None:
+    """One message of a batch breaks the shared transaction (its account deleted since
+    RCPT: a foreign key; on PostgreSQL inside the pipeline); the others are then stored
+    each on its own, their replies naming their own deliveries."""
+    db, settings = store
+    db.migrate()
+    with db.writing() as session:
+        user = accounts.add_user(session, "u@mycorp.example", name="U", account="acme")
+        box = f"dropbox-{user.token}@dropbox.test"
+    receiver = Receiver(db, settings)
+    rcpt = receiver.check_recipient(box)[1]
+    assert rcpt is not None
+    subjects = ["first", "broken", "third"]
+    user_email, client = "u@mycorp.example", "jane@client.example"
+    items = [
+        receiver.prepare(
+            mail_from="u@mycorp.example",
+            rcpts=[rcpt],
+            raw=Spool.of(make_message(from_=user_email, to=[client], subject=s).as_bytes()),
+            protocol="smtp",
+            peer="t",
+        )
+        for s in subjects
+    ]
+    items[1].rows = [(dataclasses.replace(items[1].rows[0][0], account_id=999_999), None)]
+    receiver.commit(items)
+    assert items[1].replies == [TEMPFAIL]
+    with db.read_connection() as conn:
+        stored = dict(conn.execute(text("SELECT id, subject FROM deliveries")).all())
+    named = {
+        int(item.replies[0].rsplit(" ", 1)[1]): s
+        for item, s in zip(items, subjects, strict=True)
+        if s != "broken"
+    }
+    assert stored == named
+    assert sorted(stored.values()) == ["first", "third"]
