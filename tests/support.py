@@ -33,6 +33,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from typer.testing import CliRunner
 
 from crmdrop.cli import app
+from crmdrop.config import Settings
+from crmdrop.receive.service import Rcpt, Receiver
 from crmdrop.store import accounts
 from crmdrop.store.db import Database
 
@@ -72,6 +74,19 @@ def migrated_with_owner(url: str) -> dict[str, int]:
             return {"account": user.account_id, "user": user.id}
     finally:
         db.dispose()
+
+
+def receiver_with_owner(db: Database, settings: Settings) -> tuple[Receiver, Rcpt]:
+    """Migrate `db`, add u@mycorp.example (account "acme"), and return a `Receiver` on it
+    with that user's note dropbox as a recipient, as the accept path's tests need."""
+    db.migrate()
+    with db.writing() as session:
+        user = accounts.add_user(session, "u@mycorp.example", name="U", account="acme")
+        box = f"dropbox-{user.token}@{settings.domain}"
+    receiver = Receiver(db, settings)
+    rcpt = receiver.check_recipient(box)[1]
+    assert rcpt is not None
+    return receiver, rcpt
 
 
 @dataclass

@@ -19,15 +19,14 @@ import pytest
 import sqlalchemy as sa
 
 from crmdrop.config import Settings, load_settings
-from crmdrop.receive.service import TEMPFAIL, Receiver
+from crmdrop.receive.service import TEMPFAIL
 from crmdrop.spool import Spool
-from crmdrop.store import accounts
 from crmdrop.store.blobs import insert_streamed_postgresql
 from crmdrop.store.db import Database
 from crmdrop.store.models import Attachment, Delivery, RawMessage
 from crmdrop.worker import process_one
 from tests.conftest import SERVER_ENV, own_server
-from tests.support import make_message, open_files_in, pg_database, wait_for
+from tests.support import make_message, open_files_in, pg_database, receiver_with_owner, wait_for
 
 THRESHOLD = 64 * 1024
 
@@ -140,13 +139,7 @@ def test_a_failed_group_commit_still_stores_a_spooled_message_committed_alone(
     """The shared transaction fails (a message for an account deleted since RCPT: a
     foreign key); each is then committed on its own, reading its spool again."""
     db, settings = store
-    db.migrate()
-    with db.writing() as session:
-        user = accounts.add_user(session, "u@mycorp.example", name="U", account="acme")
-        box = f"dropbox-{user.token}@dropbox.test"
-    receiver = Receiver(db, settings)
-    rcpt = receiver.check_recipient(box)[1]
-    assert rcpt is not None
+    receiver, rcpt = receiver_with_owner(db, settings)
     payload = os.urandom(900_000)  # past the parser's cut: filed in chunks too
     raw = make_message(
         from_="u@mycorp.example", to=["jane@client.example"], attachments=[("a.bin", payload)]

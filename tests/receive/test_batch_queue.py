@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from crmdrop.config import Settings
-from crmdrop.receive.service import TEMPFAIL, Receiver
+from crmdrop.receive.service import TEMPFAIL
 from crmdrop.spool import Spool
 from crmdrop.store import accounts
 from crmdrop.store.db import Database, pipelined
 from crmdrop.store.inbound import NewDelivery, add_deliveries, add_delivery
 from tests.conftest import SERVER_ENV, OwnServer, own_server
-from tests.support import make_message
+from tests.support import make_message, receiver_with_owner
 
 NOW = datetime(2026, 12, 1, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -140,20 +140,14 @@ def test_a_failed_batch_is_committed_one_by_one_and_only_the_bad_message_answers
     RCPT: a foreign key; on PostgreSQL inside the pipeline); the others are then stored
     each on its own, their replies naming their own deliveries."""
     db, settings = store
-    db.migrate()
-    with db.writing() as session:
-        user = accounts.add_user(session, "u@mycorp.example", name="U", account="acme")
-        box = f"dropbox-{user.token}@dropbox.test"
-    receiver = Receiver(db, settings)
-    rcpt = receiver.check_recipient(box)[1]
-    assert rcpt is not None
+    receiver, rcpt = receiver_with_owner(db, settings)
     subjects = ["first", "broken", "third"]
-    user_email, client = "u@mycorp.example", "jane@client.example"
+    sender, client = "u@mycorp.example", "jane@client.example"
     items = [
         receiver.prepare(
-            mail_from="u@mycorp.example",
+            mail_from=sender,
             rcpts=[rcpt],
-            raw=Spool.of(make_message(from_=user_email, to=[client], subject=s).as_bytes()),
+            raw=Spool.of(make_message(from_=sender, to=[client], subject=s).as_bytes()),
             protocol="smtp",
             peer="t",
         )
