@@ -3,6 +3,7 @@ batch (SQLite decides a batch on one snapshot) — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,10 +20,11 @@ from crmdrop.config import Settings, load_settings
 from crmdrop.receive.service import Receiver
 from crmdrop.store import accounts
 from crmdrop.store import db as store_db
+from crmdrop.store.contacts import ContactEdit, create_contact, delete_contact
 from crmdrop.store.db import Database
 from crmdrop.store.export import export_account
 from crmdrop.store.inbound import LEASE, claim_due
-from crmdrop.store.models import Attachment
+from crmdrop.store.models import Attachment, Contact, ContactEmail, Delivery, Note, note_contacts
 from crmdrop.worker import Progress, file_next, process_one, worker_started
 from tests.support import PG_URL, make_message, pg_database
 
@@ -343,3 +345,54 @@ def test_a_large_message_and_a_small_one_in_one_batch_are_both_filed_whole(
     assert [d["status"] for d in data["deliveries"]] == ["filed", "filed"]
     assert sorted(n["subject"] for n in data["notes"]) == ["large", "small"]
     assert [(name, bytes(content)) for name, content in stored] == [("big.bin", payload)]
+
+
+def test_a_batch_writes_its_new_notes_and_contacts_at_its_end_each_on_its_own_id(
+    store: tuple[Database, Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch's new notes and contacts take their ids beforehand and are written at its
+    end (`BatchWrites.deferred`), except a note with attachments, written at once for
+    them to refer to: in one batch, with a contact the web app made and removed at the
+    top of the table, each note and contact gets an id of its own, links and attachments
+    go to the right ones, and the batch is not applied one at a time."""
+    db, settings = store
+    with db.writing() as session:
+        user = accounts.add_user(session, "lee@mycorp.example", name="L", account="acme")
+        box = f"dropbox-{user.token}@dropbox.test"
+        account_id = user.account_id
+    with db.writing() as session:  # a contact at the top, removed: its id is free again
+        edit = ContactEdit("Gone", ["gone@client.example"], None)
+        made = create_contact(session, account_id, edit, now=datetime.now(UTC))
+        delete_contact(session, account_id, made.id)
+    receiver = Receiver(db, settings)
+    letters = ("a", "b", "c", "d")
+    for letter in letters:
+        msg = make_message(
+            from_="lee@mycorp.example",
+            to=[f"{letter}@client.example"],
+            subject=f"note {letter}",
+            attachments=[(f"{letter}.bin", letter.encode() * 100)] if letter in "bd" else None,
+        )
+        queue(receiver, box, msg.as_bytes(), "lee@mycorp.example")
+    with caplog.at_level(logging.WARNING, logger="crmdrop.worker"):
+        assert file_next(db, settings) is not Progress.IDLE
+    assert "applying one at a time" not in caplog.text
+    with db.reading() as session:
+        linked = session.execute(
+            sa.select(Note.id, Note.subject, ContactEmail.email, Contact.created_by_delivery_id)
+            .join(note_contacts, note_contacts.c.note_id == Note.id)
+            .join(Contact, Contact.id == note_contacts.c.contact_id)
+            .join(ContactEmail, ContactEmail.contact_id == Contact.id)
+            .order_by(Note.subject)
+        ).all()
+        files = session.execute(
+            sa.select(Note.subject, Attachment.filename).join(Note, Note.id == Attachment.note_id)
+        ).all()
+        statuses = session.scalars(sa.select(Delivery.status)).all()
+    assert [(subject, email) for _, subject, email, _ in linked] == [
+        (f"note {x}", f"{x}@client.example") for x in letters
+    ]
+    assert len({note_id for note_id, *_ in linked}) == 4
+    assert len({delivery for *_, delivery in linked}) == 4  # each made by its own delivery
+    assert sorted(files) == [("note b", "b.bin"), ("note d", "d.bin")]
+    assert statuses == ["filed"] * 4

@@ -74,19 +74,30 @@ class BatchWrites:
     worker took meanwhile fails the transaction there, as it would have one statement
     earlier.
 
-    `sequences` (PostgreSQL): the new notes and contacts are written at the end too,
-    with ids taken from their tables' sequences beforehand (`reserve`, one statement for
-    the batch), instead of an INSERT ... RETURNING id each."""
+    `deferred`: the new notes and contacts are written at the end too, with ids taken
+    beforehand for the whole batch (`reserve`), instead of an INSERT ... RETURNING id
+    each — a statement per row, which on SQLite was most of the batch's statements.
+    PostgreSQL takes them from the tables' sequences; SQLite, whose writer holds the
+    database's write lock from its `BEGIN IMMEDIATE`, past the tables' highest id, as
+    its own INSERT would."""
 
     # per account: address -> its contact (None: none), as this transaction knows it
     contacts: dict[int, dict[str, int | None]] = field(default_factory=dict)
     rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
     touched: set[int] = field(default_factory=set)
     finished: list[ClaimedDelivery] = field(default_factory=list)
-    sequences: bool = False
+    deferred: bool = False
+    postgresql: bool = False  # sequences for the ids, COPY for the rows
     ids: dict[Table, list[int]] = field(default_factory=dict)  # reserved, not used yet
+    top: dict[Table, int] = field(default_factory=dict)  # SQLite: the highest id taken
+    links: dict[tuple[Table, str, int], set[int]] = field(default_factory=dict)  # waiting
     # the company of each contact this transaction created (its row may not be written)
     companies: dict[int, int | None] = field(default_factory=dict)
+
+    @classmethod
+    def deferring(cls, session: Session) -> BatchWrites:
+        """Writes that wait for the batch's end, on the session's database."""
+        return cls(deferred=True, postgresql=session.get_bind().dialect.name == "postgresql")
 
     def look_up(self, session: Session, account_id: int, addresses: Iterable[str]) -> int:
         """Find the contacts of these addresses, for the whole batch in one query; how
@@ -102,43 +113,74 @@ class BatchWrites:
 
     def reserve(self, session: Session, notes: int, contacts: int) -> None:
         """Take the ids of the batch's new notes and contacts in one statement."""
-        if self.sequences and notes + contacts > 0:
+        if not self.deferred or notes + contacts == 0:
+            return
+        if self.postgresql:
             found = session.execute(_RESERVE, {"notes": notes, "contacts": contacts})
             for name, value in found:
                 self.ids.setdefault(_NOTES if name == "notes" else _CONTACTS, []).append(value)
-            for taken in self.ids.values():
-                taken.sort(reverse=True)  # popped from the end: used in ascending order
+        else:
+            for table, count in ((_NOTES, notes), (_CONTACTS, contacts)):
+                self.ids.setdefault(table, []).extend(self._past_top(session, table, count))
+        for taken in self.ids.values():
+            taken.sort(reverse=True)  # popped from the end: used in ascending order
 
-    def insert(self, session: Session, model: type[Base], **values: Any) -> int:
-        """A new row's id; with `sequences`, the row is written by `finish`."""
-        if not self.sequences:
-            return _insert(session, model, **values)
-        table = table_of(model)
+    def _past_top(self, session: Session, table: Table, count: int) -> range:
+        """SQLite: `count` ids past both the table's highest and those this batch took."""
+        if count <= 0:
+            return range(0)
+        highest = session.scalar(select(sa.func.max(table.c.id))) or 0
+        start = max(int(highest), self.top.get(table, 0)) + 1
+        self.top[table] = start + count - 1
+        return range(start, start + count)
+
+    def _take_id(self, session: Session, table: Table) -> int:
         taken = self.ids.get(table)
         if taken:
-            row_id = taken.pop()
+            return taken.pop()
+        if not self.postgresql:
+            return self._past_top(session, table, 1)[0]
+        sql = f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
+        return int(session.execute(text(sql)).scalar_one())
+
+    def insert(
+        self, session: Session, model: type[Base], *, now: bool = False, **values: Any
+    ) -> int:
+        """A new row's id. `deferred`: the row is written by `finish`, or at once when
+        `now` (rows that refer to it follow at once), with an id of the batch's."""
+        if not self.deferred:
+            return _insert(session, model, **values)
+        table = table_of(model)
+        row_id = self._take_id(session, table)
+        if now:
+            session.execute(_insert_rows(table), [{"id": row_id, **values}])
         else:
-            sql = f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
-            row_id = int(session.execute(text(sql)).scalar_one())
-        self.add(table, [{"id": row_id, **values}])
+            self.add(table, [{"id": row_id, **values}])
         return row_id
 
     def add(self, table: Table, rows: list[dict[str, Any]]) -> None:
         if rows:
             self.rows.setdefault(table, []).extend(rows)
 
-    def pending(self, table: Table, left: str, left_id: int, right: str) -> set[int]:
-        """The `right` ids already waiting to be linked to `left_id`."""
-        return {row[right] for row in self.rows.get(table, []) if row[left] == left_id}
+    def link(self, table: Table, left: str, left_id: int, right: str, ids: list[int]) -> None:
+        """Pairs of an association table to write, remembered by their left side."""
+        self.add(table, [{left: left_id, right: i} for i in ids])
+        self.links.setdefault((table, left, left_id), set()).update(ids)
+
+    def pending(self, table: Table, left: str, left_id: int) -> set[int]:
+        """The ids already waiting to be linked to `left_id` (a look-up, where a scan of
+        the table's waiting rows for each link made the batch's links quadratic)."""
+        return set(self.links.get((table, left, left_id), ()))
 
     def write_rows(self, session: Session) -> None:
         """Write the rows waiting so far, a statement per table, parents first (on
         PostgreSQL a binary COPY: `store.copyrows`)."""
         for table in sorted(self.rows, key=_table_order().__getitem__):
             rows = self.rows[table]
-            if not (self.sequences and copy_rows(session, table, rows)):
+            if not (self.postgresql and copy_rows(session, table, rows)):
                 session.execute(_insert_rows(table), rows)
         self.rows.clear()
+        self.links.clear()
 
     def finish(self, session: Session, now: datetime) -> None:
         self.write_rows(session)
@@ -178,14 +220,14 @@ def _link(
     wanted = set(ids)
     if not wanted:
         return
-    have = writes.pending(table, left, left_id, right)
+    have = writes.pending(table, left, left_id)
     if not fresh:
         have.update(
             session.scalars(
                 select(table.c[right]).where(table.c[left] == left_id, table.c[right].in_(wanted))
             ).all()
         )
-    writes.add(table, [{left: left_id, right: i} for i in sorted(wanted - have)])
+    writes.link(table, left, left_id, right, sorted(wanted - have))
 
 
 _INSERTS: dict[type[Base], Any] = {}
@@ -460,10 +502,10 @@ def _apply_note(
     if plan.note_id is not None or plan.note is None:
         return plan.note_id
     draft = plan.note
-    now_or_later = _insert if parsed.attachments else writes.insert
-    note_id = now_or_later(
+    note_id = writes.insert(
         session,
         Note,
+        now=bool(parsed.attachments),
         account_id=account.id,
         user_id=delivery.user_id,
         delivery_id=delivery.id,
@@ -562,7 +604,7 @@ def _apply_task(
     )
     if exists is not None:
         return
-    if writes.sequences:
+    if writes.deferred:
         writes.write_rows(session)  # its note (this filing's or the batch's) may wait
     task_id = _insert(
         session,
