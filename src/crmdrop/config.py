@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         2.0, description="Idle safety poll of the worker (it is woken when mail is queued)."
     )
+    worker_parse_process: bool = Field(
+        True, description="SQLite: a second process parses the next batch while one files."
+    )
     claim_lease_seconds: float = Field(
         300.0, description="A claim older than this is a dead worker's: another takes it."
     )

@@ -37,7 +37,7 @@ from crmdrop.store.inbound import prune_intake_keys, purge_raw
 from crmdrop.store.signals import QUEUE, Outbound, PgListener, WakeSocket, wake_path
 from crmdrop.store.webhooks import prune_messages
 from crmdrop.web.app import create_app
-from crmdrop.worker import PollingThread, Progress, file_next, worker_started
+from crmdrop.worker import ParseAhead, PollingThread, Progress, file_next, worker_started
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,16 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
     senders = {Outbound.REPLIES: threading.Event(), Outbound.WEBHOOKS: threading.Event()}
     replies, webhooks = senders[Outbound.REPLIES], senders[Outbound.WEBHOOKS]
 
+    # SQLite's one worker parses the next batch in a second process while it files this
+    # one; on one core that would only add the pickling.
+    spare_core = (os.cpu_count() or 1) > 1
+    ahead = ParseAhead() if db.is_sqlite and settings.worker_parse_process and spare_core else None
+
     def file_step() -> bool:
         """True: claim again at once. After a batch that took all that was due, the
         loop waits for the next wake-up instead (one that came meanwhile is still set)."""
         queued: set[Outbound] = set()
-        progress = file_next(db, settings, queued)
+        progress = file_next(db, settings, queued, ahead)
         for kind in queued:
             senders[kind].set()
         return progress is Progress.MORE
@@ -121,6 +126,8 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
         thread.stop()
     for thread in threads:
         thread.join(timeout=30)
+    if ahead is not None and not threads[0].is_alive():
+        ahead.close(db)
     stop_wake()
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +33,7 @@ from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
 from crmdrop.mail.dates import warm_date_tables
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
+from crmdrop.parseahead import CHILD_MAX_BYTES, ChildParse, ParseProcess
 from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
@@ -262,7 +263,11 @@ def _claim_at_once(
 
 
 def _process_batch(
-    db: Database, settings: Settings, now: datetime, queued: set[Outbound]
+    db: Database,
+    settings: Settings,
+    now: datetime,
+    queued: set[Outbound],
+    ahead: ParseAhead | None = None,
 ) -> Progress:
     """Claim a batch (its messages loaded with it), parse it outside any transaction,
     then decide and apply it; should the apply fail, each delivery is applied (or
@@ -273,14 +278,16 @@ def _process_batch(
     write lock (`_file_in_two`). The claim skips rows other workers hold (SKIP LOCKED)
     and is a lease, so any number of workers share the queue and a dead one's batch is
     taken over when its lease runs out. Each step asks the database once per batch what
-    it can (`BatchCache`). `queued` gets the outgoing queues the batch added to."""
-    claim = _claim(db, settings, now, BATCH)
+    it can (`BatchCache`). `queued` gets the outgoing queues the batch added to.
+    `ahead` (SQLite): while more is due, the next batch is claimed before this one is
+    filed and parsed meanwhile by a second process (`ParseAhead`)."""
+    claim, parsed, failed = _claimed_and_parsed(db, settings, now, ahead)
     if claim.parked:  # parking emits delivery.failed
         queued.add(Outbound.WEBHOOKS)
     if not claim.deliveries:
         return Progress.MORE if claim.parked else Progress.IDLE
-    failed: list[Failure] = []
-    parsed = _parse_all(claim.deliveries, failed)
+    if ahead is not None and claim.more:  # the next batch, parsed while this one files
+        ahead.start(_claim(db, settings, datetime.now(UTC), BATCH))
     file = _file_in_two if db.is_sqlite else _file_at_once
     deferred = file(db, settings, now, parsed, failed, queued)
     for failure in failed:
@@ -293,6 +300,72 @@ def _process_batch(
 Decided = tuple[int, ParsedMessage, Decision]  # a delivery's id, its message, its decision
 # A claimed delivery, its message, and the CPU time its parse took (its time budget).
 Parsed = tuple[ClaimedDelivery, ParsedMessage, float]
+
+
+def _claimed_and_parsed(
+    db: Database, settings: Settings, now: datetime, ahead: ParseAhead | None
+) -> tuple[Claim, list[Parsed], list[Failure]]:
+    """The batch claimed ahead and parsed meanwhile, if there is one; else a new claim,
+    parsed here."""
+    if ahead is not None and ahead.claim is not None:
+        return ahead.take()
+    claim = _claim(db, settings, now, BATCH)
+    failed: list[Failure] = []
+    return claim, _parse_all(claim.deliveries, failed), failed
+
+
+@dataclass
+class ParseAhead:
+    """SQLite: the next batch, claimed before this one is filed and parsed meanwhile by
+    a second process (`crmdrop.parseahead`), so that the worker uses a second core. Held
+    by the filing thread from one batch to the next; `close` gives back a batch claimed
+    but not filed (its attempt does not count)."""
+
+    process: ParseProcess = field(default_factory=ParseProcess)
+    claim: Claim | None = None
+    sent: list[int] = field(default_factory=list)  # the deliveries the child parses
+
+    def start(self, claim: Claim) -> None:
+        self.claim = claim
+        self.sent = [
+            i
+            for i, d in enumerate(claim.deliveries)
+            if d.raw is not None and len(d.raw) <= CHILD_MAX_BYTES
+        ]
+        raws = [claim.deliveries[i].raw or b"" for i in self.sent]
+        if raws and not self.process.submit(raws):
+            self.sent = []
+
+    def take(self) -> tuple[Claim, list[Parsed], list[Failure]]:
+        """The claimed batch, parsed: by the child where it answered, here otherwise."""
+        assert self.claim is not None
+        claim, sent = self.claim, self.sent
+        self.claim, self.sent = None, []
+        answers = self.process.result() if sent else None
+        done: dict[int, ChildParse] = {}
+        if answers is not None and len(answers) == len(sent):
+            done = dict(zip(sent, answers, strict=True))
+        parsed: list[Parsed] = []
+        failed: list[Failure] = []
+        for i, delivery in enumerate(claim.deliveries):
+            answer = done.get(i)
+            if answer is None:
+                parsed.extend(_parse_all([delivery], failed))
+                continue
+            delivery.raw = None
+            if answer.message is None:
+                failed.append(Failure(delivery.id, answer.error, answer.summary, race=False))
+            else:
+                parsed.append((delivery, answer.message, answer.seconds))
+        return claim, parsed, failed
+
+    def close(self, db: Database) -> None:
+        """Stop the child; give back the batch claimed ahead, if any."""
+        self.process.close()
+        claim, self.claim, self.sent = self.claim, None, []
+        if claim is not None and claim.deliveries:
+            with db.writing() as session:
+                unclaim(session, [d.id for d in claim.deliveries])
 
 
 def _parse_all(deliveries: list[ClaimedDelivery], failed: list[Failure]) -> list[Parsed]:
@@ -326,7 +399,7 @@ def _file_at_once(
     applied one at a time, each checked again). The ids deferred to the next round."""
     decided: list[Decided] = []
     deferred: list[int] = []
-    cache = BatchCache(writes=BatchWrites(sequences=True))
+    cache = BatchCache(writes=BatchWrites(deferred=True, postgresql=True))
     try:
         with db.writing() as session:
             locked = _lock(session, parsed, failed)
@@ -461,8 +534,7 @@ def _apply_all(
     `accounts`: the settings the decisions were taken with (read again when not given)."""
     queued = lock_queued(session, [delivery_id for delivery_id, _, _ in decided])
     todo = [(queued[i], parsed, decision) for i, parsed, decision in decided if i in queued]
-    writes = BatchWrites(sequences=session.get_bind().dialect.name == "postgresql")
-    cache = BatchCache(accounts=dict(accounts or {}), writes=writes)
+    cache = BatchCache(accounts=dict(accounts or {}), writes=BatchWrites.deferring(session))
     _apply_locked(session, todo, settings, now, cache)
 
 
@@ -495,13 +567,19 @@ def worker_started(db: Database) -> None:
             log.warning("released %d deliveries a stopped worker had claimed", released)
 
 
-def file_next(db: Database, settings: Settings, queued: set[Outbound] | None = None) -> Progress:
+def file_next(
+    db: Database,
+    settings: Settings,
+    queued: set[Outbound] | None = None,
+    ahead: ParseAhead | None = None,
+) -> Progress:
     """Process the next batch of due deliveries (`Progress.IDLE`: none was due).
     `queued`: gets the outgoing queues (replies, webhooks) that the batch added to, so
-    that only their senders are woken."""
+    that only their senders are woken. `ahead`: see `_process_batch`."""
     if _UNRECORDED:
         _release_unrecorded(db, settings)
-    return _process_batch(db, settings, datetime.now(UTC), set() if queued is None else queued)
+    now = datetime.now(UTC)
+    return _process_batch(db, settings, now, set() if queued is None else queued, ahead)
 
 
 def process_one(db: Database, settings: Settings) -> bool:
