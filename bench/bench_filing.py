@@ -47,6 +47,7 @@ from common import (
     message,
     scratch_dir,
     stop,
+    tree_cpu_seconds,
 )
 from cpucap import CpuCaps
 from crmdrop.config import Settings, load_settings
@@ -347,13 +348,13 @@ def timed_drain(
         # From the queueing commit (the workers are woken by it), not before the queueing:
         # the bench's own inserts of the round's messages are not the workers' time.
         start = time.perf_counter()
-        cpu = sum(cpu_seconds(p.pid) for p in procs)
+        cpu = sum(tree_cpu_seconds(p.pid) for p in procs)
         machine = machine_cpu_seconds()
         if probe:
             probe.begin()
         wait_drained(db, probe, args.messages, start)
         elapsed = time.perf_counter() - start
-        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+        cpu = sum(tree_cpu_seconds(p.pid) for p in procs) - cpu
         busy = [b - a for a, b in zip(machine, machine_cpu_seconds(), strict=True)]
         if caps:
             print("  " + caps.report(), flush=True)

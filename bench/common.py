@@ -190,7 +190,26 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 def machine_load() -> str:
     one, five, _ = os.getloadavg()
-    return f"load average {one:.1f} / {five:.1f} (1 / 5 min) on {os.cpu_count()} cores"
+    return (
+        f"load average {one:.1f} / {five:.1f} (1 / 5 min) on {os.cpu_count()} cores; "
+        "host speed {:.0f}-{:.0f} ns per loop step".format(*host_speed())
+    )
+
+
+def host_speed(samples: int = 12, steps: int = 200_000) -> tuple[float, float]:
+    """CPU nanoseconds per step of a plain Python loop, fastest and slowest of `samples`
+    (≈ 0.1 s in all): one host's figures against another's, and whether this one's
+    speed moved during the run. Hosts of this machine kind differ, and one may change its
+    speed by seconds: the session-11 host (1 Dec 2026) went between 36 and 70 ns, on
+    either core, with nothing else running."""
+    times = []
+    for _ in range(samples):
+        start = time.process_time()
+        total = 0
+        for i in range(steps):
+            total += i
+        times.append((time.process_time() - start) / steps * 1e9)
+    return min(times), max(times)
 
 
 def cpu_seconds(pid: int) -> float:
