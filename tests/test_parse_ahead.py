@@ -20,7 +20,7 @@ from crmdrop import parseahead
 from crmdrop.config import Settings, load_settings
 from crmdrop.receive.service import Rcpt, Receiver
 from crmdrop.store.db import Database
-from crmdrop.store.models import Delivery, Note
+from crmdrop.store.models import Attachment, Delivery, Note
 from crmdrop.worker import BATCH, ParseAhead, Progress, file_next
 from tests.conftest import SERVER_ENV
 from tests.support import make_message, receiver_with_owner, wait_for
@@ -147,6 +147,39 @@ def test_a_parse_that_raises_in_the_child_comes_back_as_its_error(
     assert [a.message for a in answers] == ["good", None, "also good"]
     assert answers[1].summary == "ValueError: unreadable"
     assert "Traceback" in answers[1].error and "unreadable" in answers[1].error
+
+
+def test_a_large_message_claimed_ahead_waits_unloaded_and_is_filed_whole(
+    store: Store, ahead: ParseAhead
+) -> None:
+    """Over `CHILD_MAX_BYTES` a message is parsed by the worker, and while its batch
+    waits for its turn the worker does not hold its bytes (loaded again when taken)."""
+    db, settings = store.db, store.settings
+    _queue(store, BATCH + 1)
+    payload = bytes(range(256)) * 6000  # 1.5 MB
+    big = make_message(
+        from_="u@mycorp.example",
+        to=["big@client.example"],
+        subject="large",
+        attachments=[("big.bin", payload)],
+    )
+    verdict = store.receiver.accept(
+        mail_from="u@mycorp.example",
+        rcpts=[store.rcpt],
+        raw=big.as_bytes(),
+        protocol="smtp",
+        peer="t",
+    )
+    assert verdict.replies[0].startswith("250")
+    assert file_next(db, settings, None, ahead) is Progress.MORE
+    assert ahead.claim is not None
+    waiting = {d.subject: d.raw for d in ahead.claim.deliveries}
+    assert waiting["large"] is None and waiting[f"message {BATCH}"] is not None
+    _drain(db, settings, ahead)
+    with db.reading() as session:
+        stored = session.execute(sa.select(Attachment.filename, Attachment.data)).all()
+    assert [(name, bytes(data)) for name, data in stored] == [("big.bin", payload)]
+    assert len(_filed(db)) == BATCH + 2
 
 
 def _parse_children(pid: int) -> list[int]:

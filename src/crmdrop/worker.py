@@ -308,7 +308,7 @@ def _claimed_and_parsed(
     """The batch claimed ahead and parsed meanwhile, if there is one; else a new claim,
     parsed here."""
     if ahead is not None and ahead.claim is not None:
-        return ahead.take()
+        return ahead.take(db)
     claim = _claim(db, settings, now, BATCH)
     failed: list[Failure] = []
     return claim, _parse_all(claim.deliveries, failed), failed
@@ -326,21 +326,27 @@ class ParseAhead:
     sent: list[int] = field(default_factory=list)  # the deliveries the child parses
 
     def start(self, claim: Claim) -> None:
+        """Hand the batch's messages to the child; a large one is let go until `take`
+        loads it again, so that the worker does not hold two batches' large messages."""
         self.claim = claim
-        self.sent = [
-            i
-            for i, d in enumerate(claim.deliveries)
-            if d.raw is not None and len(d.raw) <= CHILD_MAX_BYTES
-        ]
+        self.sent = []
+        for i, delivery in enumerate(claim.deliveries):
+            if delivery.raw is not None and len(delivery.raw) <= CHILD_MAX_BYTES:
+                self.sent.append(i)
+            elif delivery.raw_digest is not None:
+                delivery.raw = None
         raws = [claim.deliveries[i].raw or b"" for i in self.sent]
         if raws and not self.process.submit(raws):
             self.sent = []
 
-    def take(self) -> tuple[Claim, list[Parsed], list[Failure]]:
+    def take(self, db: Database) -> tuple[Claim, list[Parsed], list[Failure]]:
         """The claimed batch, parsed: by the child where it answered, here otherwise."""
         assert self.claim is not None
         claim, sent = self.claim, self.sent
         self.claim, self.sent = None, []
+        if any(d.raw is None and d.raw_digest is not None for d in claim.deliveries):
+            with db.reading() as session:
+                load_large(session, claim.deliveries)
         answers = self.process.result() if sent else None
         done: dict[int, ChildParse] = {}
         if answers is not None and len(answers) == len(sent):
