@@ -12,14 +12,16 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from crmdrop import parseahead
+from crmdrop import parseahead, worker
 from crmdrop.config import Settings, load_settings
 from crmdrop.receive.service import Rcpt, Receiver
 from crmdrop.store.db import Database
+from crmdrop.store.inbound import Claim
 from crmdrop.store.models import Attachment, Delivery, Note
 from crmdrop.worker import BATCH, ParseAhead, Progress, file_next
 from tests.conftest import SERVER_ENV
@@ -214,3 +216,25 @@ def test_a_sqlite_worker_files_a_burst_with_its_parse_process_and_stops_it(
         worker.terminate()
         worker.wait(30)
     wait_for(lambda: not Path(f"/proc/{children[0]}").exists(), what="the parse process gone")
+
+
+def test_a_claim_ahead_that_fails_leaves_this_batch_to_be_filed(
+    store: Store, ahead: ParseAhead, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, settings = store.db, store.settings
+    _queue(store, MESSAGES)
+    real = worker._claim
+    calls: list[int] = []
+
+    def claim_once(*args: Any) -> Claim:
+        calls.append(1)
+        if len(calls) == 2:  # the claim ahead
+            raise sa.exc.OperationalError("claim", {}, Exception("database is away"))
+        return real(*args)
+
+    monkeypatch.setattr(worker, "_claim", claim_once)
+    assert file_next(db, settings, None, ahead) is Progress.MORE
+    assert len(calls) == 2 and ahead.claim is None
+    assert len(_filed(db)) == BATCH  # this batch filed all the same
+    _drain(db, settings, ahead)
+    assert len(_filed(db)) == MESSAGES

@@ -287,7 +287,7 @@ def _process_batch(
     if not claim.deliveries:
         return Progress.MORE if claim.parked else Progress.IDLE
     if ahead is not None and claim.more:  # the next batch, parsed while this one files
-        ahead.start(_claim(db, settings, datetime.now(UTC), BATCH))
+        _claim_ahead(db, settings, ahead)
     file = _file_in_two if db.is_sqlite else _file_at_once
     deferred = file(db, settings, now, parsed, failed, queued)
     for failure in failed:
@@ -300,6 +300,17 @@ def _process_batch(
 Decided = tuple[int, ParsedMessage, Decision]  # a delivery's id, its message, its decision
 # A claimed delivery, its message, and the CPU time its parse took (its time budget).
 Parsed = tuple[ClaimedDelivery, ParsedMessage, float]
+
+
+def _claim_ahead(db: Database, settings: Settings, ahead: ParseAhead) -> None:
+    """Claim the next batch for `ahead`; should that fail, this batch is filed all the
+    same (the next one is claimed in its turn)."""
+    try:
+        claim = _claim(db, settings, datetime.now(UTC), BATCH)
+    except Exception:
+        log.warning("claiming the next batch ahead failed; filing this one", exc_info=True)
+        return
+    ahead.start(claim)
 
 
 def _claimed_and_parsed(
