@@ -87,6 +87,8 @@ def run_worker(db: Database, settings: Settings, *, parent: int | None = None) -
     # one; on one core that would only add the pickling.
     spare_core = (os.cpu_count() or 1) > 1
     ahead = ParseAhead() if db.is_sqlite and settings.worker_parse_process and spare_core else None
+    if ahead is not None:
+        ahead.process.start()
 
     def file_step() -> bool:
         """True: claim again at once. After a batch that took all that was due, the
