@@ -112,7 +112,8 @@ class BatchWrites:
         return sum(known[address] is None for address in asked)
 
     def reserve(self, session: Session, notes: int, contacts: int) -> None:
-        """Take the ids of the batch's new notes and contacts in one statement."""
+        """Take the ids of the batch's new notes and contacts: one statement on
+        PostgreSQL, one per table on SQLite."""
         if not self.deferred or notes + contacts == 0:
             return
         if self.postgresql:
