@@ -59,7 +59,8 @@ def parse_batch(raws: list[bytes]) -> list[ChildParse]:
 
 
 class ParseProcess:
-    """The child process, started when first needed; at most one batch in it at a time."""
+    """The child process, started with the worker (`start`) or when first needed; at most
+    one batch in it at a time."""
 
     def __init__(self) -> None:
         self._child: subprocess.Popen[bytes] | None = None
