@@ -464,6 +464,17 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+def children_running(pid: int, arg: str) -> list[int]:
+    """The child processes of `pid` (started by any of its threads) with `arg` among
+    their command-line arguments."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if arg.encode() in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                found.append(int(child))
+    return found
+
+
 def open_files_in(pid: int, where: Path) -> list[str]:
     """The files (deleted ones too: temporary files) process `pid` holds open in `where`."""
     found = []

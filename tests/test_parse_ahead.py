@@ -25,7 +25,7 @@ from crmdrop.store.inbound import Claim
 from crmdrop.store.models import Attachment, Delivery, Note
 from crmdrop.worker import BATCH, ParseAhead, Progress, file_next
 from tests.conftest import SERVER_ENV
-from tests.support import make_message, receiver_with_owner, wait_for
+from tests.support import children_running, make_message, receiver_with_owner, wait_for
 
 MESSAGES = 2 * BATCH + 5  # three batches: two of them claimed ahead
 
@@ -184,16 +184,6 @@ def test_a_large_message_claimed_ahead_waits_unloaded_and_is_filed_whole(
     assert len(_filed(db)) == BATCH + 2
 
 
-def _parse_children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            if b"crmdrop.parseahead" in cmdline:
-                found.append(int(child))
-    return found
-
-
 def test_a_sqlite_worker_files_a_burst_with_its_parse_process_and_stops_it(
     store: Store, tmp_path: Path
 ) -> None:
@@ -210,7 +200,7 @@ def test_a_sqlite_worker_files_a_burst_with_its_parse_process_and_stops_it(
     try:
         wait_for(lambda: len(_filed(store.db)) == 3 * MESSAGES, what="the burst filed")
         assert [n for *_, n in _filed(store.db)] == [1] * (3 * MESSAGES)
-        children = _parse_children(worker.pid)
+        children = children_running(worker.pid, "crmdrop.parseahead")
         assert len(children) == 1
     finally:
         worker.terminate()

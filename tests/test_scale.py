@@ -25,7 +25,7 @@ from crmdrop.store import accounts
 from crmdrop.store.db import Database
 from crmdrop.store.inbound import NewDelivery, add_delivery
 from tests.conftest import SERVER_ENV, OwnServer, own_server
-from tests.support import DOMAIN, make_message, pg_database, smtp_send, wait_for
+from tests.support import DOMAIN, children_running, make_message, pg_database, smtp_send, wait_for
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -54,11 +54,7 @@ def _sockets_on(port: int, state: str) -> set[str]:
 
 def _acceptors(serve_pid: int) -> list[int]:
     """The serve process and its extra acceptor children (not the worker)."""
-    children = Path(f"/proc/{serve_pid}/task/{serve_pid}/children").read_text().split()
-    extra = [
-        int(c) for c in children if b"serve" in Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")
-    ]
-    return [serve_pid, *extra]
+    return [serve_pid, *children_running(serve_pid, "serve")]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

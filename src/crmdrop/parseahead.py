@@ -52,10 +52,14 @@ def parse_batch(raws: list[bytes]) -> list[ChildParse]:
         try:
             out.append(ChildParse(parse_message(raw), time.monotonic() - started))
         except Exception as exc:
-            summary = traceback.format_exception_only(exc)[-1].strip().splitlines()[0]
             spent = time.monotonic() - started
-            out.append(ChildParse(None, spent, traceback.format_exc(), summary))
+            out.append(ChildParse(None, spent, traceback.format_exc(), error_summary(exc)))
     return out
+
+
+def error_summary(exc: BaseException) -> str:
+    """An error's one line for the processing record (the worker's failures use it too)."""
+    return traceback.format_exception_only(exc)[-1].strip().splitlines()[0]
 
 
 class ParseProcess:

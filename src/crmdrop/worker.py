@@ -33,7 +33,7 @@ from crmdrop.filing import BatchCache, Decision, apply_decision, decide_delivery
 from crmdrop.mail.dates import warm_date_tables
 from crmdrop.mail.model import ParsedMessage
 from crmdrop.mail.parse import parse_message
-from crmdrop.parseahead import CHILD_MAX_BYTES, ChildParse, ParseProcess
+from crmdrop.parseahead import CHILD_MAX_BYTES, ChildParse, ParseProcess, error_summary
 from crmdrop.store.accounts import AccountSettings
 from crmdrop.store.apply import BatchWrites
 from crmdrop.store.db import Database
@@ -106,11 +106,10 @@ class Failure:
     def current(cls, delivery_id: int) -> Failure:
         exc = sys.exception()
         assert exc is not None
-        summary = traceback.format_exception_only(exc)[-1].strip().splitlines()[0]
         return cls(
             delivery_id,
             traceback.format_exc(),
-            summary,
+            error_summary(exc),
             is_known_race(exc),
             isinstance(exc, OverBudget),
         )
@@ -236,10 +235,15 @@ def _claim(db: Database, settings: Settings, now: datetime, limit: int) -> Claim
             )
     else:
         claim = _claim_at_once(db, settings, now, limit, lease)
-    if any(d.raw is None and d.raw_digest is not None for d in claim.deliveries):
-        with db.reading() as session:
-            load_large(session, claim.deliveries)
+    _load_large(db, claim.deliveries)
     return claim
+
+
+def _load_large(db: Database, deliveries: list[ClaimedDelivery]) -> None:
+    """Read the messages the claim left out (large ones), in a read transaction."""
+    if any(d.raw is None and d.raw_digest is not None for d in deliveries):
+        with db.reading() as session:
+            load_large(session, deliveries)
 
 
 def _claim_at_once(
@@ -355,9 +359,7 @@ class ParseAhead:
         assert self.claim is not None
         claim, sent = self.claim, self.sent
         self.claim, self.sent = None, []
-        if any(d.raw is None and d.raw_digest is not None for d in claim.deliveries):
-            with db.reading() as session:
-                load_large(session, claim.deliveries)
+        _load_large(db, claim.deliveries)
         answers = self.process.result() if sent else None
         done: dict[int, ChildParse] = {}
         if answers is not None and len(answers) == len(sent):

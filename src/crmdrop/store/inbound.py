@@ -207,13 +207,16 @@ def store_raw(conn: Connection | Session, raw: bytes | Spool, *, now: datetime) 
     if isinstance(raw, Spool) and raw.on_disk:
         _stream_raw(conn, dialect, raw, now=now)
         return digest
-    data = raw.getvalue() if isinstance(raw, Spool) else raw
-    values = dict(digest=digest, data=data, size=len(data), received_at=now)
+    values = _raw_row(digest, raw.getvalue() if isinstance(raw, Spool) else raw, now)
     if dialect in _DRIVER_DIALECTS and isinstance(conn, Connection):
         _DRIVER_RAW.run(conn, values)
     else:
         conn.execute(_INSERT_RAW[dialect], values)
     return digest
+
+
+def _raw_row(digest: str, data: bytes, now: datetime) -> dict[str, Any]:
+    return dict(digest=digest, data=data, size=len(data), received_at=now)
 
 
 def _stream_raw(conn: Connection | Session, dialect: str, raw: Spool, *, now: datetime) -> None:
@@ -268,9 +271,8 @@ def add_deliveries(
         if raw.on_disk:
             digests[id(raw)] = store_raw(conn, raw, now=now)  # streamed, never whole
             continue
-        data = raw.getvalue()
         digests[id(raw)] = raw.digest
-        in_memory.append(dict(digest=raw.digest, data=data, size=len(data), received_at=now))
+        in_memory.append(_raw_row(raw.digest, raw.getvalue(), now))
     _DRIVER_RAW.run_many(conn, in_memory)
     rows = [_delivery_row(new, raw, now=now, stored=digests[id(raw)]) for new, raw in queued]
     return _DRIVER_DELIVERY.run_many(conn, rows)
