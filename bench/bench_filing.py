@@ -16,7 +16,9 @@ On a host with no more cores than workers, a worker and its PostgreSQL backend t
 and the scheduler places the four of two workers on two cores as it can: `--pin` keeps
 worker n and its backends on core n, `--cpu-cap S` holds each to S of one core (both need
 root and cgroups; `cpucap.py` says why). Each drain prints how busy the machine's cores
-were, so a run that other work disturbed shows.
+were, so a run that other work disturbed shows; how long the workers and their backends
+waited for a core while runnable (with cores idle, that is the scheduler's placement, not
+a lack of cores); and how many filings a batch held.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from common import (
     machine_load,
     median,
     message,
+    runnable_wait_seconds,
     scratch_dir,
     stop,
     tree_cpu_seconds,
@@ -166,6 +169,19 @@ def queue(db: Database, owner: Owner, contacts: int, count: int, tag: str) -> No
         Waker(wake_path(db.sqlite_file)).poke()
 
 
+def batches_since(db: Database, since: datetime) -> int:
+    """How many batches filed deliveries since `since`: a batch finishes its deliveries
+    with one timestamp. Two workers that split a drain into smaller batches than one
+    would (each claim racing the other's) would each do more work per filing."""
+    with db.reading() as session:
+        found = session.scalar(
+            select(func.count(func.distinct(Delivery.finished_at))).where(
+                Delivery.finished_at >= since
+            )
+        )
+        return int(found or 0)
+
+
 def pending(db: Database) -> int:
     with db.reading() as session:
         return int(
@@ -210,6 +226,7 @@ class ServerProbe:
     caps: CpuCaps | None = None  # workers' backends seen join their worker's group
     first: dict[int, tuple[str, float]] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
+    waits: dict[int, tuple[float, float]] = field(default_factory=dict)  # backends' first, last
     states: Counter[str] = field(default_factory=Counter)
     samples: int = 0
     counters: tuple[int, ...] = ()
@@ -225,6 +242,7 @@ class ServerProbe:
         """The drain starts now: CPU, states and counters count from here (the bench's own
         backend, which queued the drain's deliveries meanwhile, is not counted)."""
         self.first.clear()
+        self.waits.clear()
         self.states.clear()
         self.samples = 0
         self.counters = self._counters()
@@ -242,8 +260,12 @@ class ServerProbe:
                 self.caps.adopt(int(pid), app)
             try:
                 used = cpu_seconds(int(pid))
+                waited = runnable_wait_seconds(int(pid))
             except OSError:  # gone meanwhile
                 continue
+            if kind == "client backend":  # as for CPU: one started meanwhile from 0
+                first = self.waits.get(pid, (waited if started else 0.0, 0.0))[0]
+                self.waits[pid] = (first, waited)
             if pid not in self.first:  # a process that started during the drain: all of it
                 self.first[pid] = (str(kind), used if started else 0.0)
             self.last[pid] = used
@@ -263,6 +285,7 @@ class ServerProbe:
         done = [b - a for a, b in zip(self.counters, self._counters(), strict=True)]
         self.conn.close()
         per = {k: v / filings * 1000 for k, v in cpu.items()}
+        waited = sum(last - first for first, last in self.waits.values()) / filings * 1000
         seen = self.samples or 1
         states = ", ".join(f"{k} {n / seen:.2f}" for k, n in self.states.most_common(6))
         counted = ", ".join(f"{n} {v}" for n, v in zip(_COUNTER_NAMES, done, strict=False))
@@ -270,7 +293,8 @@ class ServerProbe:
             f"PostgreSQL server: {sum(per.values()):.2f} ms per filing (backends "
             f"{per.get('client backend', 0):.2f}, autovacuum {per.get('autovacuum worker', 0):.2f},"
             f" background {per.get('background', 0):.2f}); WAL {done[5] / filings / 1024:.1f} KiB"
-            f" per filing; {counted}, rollbacks {done[6]}\n"
+            f" per filing; {counted}, rollbacks {done[6]}; backends waited for a core"
+            f" {waited:.2f} ms per filing\n"
             f"    workers' backends not idle, on average: {states or 'none'}"
         )
 
@@ -344,17 +368,20 @@ def timed_drain(
         # backends in their groups, is not in the timing); samples every 100 ms: the
         # probe's own CPU (≈ 0.7 ms a sample) competes with the workers for the cores.
         probe = None if db.is_sqlite else ServerProbe.open(db.url, caps)
+        queued_at = datetime.now(UTC)
         queue(db, owner, args.contacts, args.messages, tag)
         # From the queueing commit (the workers are woken by it), not before the queueing:
         # the bench's own inserts of the round's messages are not the workers' time.
         start = time.perf_counter()
         cpu = sum(tree_cpu_seconds(p.pid) for p in procs)
+        waited = sum(runnable_wait_seconds(p.pid) for p in procs)
         machine = machine_cpu_seconds()
         if probe:
             probe.begin()
         wait_drained(db, probe, args.messages, start)
         elapsed = time.perf_counter() - start
         cpu = sum(tree_cpu_seconds(p.pid) for p in procs) - cpu
+        waited = sum(runnable_wait_seconds(p.pid) for p in procs) - waited
         busy = [b - a for a, b in zip(machine, machine_cpu_seconds(), strict=True)]
         if caps:
             print("  " + caps.report(), flush=True)
@@ -366,7 +393,9 @@ def timed_drain(
     print(
         f"  {workers} worker(s): {cpu / args.messages * 1000:.2f} ms of worker CPU per filing "
         f"(= {args.messages / cpu:.0f} filings/s per busy core); the machine's cores busy "
-        f"{busy[0] / busy[1]:.0%} of the drain",
+        f"{busy[0] / busy[1]:.0%} of the drain; waited for a core "
+        f"{waited / args.messages * 1000:.2f} ms per filing; "
+        f"{args.messages / max(1, batches_since(db, queued_at)):.1f} filings per batch",
         flush=True,
     )
     if probe is not None:

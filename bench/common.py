@@ -218,6 +218,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runnable_wait_seconds(pid: int) -> float:
+    """Seconds the threads of a live process have spent runnable but not running, waiting
+    for a core (/proc/PID/task/*/schedstat, its second field): on a machine whose cores
+    are not all busy, waiting there means the scheduler queued the process behind another
+    on one core while the other core idled, not that the work lacked a core."""
+    waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError):  # a thread gone meanwhile
+            continue
+    return waited / 1e9
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, elapsed) CPU seconds of the whole machine since boot, summed over its cores,
     from /proc/stat: busy is user, nice, system, irq, softirq and steal time; elapsed adds
