@@ -258,18 +258,19 @@ class ServerProbe:
         for pid, kind, state, wait_type, wait, app in self.conn.execute(_PROCESSES).fetchall():
             if self.caps is not None:
                 self.caps.adopt(int(pid), app)
+            backend = kind == "client backend"
             try:
                 used = cpu_seconds(int(pid))
-                waited = runnable_wait_seconds(int(pid))
+                waited = runnable_wait_seconds(int(pid)) if backend else 0.0
             except OSError:  # gone meanwhile
                 continue
-            if kind == "client backend":  # as for CPU: one started meanwhile from 0
+            if backend:  # as for CPU: one started meanwhile counts from 0
                 first = self.waits.get(pid, (waited if started else 0.0, 0.0))[0]
                 self.waits[pid] = (first, waited)
             if pid not in self.first:  # a process that started during the drain: all of it
                 self.first[pid] = (str(kind), used if started else 0.0)
             self.last[pid] = used
-            if kind == "client backend" and not started and state != "idle":
+            if backend and not started and state != "idle":
                 self.states[_state(state, wait_type, wait)] += 1
 
     def queued(self) -> int:
